@@ -1,0 +1,91 @@
+"""The one training loop for teacher and students: a loss-layer graph fitted with an identity loss.
+
+Each epoch: Keras' progress bar; validation loss (hard and soft parts); then the inference model
+predicts the validation images, predictions are cropped back to 101x101 and scored; the best
+epoch (by `monitor`) is saved atomically; history.csv is rewritten atomically.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from common import io
+from common.layers import IdentityLoss, LossPart
+from common.metrics import score_masks
+from data.pipeline import crop_probs
+
+
+def predict_probs(model, x: np.ndarray, spec: dict, batch_size: int = 64) -> np.ndarray:
+    """Model probabilities on the original 101x101 pixels, (N, 101, 101) float32."""
+    return crop_probs(model.predict(x, batch_size=batch_size, verbose=0), spec)
+
+
+def evaluate_probs(probs: np.ndarray, masks: np.ndarray, threshold: float = 0.5) -> dict:
+    return score_masks(probs > threshold, masks)
+
+
+class ValScore(keras.callbacks.Callback):
+    """Score the inference model on validation images each epoch; keep the best; write history."""
+
+    def __init__(self, infer_model, val_x, val_masks, spec, model_path: Path, history_path: Path, monitor: str, n_train: int):
+        super().__init__()
+        self.infer_model, self.val_x, self.val_masks, self.spec = infer_model, val_x, val_masks, spec
+        self.model_path, self.history_path, self.monitor, self.n_train = model_path, history_path, monitor, n_train
+        self.best, self.best_epoch, self.rows = -np.inf, -1, []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0, self.t_train = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):  # validation starts: the training part of the epoch is over
+        if self.t_train is None:
+            self.t_train = time.perf_counter() - self.t0
+
+    def on_epoch_end(self, epoch, logs=None):
+        train_time = self.t_train if self.t_train is not None else time.perf_counter() - self.t0
+        scores = evaluate_probs(predict_probs(self.infer_model, self.val_x, self.spec), self.val_masks, self.spec["threshold"])
+        logs = logs if logs is not None else {}
+        logs.update({f"val_{k}": v for k, v in scores.items() if k != "n_images"})
+        lr = self.model.optimizer.learning_rate
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}, "lr": float(np.asarray(lr)), "epoch_s": round(train_time, 2),
+               "train_img_per_s": round(self.n_train / max(train_time, 1e-9), 1)}
+        self.rows.append(row)
+        improved = scores[self.monitor] > self.best
+        if improved:
+            self.best, self.best_epoch = scores[self.monitor], epoch + 1
+            io.save_model(self.infer_model, self.model_path)
+        import pandas as pd
+
+        io.write_text(self.history_path, pd.DataFrame(self.rows).to_csv(index=False))
+        print(f"  val mean_iou {scores['mean_iou']:.4f}  kaggle_map {scores['kaggle_map']:.4f}" + ("  (best, saved)" if improved else ""), flush=True)
+
+
+def fit(train_model, infer_model, train_batches, val_batches, val_x, val_masks, spec, run_dir: Path, model_name: str,
+        epochs: int, lr: float, weight_decay: float = 1e-4, monitor: str = "mean_iou") -> dict:
+    """Train `train_model` (outputs [total, hard, soft] per sample) and keep the best `infer_model`."""
+    steps = epochs * len(train_batches)
+    warmup = max(1, steps // 10)
+    schedule = keras.optimizers.schedules.CosineDecay(lr / 10, steps - warmup, alpha=0.01, warmup_target=lr, warmup_steps=warmup)
+    train_model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay),
+        loss=IdentityLoss(),
+        metrics=[LossPart(1, "hard"), LossPart(2, "soft")],
+    )
+    model_path = run_dir / model_name
+    cb = ValScore(infer_model, val_x, val_masks, spec, model_path, run_dir / "history.csv", monitor, len(train_batches.x))
+    t0 = time.perf_counter()
+    train_model.fit(train_batches, validation_data=val_batches, epochs=epochs, callbacks=[cb], verbose=1 if sys.stdout.isatty() else 2)
+    wall = time.perf_counter() - t0
+    best = keras.saving.load_model(model_path)
+    infer_model.set_weights(best.get_weights())
+    rows = cb.rows
+    return {
+        "best_epoch": cb.best_epoch,
+        "epochs": epochs,
+        "train_wall_s": round(wall, 1),
+        "train_img_per_s": round(float(np.median([r["train_img_per_s"] for r in rows])), 1),
+    }

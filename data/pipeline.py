@@ -1,0 +1,96 @@
+"""Preprocessing and batches for training.
+
+Preprocessing is `pi.tgs_common.preprocess`, the same numpy code the Raspberry Pi runs, driven by
+one spec dict (input size, pad or resize) that is saved next to every model. Augmentation is a
+horizontal flip only: seismic sections have an up and a down, so no vertical flips.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from pi.tgs_common import ORIG_SIZE, postprocess, preprocess
+
+
+def make_spec(input_size: int = 128, resize_mode: str = "pad", threshold: float = 0.5, output: str = "probability") -> dict:
+    """The preprocessing contract between training, evaluation, export and the Pi (the sidecar)."""
+    if resize_mode not in ("pad", "resize"):
+        raise ValueError(f"resize_mode must be 'pad' or 'resize', not {resize_mode!r}")
+    return {
+        "format": "tgs-seg-sidecar/1",
+        "orig_size": ORIG_SIZE,
+        "input_size": int(input_size),
+        "resize_mode": resize_mode,
+        "scale": 1.0 / 255.0,
+        "threshold": float(threshold),
+        "output": output,
+    }
+
+
+def prep_images(images: np.ndarray, spec: dict) -> np.ndarray:
+    """uint8 (N, 101, 101) -> float32 (N, S, S, 1) in [0, 1]."""
+    return preprocess(images, spec)
+
+
+def prep_masks(masks: np.ndarray, spec: dict) -> np.ndarray:
+    """bool (N, 101, 101) -> float32 (N, S, S, 1) targets, padded/resized exactly like the images."""
+    return preprocess(masks.astype(np.uint8) * 255, spec)
+
+
+def crop_probs(probs: np.ndarray, spec: dict) -> np.ndarray:
+    """Model output (N, S, S, 1) -> (N, 101, 101) probabilities on the original pixels."""
+    return postprocess(np.asarray(probs), spec)
+
+
+class Batches(keras.utils.PyDataset):
+    """Shuffled, flipped batches of {"image", "mask"[, "teacher_logits"]} for the loss-layer graph.
+
+    Optional unlabelled images join every batch (`n_unlabelled` per batch) with mask -1, which
+    the loss layer counts in the soft term only. With cached teacher logits `t` (N, 2, S, S, 1):
+    view 0 for the image, view 1 for its flip, so a flipped image gets the teacher's output on
+    the flipped image. The target is a dummy: the model outputs its loss.
+    """
+
+    def __init__(self, x, y, batch_size=32, shuffle=True, flip=True, seed=0, unlabelled_x=None, n_unlabelled=0,
+                 t=None, unlabelled_t=None, **kwargs):
+        super().__init__(**kwargs)
+        self.x, self.y, self.t = x, y, t
+        self.batch_size, self.shuffle, self.flip, self.seed = batch_size, shuffle, flip, seed
+        self.ux, self.ut = unlabelled_x, unlabelled_t
+        self.n_unlabelled = n_unlabelled if unlabelled_x is not None else 0
+        self.epoch = 0
+        self._order()
+
+    def _order(self):
+        self.rng = np.random.default_rng([self.seed, self.epoch])
+        self.perm = self.rng.permutation(len(self.x)) if self.shuffle else np.arange(len(self.x))
+        if self.n_unlabelled:
+            self.uperm = self.rng.permutation(len(self.ux))
+
+    def __len__(self):
+        return int(np.ceil(len(self.x) / self.batch_size))
+
+    def __getitem__(self, i):
+        idx = np.sort(self.perm[i * self.batch_size : (i + 1) * self.batch_size])
+        xb, yb = self.x[idx], self.y[idx]
+        tb = self.t[idx] if self.t is not None else None
+        if self.n_unlabelled:
+            start = (i * self.n_unlabelled) % len(self.ux)
+            uidx = np.sort(np.take(self.uperm, np.arange(start, start + self.n_unlabelled), mode="wrap"))
+            xb = np.concatenate([xb, self.ux[uidx]])
+            yb = np.concatenate([yb, np.full((len(uidx),) + yb.shape[1:], -1.0, np.float32)])
+            if tb is not None:
+                tb = np.concatenate([tb, self.ut[uidx]])
+        f = np.random.default_rng([self.seed, self.epoch, i]).random(len(xb)) < 0.5 if self.flip else np.zeros(len(xb), bool)
+        if f.any():
+            xb, yb = xb.copy(), yb.copy()
+            xb[f], yb[f] = xb[f, :, ::-1], yb[f, :, ::-1]
+        feed = {"image": xb, "mask": yb}
+        if tb is not None:
+            feed["teacher_logits"] = np.where(f[:, None, None, None], tb[:, 1], tb[:, 0]).astype(np.float32)
+        return feed, np.zeros((len(xb), 1), np.float32)
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self._order()

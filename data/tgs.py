@@ -1,0 +1,239 @@
+"""Read the Kaggle TGS Salt layout, and the compact `.npz` cache made by `data.prepare`.
+
+    DIR/train/images/<id>.png   101x101 8-bit images (RGB with equal channels in the real set)
+    DIR/train/masks/<id>.png    101x101 masks, 16-bit 0/65535 in the real set; any non-zero = salt
+    DIR/train.csv               id,rle_mask (1-indexed, column-major); used when masks/ is absent
+    DIR/depths.csv              id,z (optional)
+    DIR/test/images/<id>.png    unlabelled images (optional)
+
+Every problem is a one-line `UserError` naming the file or value.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from common.cli import UserError
+from pi.tgs_common import ORIG_SIZE, rle_decode, to_gray
+
+
+@dataclass
+class TgsData:
+    ids: list  # image ids (file stems)
+    images: np.ndarray  # (N, 101, 101) uint8 grayscale
+    masks: np.ndarray | None  # (N, 101, 101) bool, None for unlabelled images
+    depths: np.ndarray  # (N,) float32, NaN where unknown
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, ids) -> TgsData:
+        index = {i: k for k, i in enumerate(self.ids)}
+        missing = [i for i in ids if i not in index]
+        if missing:
+            raise UserError(f"{len(missing)} split ids are not in {self.source} (first: {missing[0]})")
+        sel = np.array([index[i] for i in ids], dtype=np.int64)
+        masks = None if self.masks is None else self.masks[sel]
+        return TgsData(list(ids), self.images[sel], masks, self.depths[sel], self.source)
+
+
+def read_png(path: Path, what: str = "image") -> np.ndarray:
+    """Read a PNG as a numpy array; corrupt/truncated files raise a UserError naming the file."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            arr = np.array(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise UserError(f"cannot read {what} {path}: {e}") from None
+    return arr
+
+
+def read_image(path: Path) -> np.ndarray:
+    arr = read_png(path)
+    try:
+        gray = to_gray(arr)
+    except ValueError as e:
+        raise UserError(f"image {path}: {e}") from None
+    if gray.shape != (ORIG_SIZE, ORIG_SIZE):
+        raise UserError(f"image {path} is {gray.shape[1]}x{gray.shape[0]}, expected {ORIG_SIZE}x{ORIG_SIZE}")
+    return gray
+
+
+def read_mask(path: Path) -> np.ndarray:
+    arr = read_png(path, "mask")
+    if arr.ndim == 3:
+        arr = arr[..., 0]
+    if arr.shape != (ORIG_SIZE, ORIG_SIZE):
+        raise UserError(f"mask {path} is {arr.shape[-1]}x{arr.shape[0]}, expected {ORIG_SIZE}x{ORIG_SIZE}")
+    return arr != 0
+
+
+def list_pngs(folder: Path, what: str) -> list[Path]:
+    if not folder.is_dir():
+        raise UserError(f"{what} folder {folder} does not exist")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and not p.name.startswith("."))
+    if not files:
+        raise UserError(f"{what} folder {folder} holds no .png images")
+    return files
+
+
+def _progress(it, total, desc, show):
+    if not show:
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, total=total, desc=desc, unit="img", leave=False)
+
+
+def load_image_folder(folder, progress: bool = True) -> TgsData:
+    """Unlabelled images: a folder of PNGs (or a folder with an images/ subfolder)."""
+    folder = Path(folder)
+    if (folder / "images").is_dir():
+        folder = folder / "images"
+    files = list_pngs(folder, "image")
+    images = np.stack([read_image(p) for p in _progress(files, len(files), f"reading {folder}", progress)])
+    ids = [p.stem for p in files]
+    return TgsData(ids, images, None, np.full(len(ids), np.nan, np.float32), str(folder))
+
+
+def read_rle_csv(path: Path) -> dict:
+    """train.csv -> {id: rle string}; header must be id,rle_mask."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {path}: {e}") from None
+    if not rows or [c.strip() for c in rows[0][:2]] != ["id", "rle_mask"]:
+        raise UserError(f"{path}: expected header 'id,rle_mask'")
+    out = {}
+    for n, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        out[row[0].strip()] = row[1].strip() if len(row) > 1 else ""
+    return out
+
+
+def read_depths(path: Path) -> dict:
+    out = {}
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or "id" not in reader.fieldnames or "z" not in reader.fieldnames:
+                raise UserError(f"{path}: expected header 'id,z'")
+            for n, row in enumerate(reader, start=2):
+                try:
+                    z = float(row["z"])
+                except (TypeError, ValueError):
+                    raise UserError(f"{path} line {n}: depth {row['z']!r} of {row['id']} is not a number") from None
+                if not math.isfinite(z):
+                    raise UserError(f"{path} line {n}: depth of {row['id']} is {z}")
+                out[row["id"]] = z
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {path}: {e}") from None
+    return out
+
+
+def load_tgs_dir(path, progress: bool = True) -> TgsData:
+    """Labelled training images of a Kaggle TGS folder, checked for the real set's quirks."""
+    root = Path(path)
+    if not root.exists():
+        raise UserError(f"data dir {root} does not exist")
+    if not root.is_dir():
+        raise UserError(f"data path {root} is neither a folder nor a .npz cache")
+    img_dir, mask_dir, csv_path = root / "train" / "images", root / "train" / "masks", root / "train.csv"
+    files = list_pngs(img_dir, "image")
+    ids = [p.stem for p in files]
+    rles = read_rle_csv(csv_path) if csv_path.exists() else None
+    if rles is not None:
+        extra = sorted(set(rles) - set(ids))
+        if extra:
+            raise UserError(f"{csv_path} lists {len(extra)} ids without an image in {img_dir} (first: {extra[0]})")
+    if not mask_dir.is_dir() and rles is None:
+        raise UserError(f"{root} has neither train/masks/ nor train.csv: no labels")
+    images = np.empty((len(ids), ORIG_SIZE, ORIG_SIZE), np.uint8)
+    masks = np.empty((len(ids), ORIG_SIZE, ORIG_SIZE), bool)
+    for k, p in enumerate(_progress(files, len(files), f"reading {root}", progress)):
+        images[k] = read_image(p)
+        if mask_dir.is_dir():
+            mp = mask_dir / p.name
+            if not mp.exists():
+                raise UserError(f"image {p} has no mask {mp}")
+            masks[k] = read_mask(mp)
+        if rles is not None:
+            if p.stem not in rles:
+                raise UserError(f"image {p} has no row in {csv_path}")
+            try:
+                m = rle_decode(rles[p.stem], (ORIG_SIZE, ORIG_SIZE))
+            except ValueError as e:
+                raise UserError(f"{csv_path}: bad RLE for {p.stem}: {e}") from None
+            if not mask_dir.is_dir():
+                masks[k] = m
+            elif not np.array_equal(m, masks[k]):
+                raise UserError(f"{csv_path}: RLE of {p.stem} disagrees with {mask_dir / p.name}")
+    depths = np.full(len(ids), np.nan, np.float32)
+    if (root / "depths.csv").exists():
+        z = read_depths(root / "depths.csv")
+        depths[:] = [z.get(i, np.nan) for i in ids]
+    return TgsData(ids, images, masks, depths, str(root))
+
+
+# ---- compact cache -------------------------------------------------------------------------
+
+def save_npz(data: TgsData, path, test: TgsData | None = None) -> None:
+    """uint8 images, bit-packed masks, ids, depths (and optional unlabelled test images), atomically."""
+    from common.io import atomic_path
+
+    arrays = {
+        "ids": np.array(data.ids),
+        "images": data.images,
+        "masks": np.packbits(data.masks.reshape(len(data), -1), axis=1),
+        "depths": data.depths,
+        "source": np.array(data.source),
+    }
+    if test is not None:
+        arrays.update(test_ids=np.array(test.ids), test_images=test.images)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, **arrays)
+
+
+def load_npz(path, part: str = "train") -> TgsData:
+    path = Path(path)
+    try:
+        z = np.load(path, allow_pickle=False)
+        if part == "test":
+            if "test_ids" not in z:
+                raise UserError(f"cache {path} holds no unlabelled test images")
+            ids = [str(i) for i in z["test_ids"]]
+            return TgsData(ids, z["test_images"], None, np.full(len(ids), np.nan, np.float32), f"{path}:test")
+        n = len(z["ids"])
+        masks = np.unpackbits(z["masks"], axis=1, count=ORIG_SIZE * ORIG_SIZE).reshape(n, ORIG_SIZE, ORIG_SIZE).astype(bool)
+        return TgsData([str(i) for i in z["ids"]], z["images"], masks, z["depths"], str(path))
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"cannot read cache {path}: {e}") from None
+
+
+def load_data(path, progress: bool = True) -> TgsData:
+    """Labelled data from a Kaggle folder or a `.npz` cache."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        if not path.exists():
+            raise UserError(f"cache {path} does not exist")
+        return load_npz(path)
+    return load_tgs_dir(path, progress)
+
+
+def load_unlabelled(path, progress: bool = True) -> TgsData:
+    """Unlabelled images from a folder of PNGs, a Kaggle folder's test/images, or a cache's test part."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        return load_npz(path, "test")
+    if (path / "test" / "images").is_dir():
+        path = path / "test" / "images"
+    return load_image_folder(path, progress)

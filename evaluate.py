@@ -1,0 +1,134 @@
+"""Score a model (.keras or .tflite) or a folder of predicted masks against TGS labels.
+
+    python evaluate.py --model runs/unet4_baseline_s0/student.keras --data ../shared/data/tgs-salt
+    python evaluate.py --model exports/unet4/student_int8.tflite --data ../shared/data/tgs-salt --split runs/unet4_baseline_s0/split.json
+    python evaluate.py --pred-masks OUT_DIR --data ../shared/data/tgs-salt --split all
+    # prints one JSON object, e.g.
+    # {"n_images": 320, "mean_iou": 0.87.., "salt_iou": 0.78.., "kaggle_map": 0.73.., "split": "val", "model": "..."}
+
+--split val (default for a model): the validation ids of the split.json next to the model (or next
+to the .tflite's source model); all: every labelled image in --data; or a split.json / text file of
+ids. Predictions are cropped (or resized) back to 101x101 before scoring; threshold 0.5 unless the
+model's sidecar says otherwise. Metrics: see common/metrics.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from common.cli import UserError, run
+from common.metrics import score_masks
+
+
+def select(data, split: str, model_path: Path | None):
+    from data.split import load_split, read_ids_file
+
+    if split == "all":
+        return data, "all"
+    if split == "val":
+        candidates = []
+        if model_path is not None:
+            candidates.append(model_path.parent / "split.json")
+            side = model_path.with_name(model_path.name + ".json")
+            if side.exists():
+                src = json.loads(side.read_text()).get("source")
+                if src:
+                    candidates.append(Path(src).parent / "split.json")
+        for c in candidates:
+            if c.exists():
+                return data.subset(load_split(c)["val"]), "val"
+        raise UserError(f"no split.json next to {model_path}; pass --split all or --split IDS_FILE")
+    return data.subset(read_ids_file(split)), split
+
+
+def keras_probs(path: Path, images) -> tuple[np.ndarray, float]:
+    from common.backend import choose_backend
+
+    choose_backend()
+    import keras
+
+    import common.layers  # noqa: F401 - registers custom layers
+    from data.pipeline import crop_probs, make_spec, prep_images
+
+    try:
+        model = keras.saving.load_model(path)
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"{path} is not a Keras model: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if len(model.outputs) != 1:
+        raise UserError(f"{path} has {len(model.outputs)} outputs; evaluate the single-output inference model")
+    side = path.with_name(path.name + ".json")
+    spec = json.loads(side.read_text()) if side.exists() else make_spec(int(model.inputs[0].shape[1]), "pad")
+    return crop_probs(model.predict(prep_images(images, spec), batch_size=64, verbose=0), spec), spec["threshold"]
+
+
+def tflite_probs(path: Path, images, threads: int) -> tuple[np.ndarray, float]:
+    from common.tflite import TFLiteModel
+
+    m = TFLiteModel(path, threads=threads)
+    return m.predict_images(images), m.threshold
+
+
+def read_pred_masks(folder: Path, ids) -> np.ndarray:
+    from data.tgs import read_mask
+
+    if not folder.is_dir():
+        raise UserError(f"prediction folder {folder} does not exist")
+    out = np.empty((len(ids), 101, 101), bool)
+    for k, i in enumerate(ids):
+        p = folder / f"{i}.png"
+        if not p.exists():
+            raise UserError(f"no predicted mask {p} for image {i}")
+        out[k] = read_mask(p)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = ap.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", help=".keras or .tflite model")
+    what.add_argument("--pred-masks", help="folder of <id>.png masks (any non-zero = salt)")
+    ap.add_argument("--data", required=True, help="Kaggle TGS folder or .npz cache with the labels")
+    ap.add_argument("--split", default=None, help="val | all | split.json | ids.txt (default: val for a model, all for masks)")
+    ap.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads")
+    ap.add_argument("--out", default="", help="also write the JSON to this file")
+    args = ap.parse_args(argv)
+
+    from data.tgs import load_data
+
+    model_path = Path(args.model) if args.model else None
+    if model_path is not None:
+        if not model_path.exists():
+            raise UserError(f"model file {model_path} does not exist")
+        if model_path.suffix not in (".keras", ".tflite"):
+            raise UserError(f"model file {model_path} must be .keras or .tflite")
+    data = load_data(args.data, progress=sys.stderr.isatty())
+    if data.masks is None:
+        raise UserError(f"{args.data} holds no labels")
+    subset, split_name = select(data, args.split or ("val" if model_path else "all"), model_path)
+    if model_path is None:
+        pred = read_pred_masks(Path(args.pred_masks), subset.ids)
+        source = {"pred_masks": args.pred_masks}
+    else:
+        if model_path.suffix == ".tflite":
+            probs, threshold = tflite_probs(model_path, subset.images, args.threads)
+        else:
+            probs, threshold = keras_probs(model_path, subset.images)
+        pred = probs > threshold
+        source = {"model": str(model_path), "threshold": threshold}
+    result = {**score_masks(pred, subset.masks), "split": split_name, **source}
+    text = json.dumps(result)
+    if args.out:
+        from common import io
+
+        io.write_text(args.out, text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

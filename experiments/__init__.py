@@ -1,0 +1,1 @@
+"""Sweeps over distillation settings and the results table built from run dirs."""

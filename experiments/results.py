@@ -1,0 +1,142 @@
+"""Results table and honest summary from run dirs.
+
+    python -m experiments.results runs/cpu
+    # writes runs/cpu/results.csv (one row per run) and runs/cpu/summary.csv, and prints the summary:
+    # config, n seeds, mean_iou mean ± std, kaggle_map mean ± std, paired d_kaggle vs baseline
+    # [bootstrap 95% CI], share of the teacher-baseline gap closed
+
+Paired differences: distilled minus baseline of the same width and seed, on per-image Kaggle
+scores of the same validation images; the interval bootstraps images (seeds averaged first).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+CONFIG_KEYS = ("base_filters", "lam", "temperature", "scale", "unlabelled", "epochs")
+
+
+def load_runs(root) -> pd.DataFrame:
+    """One row per finished run dir under root (config.json + metrics.json)."""
+    rows = []
+    for m in sorted(Path(root).glob("**/metrics.json")):
+        run = m.parent
+        try:
+            cfg = json.loads((run / "config.json").read_text())
+            met = json.loads(m.read_text())
+        except (OSError, ValueError):
+            continue
+        kind = "teacher" if (run / "teacher.keras").exists() else "student"
+        row = {
+            "run": run.name,
+            "path": str(run),
+            "kind": kind,
+            "seed": cfg.get("seed"),
+            "base_filters": cfg.get("base_filters"),
+            "lam": cfg.get("lam", np.nan) if kind == "student" else np.nan,
+            "temperature": cfg.get("temperature", np.nan) if kind == "student" else np.nan,
+            "scale": cfg.get("scale", "") if kind == "student" and cfg.get("lam", 0) > 0 else "",
+            "unlabelled": bool(cfg.get("unlabelled")),
+            "epochs": cfg.get("epochs"),
+            "params": met.get("params"),
+            "mean_iou": met["val"]["mean_iou"],
+            "salt_iou": met["val"]["salt_iou"],
+            "kaggle_map": met["val"]["kaggle_map"],
+            "kaggle_map_tta": met.get("val_flip_tta", {}).get("kaggle_map"),
+            "best_epoch": met.get("best_epoch"),
+            "wall_s": met.get("wall_s"),
+            "train_img_per_s": met.get("train_img_per_s"),
+        }
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def label(r) -> str:
+    if r["kind"] == "teacher":
+        return f"teacher unet{r['base_filters']}"
+    if r["lam"] == 0:
+        return f"unet{r['base_filters']} baseline"
+    return f"unet{r['base_filters']} KD T={r['temperature']:g} lam={r['lam']:g} s={r['scale']}" + (" +unl" if r["unlabelled"] else "")
+
+
+def _per_image(path) -> np.ndarray:
+    return np.asarray(json.loads((Path(path) / "metrics.json").read_text())["val_kaggle_per_image"])
+
+
+def bootstrap_ci(diff: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), (n, len(diff)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration: mean ± std over seeds; paired difference vs the baseline; gap closed."""
+    df = df.copy()
+    df["config"] = df.apply(label, axis=1)
+    teacher_map = df.loc[df.kind == "teacher", "kaggle_map"].mean() if (df.kind == "teacher").any() else np.nan
+    out = []
+    for config, g in df.groupby("config", sort=False):
+        r = {"config": config, "n_seeds": len(g), "params": int(g["params"].iloc[0]),
+             "mean_iou": g["mean_iou"].mean(), "mean_iou_std": g["mean_iou"].std(ddof=1) if len(g) > 1 else np.nan,
+             "kaggle_map": g["kaggle_map"].mean(), "kaggle_map_std": g["kaggle_map"].std(ddof=1) if len(g) > 1 else np.nan}
+        first = g.iloc[0]
+        if first["kind"] == "student" and first["lam"] > 0:
+            base = df[(df.kind == "student") & (df.lam == 0) & (df.base_filters == first["base_filters"])]
+            pairs = [(d, base[base.seed == d.seed].iloc[0]) for d in g.itertuples() if (base.seed == d.seed).any()]
+            if pairs:
+                diffs = np.mean([_per_image(d.path) - _per_image(b["path"]) for d, b in pairs], axis=0)
+                lo, hi = bootstrap_ci(diffs)
+                base_map = np.mean([b["kaggle_map"] for _, b in pairs])
+                r.update(n_pairs=len(pairs), d_kaggle=float(diffs.mean()), d_lo=lo, d_hi=hi,
+                         seeds_positive=int(sum(d.kaggle_map > b["kaggle_map"] for d, b in pairs)),
+                         gap_closed=float((r["kaggle_map"] - base_map) / (teacher_map - base_map)) if teacher_map > base_map else np.nan)
+        out.append(r)
+    return pd.DataFrame(out)
+
+
+def format_summary(s: pd.DataFrame) -> str:
+    lines = [f"{'config':44s} {'n':>2s} {'params':>9s} {'mean_iou':>15s} {'kaggle_map':>15s} {'d_kaggle [95% CI]':>26s} {'gap':>5s}"]
+    for r in s.to_dict("records"):
+        mi = f"{r['mean_iou']:.4f}" + (f"±{r['mean_iou_std']:.4f}" if r["mean_iou_std"] == r["mean_iou_std"] else "")
+        km = f"{r['kaggle_map']:.4f}" + (f"±{r['kaggle_map_std']:.4f}" if r["kaggle_map_std"] == r["kaggle_map_std"] else "")
+        d = f"{r['d_kaggle']:+.4f} [{r['d_lo']:+.4f},{r['d_hi']:+.4f}]" if r.get("d_kaggle") == r.get("d_kaggle") and "d_kaggle" in r else ""
+        gap = f"{r['gap_closed']:.0%}" if r.get("gap_closed") == r.get("gap_closed") and "gap_closed" in r else ""
+        lines.append(f"{r['config']:44s} {r['n_seeds']:2d} {r['params']:9,d} {mi:>15s} {km:>15s} {d:>26s} {gap:>5s}")
+    return "\n".join(lines)
+
+
+def write_tables(root) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from common import io
+
+    df = load_runs(root)
+    if df.empty:
+        return df, df
+    s = summarize(df)
+    io.write_text(Path(root) / "results.csv", df.to_csv(index=False))
+    io.write_text(Path(root) / "summary.csv", s.to_csv(index=False))
+    io.write_text(Path(root) / "summary.txt", format_summary(s) + "\n")
+    return df, s
+
+
+def main(argv=None) -> int:
+    from common.cli import UserError
+
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or not Path(argv[0]).is_dir():
+        raise UserError("usage: python -m experiments.results SWEEP_DIR (a folder of run dirs)")
+    df, s = write_tables(argv[0])
+    if df.empty:
+        raise UserError(f"no finished runs (metrics.json) under {argv[0]}")
+    print(format_summary(s))
+    return 0
+
+
+if __name__ == "__main__":
+    from common.cli import run
+
+    run(main)

@@ -1,0 +1,170 @@
+"""Export a trained model of the project (student or teacher) to TFLite and measure parity.
+
+    python export_tflite.py --model runs/unet4_from_unet16_T2_l0.9_sT_s0/student.keras \
+        --data ../shared/data/tgs-salt --out exports/unet4 --quant fp32,fp16,int8
+    # prints one row per format:
+    #   format     size_kb  mean_iou  kaggle_map  d_mean_iou  d_kaggle_map  max_abs_diff
+    #   keras        ...
+    #   fp32         512.3    0.8...     0.7...     +0.0000      +0.0000       2.4e-07
+    #   ...
+    # and writes OUT/<name>_<format>.tflite, a sidecar OUT/<name>_<format>.tflite.json (the
+    # preprocessing the Pi must apply) and OUT/export.json (the table).
+
+Formats: fp32; fp16 (float16 weights); int8 (int8 weights and activations, calibrated on
+`--calib` training images preprocessed exactly as in training; float input/output unless
+--int8-io). Conversion goes through Keras 3's `model.export(..., format="litert")` (SavedModel ->
+TFLiteConverter.from_saved_model), builtin ops only, so tflite-runtime on a Pi can run it.
+Parity is measured on the validation split of the model's run (its split.json) with the TFLite
+interpreter, against the Keras model on the same images.
+"""
+
+from __future__ import annotations
+
+from common.backend import require_tensorflow
+
+require_tensorflow()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from common import io  # noqa: E402
+from common.cli import UserError, run  # noqa: E402
+
+FORMATS = ("fp32", "fp16", "int8")
+
+
+def load_model_and_spec(path: Path):
+    import keras
+
+    import common.layers  # noqa: F401 - registers the custom layers
+    from data.pipeline import make_spec
+
+    if not path.exists():
+        raise UserError(f"model file {path} does not exist")
+    try:
+        model = keras.saving.load_model(path)
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"{path} is not a Keras model: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    sidecar = path.with_name(path.name + ".json")
+    if sidecar.exists():
+        spec = json.loads(sidecar.read_text())
+    else:
+        spec = make_spec(int(model.inputs[0].shape[1]), "pad")
+    if len(model.outputs) != 1:
+        raise UserError(f"{path} has {len(model.outputs)} outputs; export the single-output inference model (student.keras / teacher.keras)")
+    return model, spec
+
+
+def logits_head(model):
+    import keras
+
+    return keras.Model(model.inputs[0], model.get_layer("logits").output, name=model.name)
+
+
+def convert(model, fmt: str, out_path: Path, calib: np.ndarray | None, int8_io: bool) -> None:
+    import tensorflow as tf
+
+    kwargs = {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
+    if fmt == "fp16":
+        kwargs.update(optimizations=[tf.lite.Optimize.DEFAULT], target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS],
+                                                                              "supported_types": [tf.float16]})
+    elif fmt == "int8":
+        def representative():
+            for i in range(len(calib)):
+                yield [calib[i : i + 1]]
+
+        kwargs.update(optimizations=[tf.lite.Optimize.DEFAULT], representative_dataset=representative,
+                      target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]})
+        if int8_io:
+            kwargs.update(inference_input_type=tf.int8, inference_output_type=tf.int8)
+    with io.atomic_path(out_path, suffix=".tflite") as tmp:
+        model.export(str(tmp), format="litert", verbose=False, **kwargs)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="a single-output .keras model of the project")
+    ap.add_argument("--data", required=True, help="Kaggle TGS folder or .npz cache (calibration + parity)")
+    ap.add_argument("--out", required=True, help="output folder")
+    ap.add_argument("--quant", default="fp32,fp16,int8", help="comma-separated formats: fp32, fp16, int8")
+    ap.add_argument("--int8-io", action="store_true", help="int8 input/output tensors (default: float in, float out)")
+    ap.add_argument("--output", choices=("probability", "logits"), default="probability",
+                    help="export the sigmoid output or the logits (salt = logit > 0 at threshold 0.5)")
+    ap.add_argument("--calib", type=int, default=200, help="training images used to calibrate int8")
+    ap.add_argument("--split", default="", help="split.json for calibration/parity (default: next to --model)")
+    ap.add_argument("--name", default="", help="file name stem (default: the model file's stem)")
+    ap.add_argument("--overwrite", action="store_true")
+    args = ap.parse_args(argv)
+
+    formats = [f.strip() for f in args.quant.split(",") if f.strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise UserError(f"--quant {args.quant!r}: unknown format(s) {bad}; choose from {', '.join(FORMATS)}")
+    if args.calib < 1:
+        raise UserError(f"--calib must be >= 1, got {args.calib}")
+    model_path, out = Path(args.model), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = args.name or model_path.stem
+    targets = {f: out / f"{name}_{f}.tflite" for f in formats}
+    if not args.overwrite:
+        taken = [str(p) for p in targets.values() if p.exists()] + ([str(out / "export.json")] if (out / "export.json").exists() else [])
+        if taken:
+            raise UserError(f"{taken[0]} exists; pass --overwrite to replace it")
+
+    from common.tflite import TFLiteModel
+
+    from common.metrics import score_masks
+    from data.pipeline import crop_probs, prep_images
+    from data.split import load_split
+    from data.tgs import load_data
+
+    model, spec = load_model_and_spec(model_path)
+    data = load_data(args.data)
+    split_path = Path(args.split) if args.split else model_path.parent / "split.json"
+    if split_path.exists():
+        split = load_split(split_path)
+        train, val = data.subset(split["train"]), data.subset(split["val"])
+    else:
+        print(f"note: no split file {split_path}; calibrating and scoring on all {len(data)} images", flush=True)
+        train = val = data
+    rng = np.random.default_rng(0)
+    calib_idx = np.sort(rng.choice(len(train), min(args.calib, len(train)), replace=False))
+    calib = prep_images(train.images[calib_idx], spec)
+    vx = prep_images(val.images, spec)
+    keras_probs = crop_probs(model.predict(vx, batch_size=64, verbose=0), spec)
+    threshold = spec["threshold"]
+    base = score_masks(keras_probs > threshold, val.masks)
+    rows = [{"format": "keras", "file": str(model_path), "size_kb": round(model_path.stat().st_size / 1024, 1),
+             "mean_iou": base["mean_iou"], "kaggle_map": base["kaggle_map"], "d_mean_iou": 0.0, "d_kaggle_map": 0.0,
+             "max_abs_diff": 0.0, "pixel_agreement": 1.0}]
+    export_model = logits_head(model) if args.output == "logits" else model
+    for fmt, path in targets.items():
+        t0 = time.perf_counter()
+        convert(export_model, fmt, path, calib, args.int8_io)
+        side = {**spec, "output": args.output, "quant": fmt, "int8_io": bool(args.int8_io and fmt == "int8"), "model_name": model.name,
+                "source": str(model_path)}
+        io.write_json(path.with_name(path.name + ".json"), side)
+        probs = TFLiteModel(path, spec=side, threads=2).predict_probs(vx)
+        s = score_masks(probs > threshold, val.masks)
+        rows.append({"format": fmt, "file": str(path), "size_kb": round(path.stat().st_size / 1024, 1), "mean_iou": s["mean_iou"],
+                     "kaggle_map": s["kaggle_map"], "d_mean_iou": round(s["mean_iou"] - base["mean_iou"], 6),
+                     "d_kaggle_map": round(s["kaggle_map"] - base["kaggle_map"], 6),
+                     "max_abs_diff": float(np.abs(probs - keras_probs).max()),
+                     "pixel_agreement": round(float(((probs > threshold) == (keras_probs > threshold)).mean()), 6),
+                     "convert_s": round(time.perf_counter() - t0, 1)})
+    report = {"model": str(model_path), "n_val": len(val), "output": args.output, "int8_io": args.int8_io, "rows": rows}
+    io.write_json(out / "export.json", report)
+    print(f"{'format':8s} {'size_kb':>9s} {'mean_iou':>9s} {'kaggle_map':>10s} {'d_mean_iou':>10s} {'d_kaggle':>9s} {'max_abs_diff':>12s}")
+    for r in rows:
+        print(f"{r['format']:8s} {r['size_kb']:9.1f} {r['mean_iou']:9.4f} {r['kaggle_map']:10.4f} {r['d_mean_iou']:+10.4f} "
+              f"{r['d_kaggle_map']:+9.4f} {r['max_abs_diff']:12.2e}")
+    print(f"wrote {len(targets)} model(s) and {out / 'export.json'} ({len(val)} validation images)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

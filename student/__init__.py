@@ -1,0 +1,1 @@
+"""Student: the small U-Net with a hard and a soft (temperature) output."""

@@ -1,0 +1,1 @@
+"""Teacher: training (`python -m teacher.train`) and head replacement (`teacher.soft`)."""

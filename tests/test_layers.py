@@ -1,0 +1,158 @@
+"""The loss layer against numpy, gradients, head swap, student outputs, .keras round trips."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from common.layers import DistillationLoss, IdentityLoss, LossPart, TemperatureSigmoid, scale_factor
+from common.unet import build_unet, logits_model
+from student.model import build_student, inference_model
+from teacher.soft import soft_teacher
+
+
+def np_bce(t, p):
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return -(t * np.log(p) + (1 - t) * np.log(1 - p))
+
+
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+@pytest.mark.parametrize("scale", ["T", "T2", "1"])
+@pytest.mark.parametrize("lam,T", [(0.9, 2.0), (0.5, 4.0), (1.0, 1.0), (0.0, 3.0)])
+def test_loss_layer_matches_numpy(scale, lam, T):
+    rng = np.random.default_rng(0)
+    y = (rng.random((3, 8, 8, 1)) > 0.5).astype(np.float32)
+    z = rng.normal(0, 3, (3, 8, 8, 1)).astype(np.float32)
+    zt = rng.normal(0, 3, (3, 8, 8, 1)).astype(np.float32)
+    t_soft = sigmoid(zt / T).astype(np.float32)
+    out = ops.convert_to_numpy(DistillationLoss(lam, T, scale)([y, z, t_soft]))
+    hard = np_bce(y, sigmoid(z)).mean(axis=(1, 2, 3))
+    soft = np_bce(t_soft, sigmoid(z / T)).mean(axis=(1, 2, 3))
+    s = {"T": T, "T2": T * T, "1": 1.0}[scale]
+    assert scale_factor(scale, T) == s
+    np.testing.assert_allclose(out[:, 1], hard, rtol=1e-5)
+    np.testing.assert_allclose(out[:, 2], soft, rtol=1e-5)
+    np.testing.assert_allclose(out[:, 0], (1 - lam) * hard + lam * s * soft, rtol=1e-5)
+
+
+def test_loss_is_finite_for_extreme_logits():
+    z = np.array([-200.0, -50.0, 0.0, 50.0, 200.0], np.float32).reshape(1, 5, 1, 1)
+    y = np.array([1, 0, 1, 1, 0], np.float32).reshape(1, 5, 1, 1)
+    out = ops.convert_to_numpy(DistillationLoss(0.5, 2.0)([y, z, np.full_like(z, 0.5)]))
+    assert np.all(np.isfinite(out))
+    np.testing.assert_allclose(out[0, 1], np.mean([200, 0, np.log(2), 0, 200]), rtol=1e-4)
+
+
+def test_unlabelled_pixels_count_in_soft_term_only():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(2, 4, 4, 1)).astype(np.float32)
+    y = np.stack([(rng.random((4, 4, 1)) > 0.5), np.zeros((4, 4, 1))]).astype(np.float32)
+    y[1] = -1.0  # second image unlabelled
+    t = rng.random((2, 4, 4, 1)).astype(np.float32)
+    out = ops.convert_to_numpy(DistillationLoss(0.9, 2.0)([y, z, t]))
+    assert out[1, 1] == 0.0 and out[1, 2] > 0
+    np.testing.assert_allclose(out[0, 1], np_bce(y[0], sigmoid(z[0])).mean(), rtol=1e-5)
+
+
+def _grad_wrt_logits(layer, y, z, t):
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        zt = torch.tensor(z, requires_grad=True)
+        layer([torch.tensor(y), zt, torch.tensor(t)])[:, 2].sum().backward()
+        return zt.grad.numpy()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        zt = tf.Variable(z)
+        with tf.GradientTape() as tape:
+            out = tf.reduce_sum(layer([y, zt, t])[:, 2])
+        return tape.gradient(out, zt).numpy()
+    import jax
+
+    return np.asarray(jax.grad(lambda zz: layer([y, zz, t])[:, 2].sum())(z))
+
+
+def test_soft_gradient_zero_when_student_equals_teacher():
+    rng = np.random.default_rng(2)
+    T = 3.0
+    z = rng.normal(0, 2, (2, 6, 6, 1)).astype(np.float32)
+    y = (rng.random(z.shape) > 0.5).astype(np.float32)
+    layer = DistillationLoss(0.9, T)
+    g_same = _grad_wrt_logits(layer, y, z, sigmoid(z / T).astype(np.float32))
+    g_diff = _grad_wrt_logits(layer, y, z, sigmoid((z + 1) / T).astype(np.float32))
+    assert np.abs(g_same).max() < 1e-7
+    assert np.abs(g_diff).max() > 1e-4
+
+
+def test_head_swapped_teacher_is_sigmoid_of_logits_over_T():
+    keras.utils.set_random_seed(0)
+    teacher = build_unet((32, 32, 1), base_filters=2, depth=2, name="t")
+    x = np.random.default_rng(0).random((2, 32, 32, 1)).astype(np.float32)
+    z = ops.convert_to_numpy(logits_model(teacher)(x))
+    for T in (1.0, 2.5):
+        soft = ops.convert_to_numpy(soft_teacher(teacher, T)(x))
+        np.testing.assert_allclose(soft, sigmoid(z / T), rtol=1e-5, atol=1e-6)
+    assert not soft_teacher(teacher, 2.0).trainable_weights
+
+
+def test_student_outputs_and_soft_term_agree():
+    keras.utils.set_random_seed(0)
+    T = 4.0
+    student = build_student((32, 32, 1), base_filters=2, depth=2, temperature=T)
+    x = np.random.default_rng(0).random((2, 32, 32, 1)).astype(np.float32)
+    hard, soft = (ops.convert_to_numpy(o) for o in student(x))
+    z = ops.convert_to_numpy(logits_model(student)(x))
+    np.testing.assert_allclose(hard, sigmoid(z), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(soft, sigmoid(z / T), rtol=1e-5, atol=1e-6)
+    t_soft = np.random.default_rng(1).random(soft.shape).astype(np.float32)
+    out = ops.convert_to_numpy(DistillationLoss(1.0, T)([np.zeros_like(soft), z, t_soft]))
+    np.testing.assert_allclose(out[:, 2], np_bce(t_soft, soft).mean(axis=(1, 2, 3)), rtol=1e-4)
+    assert [o.name for o in inference_model(student).outputs] and inference_model(student).output_shape == (None, 32, 32, 1)
+
+
+def test_unet_param_counts_and_names():
+    t = build_unet(base_filters=16)
+    s = build_unet(base_filters=4)
+    assert 1.8e6 < t.count_params() < 2.1e6
+    assert s.count_params() < t.count_params() / 10
+    names = {layer.name for layer in t.layers}
+    assert {"logits", "probs", "enc0_conv1", "dec0_concat"} <= names
+    b = build_unet(base_filters=4, upsample="bilinear")
+    assert not any(isinstance(layer, keras.layers.Conv2DTranspose) for layer in b.layers)
+
+
+def test_keras_round_trip_of_every_custom_object(tmp_path):
+    from common.runs import training_graph
+
+    keras.utils.set_random_seed(0)
+    student = build_student((32, 32, 1), base_filters=2, depth=2, temperature=2.0)
+    teacher = soft_teacher(build_unet((32, 32, 1), base_filters=2, depth=2, name="t"), 2.0)
+    graph = training_graph(student, DistillationLoss(0.7, 2.0, "T2", dice=True, name="loss"), teacher)
+    graph.compile(optimizer="adam", loss=IdentityLoss(), metrics=[LossPart(1, "hard"), LossPart(2, "soft")])
+    x = np.random.default_rng(0).random((2, 32, 32, 1)).astype(np.float32)
+    feed = {"image": x, "mask": (x > 0.5).astype(np.float32)}
+    graph.fit(feed, np.zeros((2, 1), np.float32), epochs=1, verbose=0)
+    for model, inputs in ((student, x), (teacher, x), (graph, feed)):
+        path = tmp_path / f"{model.name}.keras"
+        model.save(path)
+        loaded = keras.saving.load_model(path)  # safe_mode=True: no Lambda, no closures
+        a, b = model.predict(inputs, verbose=0), loaded.predict(inputs, verbose=0)
+        for u, v in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
+            np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)
+    loaded = keras.saving.load_model(tmp_path / "train_graph.keras")
+    layer = loaded.get_layer("loss")
+    assert (layer.lam, layer.temperature, layer.scale, layer.dice) == (0.7, 2.0, "T2", True)
+    assert isinstance(loaded.loss, IdentityLoss)
+
+
+@pytest.mark.parametrize("kwargs", [{"lam": 1.5}, {"lam": -0.1}, {"temperature": 0.0}, {"temperature": -1.0}, {"scale": "T3"}])
+def test_loss_layer_rejects_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        DistillationLoss(**kwargs)
+    with pytest.raises(ValueError):
+        TemperatureSigmoid(0.0)

@@ -1,0 +1,45 @@
+import numpy as np
+
+from common.metrics import kaggle_per_image, score_masks
+
+
+def _mask(cells):
+    m = np.zeros((101, 101), bool)
+    for r0, r1, c0, c1 in cells:
+        m[r0:r1, c0:c1] = True
+    return m
+
+
+def test_kaggle_edge_cases():
+    empty, full = np.zeros((101, 101), bool), np.ones((101, 101), bool)
+    s = kaggle_per_image(np.stack([empty, empty, full]), np.stack([empty, full, empty]))
+    assert s.tolist() == [1.0, 0.0, 0.0]
+
+
+def test_kaggle_thresholds_on_hand_made_iou():
+    true = _mask([(0, 10, 0, 10)])  # 100 pixels
+    pred = _mask([(0, 10, 0, 6)])  # 60 pixels inside: IoU = 0.6
+    # IoU 0.6 beats t = 0.50, 0.55 only: 2 of 10 thresholds
+    assert kaggle_per_image(pred[None], true[None])[0] == 0.2
+    pred = _mask([(0, 10, 0, 10), (50, 51, 0, 5)])  # 105 pixels, IoU = 100/105 = 0.952: all 10
+    assert kaggle_per_image(pred[None], true[None])[0] == 1.0
+    pred = _mask([(0, 10, 0, 7)])  # IoU 0.7 exactly is not > 0.7: 0.5..0.65 -> 4 of 10
+    assert kaggle_per_image(pred[None], true[None])[0] == 0.4
+
+
+def test_mean_iou_two_classes_over_all_pixels():
+    true = np.stack([_mask([(0, 10, 0, 10)]), np.zeros((101, 101), bool)])
+    pred = np.stack([_mask([(0, 10, 0, 5)]), _mask([(0, 10, 0, 5)])])
+    tp, fp, fn = 50, 50, 50
+    tn = 2 * 101 * 101 - tp - fp - fn
+    r = score_masks(pred, true)
+    assert r["n_images"] == 2
+    assert np.isclose(r["salt_iou"], tp / (tp + fp + fn), atol=1e-6)
+    assert np.isclose(r["mean_iou"], (tp / (tp + fp + fn) + tn / (tn + fp + fn)) / 2, atol=1e-6)
+    assert r["kaggle_map"] == 0.0  # image 1: IoU 1/3; image 2: salt predicted on an empty image
+
+
+def test_all_empty_set_is_perfect():
+    z = np.zeros((3, 101, 101), bool)
+    r = score_masks(z, z)
+    assert r["mean_iou"] == 1.0 and r["salt_iou"] == 1.0 and r["kaggle_map"] == 1.0
