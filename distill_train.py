@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 
 from common import io  # noqa: E402
 from common.cli import UserError, check_range, run  # noqa: E402
-from common.config import parse_args  # noqa: E402
+from common.config import parse_args, show  # noqa: E402
 from common.layers import SCALE_RULES, DistillationLoss  # noqa: E402
 from common.runs import batches, final_metrics, load_split_data, start_run, training_graph, validate_common, write_metrics  # noqa: E402
 from common.train import evaluate_probs, fit, predict_probs  # noqa: E402
@@ -90,6 +90,10 @@ def validate(cfg: DistillConfig) -> None:
         raise UserError(f"--scale {cfg.scale!r} must be one of {', '.join(SCALE_RULES)}")
     if cfg.lam > 0 and not (cfg.teacher or cfg.teacher_cache):
         raise UserError(f"--lam {cfg.lam} needs a --teacher or --teacher-cache (use --lam 0 for the baseline)")
+    try:
+        [float(w) for w in cfg.teacher_weights]
+    except ValueError:
+        raise UserError(f"--teacher-weights {' '.join(cfg.teacher_weights)} must be numbers") from None
     if cfg.teacher_weights and len(cfg.teacher_weights) != len(cfg.teacher):
         raise UserError(f"--teacher-weights has {len(cfg.teacher_weights)} values for {len(cfg.teacher)} teacher(s)")
     if cfg.unlabelled and cfg.lam == 0:
@@ -99,8 +103,9 @@ def validate(cfg: DistillConfig) -> None:
 
 
 def main(argv=None) -> int:
-    cfg, overwrite = parse_args(DistillConfig, argv, __doc__, required=("data",), multi=("unlabelled", "teacher", "teacher_weights"))
+    cfg, opts = parse_args(DistillConfig, argv, __doc__, required=("data",), multi=("unlabelled", "teacher", "teacher_weights"))
     validate(cfg)
+    show(cfg)
     t0 = time.perf_counter()
     spec = make_spec(cfg.input_size, cfg.resize_mode)
     cache = None
@@ -121,8 +126,7 @@ def main(argv=None) -> int:
     split_file = cfg.split_file
     if not split_file and first_teacher is not None and (first_teacher.parent / "split.json").exists():
         split_file = str(first_teacher.parent / "split.json")
-    run_dir = start_run(cfg, Path(cfg.out or Path("runs") / run_name(cfg, teacher_name)), overwrite)
-    train, val, _ = load_split_data(cfg.data, split_file, cfg.val_fraction, cfg.split_seed, run_dir, cfg.max_train)
+    train, val, split = load_split_data(cfg.data, split_file, cfg.val_fraction, cfg.split_seed, cfg.max_train)
     unlabelled = None
     if cfg.unlabelled:
         parts = [load_unlabelled(u) for u in cfg.unlabelled]
@@ -130,24 +134,25 @@ def main(argv=None) -> int:
                              np.concatenate([p.depths for p in parts]))
         print(f"unlabelled: {len(unlabelled)} images, {cfg.n_unlabelled} per batch (soft term only)", flush=True)
     tb, vb, vx = batches(train, val, spec, cfg.batch_size, cfg.seed, cfg.flip, unlabelled, cfg.n_unlabelled, cache)
+    run_dir = start_run(cfg, Path(cfg.out or Path("runs") / run_name(cfg, teacher_name)), opts, split)
 
     student = build_student((cfg.input_size,) * 2 + (1,), cfg.base_filters, cfg.depth, cfg.temperature, cfg.upsample,
                             name=f"unet{cfg.base_filters}")
     infer = inference_model(student)
-    soft_t = soft_teacher(teachers, cfg.temperature, cfg.teacher_weights or None) if teachers else None
+    soft_t = soft_teacher(teachers, cfg.temperature, [float(w) for w in cfg.teacher_weights] or None) if teachers else None
     print(f"student: {student.name}, {infer.count_params():,} params; teacher: "
           + (f"cache {cfg.teacher_cache}" if cache is not None else (f"{teacher_name}, {soft_t.count_params():,} params" if soft_t else "none")),
           flush=True)
     loss = DistillationLoss(cfg.lam, cfg.temperature, cfg.scale, name="loss")
     graph = training_graph(student, loss, soft_t, cached_teacher=cache is not None)
     io.write_json(run_dir / "student.keras.json", {**spec, "model_name": infer.name})
-    info = fit(graph, infer, tb, vb, vx, val.masks, spec, run_dir, "student.keras", cfg.epochs, cfg.lr, cfg.weight_decay, cfg.monitor)
+    info = fit(graph, infer, tb, vb, vx, val.masks, spec, run_dir, "student.keras", cfg.epochs, cfg.lr, cfg.weight_decay, cfg.monitor, opts.resume)
     metrics = {"model": infer.name, "params": infer.count_params(), "run": run_dir.name, **info, **final_metrics(infer, val, vx, spec)}
     if cache is not None:
         t_probs = 1 / (1 + np.exp(-vb.t[:, 0, ..., 0].astype(np.float32)))
         metrics["teacher"] = {"cache": cfg.teacher_cache, "val": evaluate_probs(crop_probs(t_probs, spec), val.masks, spec["threshold"])}
     elif soft_t is not None:
-        t_probs = predict_probs(soft_teacher(teachers, 1.0, cfg.teacher_weights or None), vx, spec)
+        t_probs = predict_probs(soft_teacher(teachers, 1.0, [float(w) for w in cfg.teacher_weights] or None), vx, spec)
         metrics["teacher"] = {"paths": list(cfg.teacher), "params": sum(t.count_params() for t in teachers),
                               "val": evaluate_probs(t_probs, val.masks, spec["threshold"])}
     write_metrics(run_dir, metrics, t0)

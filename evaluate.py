@@ -70,7 +70,7 @@ def tflite_probs(path: Path, images, threads: int) -> tuple[np.ndarray, float]:
     from common.tflite import TFLiteModel
 
     m = TFLiteModel(path, threads=threads)
-    return m.predict_images(images), m.threshold
+    return m.predict_probs(images), float(m.spec.get("threshold", 0.5))
 
 
 def read_pred_masks(folder: Path, ids) -> np.ndarray:

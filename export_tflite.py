@@ -115,9 +115,8 @@ def main(argv=None) -> int:
         if taken:
             raise UserError(f"{taken[0]} exists; pass --overwrite to replace it")
 
-    from common.tflite import TFLiteModel
-
     from common.metrics import score_masks
+    from common.tflite import TFLiteModel
     from data.pipeline import crop_probs, prep_images
     from data.split import load_split
     from data.tgs import load_data
@@ -148,7 +147,7 @@ def main(argv=None) -> int:
         side = {**spec, "output": args.output, "quant": fmt, "int8_io": bool(args.int8_io and fmt == "int8"), "model_name": model.name,
                 "source": str(model_path)}
         io.write_json(path.with_name(path.name + ".json"), side)
-        probs = TFLiteModel(path, spec=side, threads=2).predict_probs(vx)
+        probs = TFLiteModel(path, spec=side, threads=2).predict_probs(val.images)
         s = score_masks(probs > threshold, val.masks)
         rows.append({"format": fmt, "file": str(path), "size_kb": round(path.stat().st_size / 1024, 1), "mean_iou": s["mean_iou"],
                      "kaggle_map": s["kaggle_map"], "d_mean_iou": round(s["mean_iou"] - base["mean_iou"], 6),

@@ -41,7 +41,8 @@ def show(cfg) -> None:
 def parse_args(cls, argv=None, doc: str = "", required=("data", "out"), multi=()):
     """argparse from a frozen dataclass: one --flag per field (bools get --x/--no-x), plus --overwrite.
 
-    Fields named in `multi` take one or more values (stored as a tuple). Returns (cfg, overwrite).
+    Fields named in `multi` take one or more values (stored as a tuple). Returns (cfg, opts) with
+    opts.overwrite and opts.resume.
     """
     import argparse
 
@@ -58,8 +59,9 @@ def parse_args(cls, argv=None, doc: str = "", required=("data", "out"), multi=()
         else:
             ap.add_argument(flag, type=types.get(f.type, str), default=f.default)
     ap.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
+    ap.add_argument("--resume", action="store_true", help="continue the interrupted run in --out from its last checkpoint")
     args = vars(ap.parse_args(argv))
-    overwrite = args.pop("overwrite")
+    opts = argparse.Namespace(overwrite=args.pop("overwrite"), resume=args.pop("resume"))
     for name in multi:
         args[name] = tuple(args[name] or ())
-    return cls(**args), overwrite
+    return cls(**args), opts

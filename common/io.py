@@ -18,7 +18,7 @@ from pathlib import Path
 
 from common.cli import UserError
 
-RESULT_FILES = ("config.json", "metrics.json", "history.csv", "model.keras", "student.keras")
+RESULT_FILES = ("metrics.json", "history.csv", "teacher.keras", "student.keras")
 
 
 @contextmanager
@@ -65,8 +65,10 @@ def save_model(model, path) -> None:
         model.save(tmp)
 
 
-def prepare_run_dir(run_dir, overwrite: bool) -> Path:
-    """Create `run_dir` for a new run; refuse one that holds results unless overwrite. Takes a lock."""
+def prepare_run_dir(run_dir, overwrite: bool, resume: bool = False) -> Path:
+    """Create `run_dir` for a new run; refuse one that holds results unless overwrite. Takes a lock.
+
+    With resume, the run dir's results are kept (the run continues from its checkpoint)."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"run dir {run_dir} exists and is not a directory")
@@ -74,7 +76,9 @@ def prepare_run_dir(run_dir, overwrite: bool) -> Path:
     if not os.access(run_dir, os.W_OK):
         raise UserError(f"run dir {run_dir} is not writable")
     acquire_lock(run_dir)
-    existing = [f for f in RESULT_FILES if (run_dir / f).exists()]
+    if resume:
+        return run_dir
+    existing = [f for f in RESULT_FILES + ("checkpoint.json", "checkpoint.weights.h5") if (run_dir / f).exists()]
     if existing and not overwrite:
         release_lock(run_dir)
         raise UserError(f"run dir {run_dir} already holds results ({', '.join(existing)}); pass --overwrite to replace them")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from common import io
 from common.cli import UserError, check_range
-from common.config import environment, show
+from common.config import environment
 from common.layers import DistillationLoss, TemperatureSigmoid
 from common.metrics import kaggle_per_image
 from common.train import evaluate_probs, predict_probs
@@ -37,17 +38,29 @@ def validate_common(cfg) -> None:
     check_range("--lr", cfg.lr, 0, 1, lo_open=True)
 
 
-def start_run(cfg, run_dir: Path, overwrite: bool) -> Path:
-    """Print the config, claim the run dir (lock, --overwrite rule), set seeds."""
-    show(cfg)
-    run_dir = io.prepare_run_dir(run_dir, overwrite)
+def start_run(cfg, run_dir: Path, opts, split: dict | None = None) -> Path:
+    """Claim the run dir (lock, --overwrite / --resume rules), set seeds, save config and split.
+
+    Called after the inputs are checked, so bad input leaves no run dir behind."""
+    run_dir = io.prepare_run_dir(run_dir, opts.overwrite, opts.resume)
     keras.utils.set_random_seed(cfg.seed)
-    io.write_json(run_dir / "config.json", {**dataclasses.asdict(cfg), "environment": environment()})
+    new = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    if opts.resume and (run_dir / "config.json").exists():
+        old = json.loads((run_dir / "config.json").read_text())
+        old.pop("environment", None)
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if diff:
+            raise UserError(f"--resume with a different config than {run_dir / 'config.json'}: {', '.join(diff)}")
+    if opts.resume and (run_dir / "metrics.json").exists():
+        raise UserError(f"run {run_dir} is finished (metrics.json); nothing to resume")
+    io.write_json(run_dir / "config.json", {**new, "environment": environment()})
+    if split is not None:
+        io.write_json(run_dir / "split.json", split)
     return run_dir
 
 
-def load_split_data(data_path, split_file, val_fraction: float, split_seed: int, run_dir: Path, max_train: int = 0):
-    """Load data, make or read the split, save it as run_dir/split.json. Returns (train, val, split)."""
+def load_split_data(data_path, split_file, val_fraction: float, split_seed: int, max_train: int = 0):
+    """Load data, make or read the split. Returns (train, val, split); save the split with the run."""
     data = load_data(data_path)
     if data.masks is None or len(data) == 0:
         raise UserError(f"{data_path} holds no labelled images")
@@ -59,7 +72,6 @@ def load_split_data(data_path, split_file, val_fraction: float, split_seed: int,
     train, val = data.subset(split["train"]), data.subset(split["val"])
     if max_train:
         train = train.subset(train.ids[:max_train])
-    io.write_json(run_dir / "split.json", split)
     print(f"data: {len(train)} train / {len(val)} val images from {data.source}", flush=True)
     return train, val, split
 
@@ -117,6 +129,8 @@ def final_metrics(model, val: TgsData, vx: np.ndarray, spec: dict) -> dict:
 def write_metrics(run_dir: Path, metrics: dict, t_start: float) -> None:
     metrics["wall_s"] = round(time.perf_counter() - t_start, 1)
     io.write_json(run_dir / "metrics.json", metrics)
+    for f in ("checkpoint.weights.h5", "checkpoint.json"):  # the run is finished: nothing left to resume
+        (run_dir / f).unlink(missing_ok=True)
     v = metrics["val"]
     print(f"done: val mean_iou {v['mean_iou']:.4f}  salt_iou {v['salt_iou']:.4f}  kaggle_map {v['kaggle_map']:.4f}  "
           f"({metrics['params']:,} params, best epoch {metrics['best_epoch']}, {metrics['train_img_per_s']} img/s) -> {run_dir}", flush=True)

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from common import io
+from common.cli import UserError
 from common.layers import IdentityLoss, LossPart
 from common.metrics import score_masks
 from data.pipeline import crop_probs
@@ -62,11 +63,53 @@ class ValScore(keras.callbacks.Callback):
 
         io.write_text(self.history_path, pd.DataFrame(self.rows).to_csv(index=False))
         print(f"  val mean_iou {scores['mean_iou']:.4f}  kaggle_map {scores['kaggle_map']:.4f}" + ("  (best, saved)" if improved else ""), flush=True)
+        save_checkpoint(self.model, self.history_path.parent, {"epoch": epoch + 1, "best": self.best, "best_epoch": self.best_epoch,
+                                                               "rows": self.rows})
+
+
+CKPT_WEIGHTS, CKPT_STATE = "checkpoint.weights.h5", "checkpoint.json"
+
+
+def save_checkpoint(train_model, run_dir: Path, state: dict) -> None:
+    """Weights and optimizer state of the training graph, then the epoch state (both atomic).
+
+    The state file is written last and names the epoch, so a kill between the two leaves a
+    weights file one epoch ahead of the state; the resume check below refuses that mismatch.
+    """
+    with io.atomic_path(run_dir / CKPT_WEIGHTS, suffix=".weights.h5") as tmp:
+        train_model.save_weights(tmp)
+    import h5py
+
+    with h5py.File(run_dir / CKPT_WEIGHTS, "a") as f:
+        f.attrs["epoch"] = state["epoch"]
+    io.write_json(run_dir / CKPT_STATE, state)
+
+
+def load_checkpoint(train_model, run_dir: Path) -> dict | None:
+    """Restore weights + optimizer from the last finished epoch; None when there is no checkpoint."""
+    wpath, spath = run_dir / CKPT_WEIGHTS, run_dir / CKPT_STATE
+    if not (wpath.exists() and spath.exists()):
+        return None
+    import json
+
+    import h5py
+
+    state = json.loads(spath.read_text())
+    with h5py.File(wpath, "r") as f:
+        if int(f.attrs.get("epoch", -1)) != state["epoch"]:
+            raise UserError(f"checkpoint in {run_dir} is inconsistent (killed while saving?); start again with --overwrite")
+    train_model.optimizer.build(train_model.trainable_variables)
+    train_model.load_weights(wpath)
+    return state
 
 
 def fit(train_model, infer_model, train_batches, val_batches, val_x, val_masks, spec, run_dir: Path, model_name: str,
-        epochs: int, lr: float, weight_decay: float = 1e-4, monitor: str = "mean_iou") -> dict:
-    """Train `train_model` (outputs [total, hard, soft] per sample) and keep the best `infer_model`."""
+        epochs: int, lr: float, weight_decay: float = 1e-4, monitor: str = "mean_iou", resume: bool = False) -> dict:
+    """Train `train_model` (outputs [total, hard, soft] per sample) and keep the best `infer_model`.
+
+    Every epoch ends with a checkpoint (weights, optimizer, epoch, history); `resume` continues
+    from it: the data order and flips are seeded per epoch, so the rest of the run is the same.
+    """
     steps = epochs * len(train_batches)
     warmup = max(1, steps // 10)
     schedule = keras.optimizers.schedules.CosineDecay(lr / 10, steps - warmup, alpha=0.01, warmup_target=lr, warmup_steps=warmup)
@@ -77,9 +120,21 @@ def fit(train_model, infer_model, train_batches, val_batches, val_x, val_masks, 
     )
     model_path = run_dir / model_name
     cb = ValScore(infer_model, val_x, val_masks, spec, model_path, run_dir / "history.csv", monitor, len(train_batches.x))
+    start, wall0 = 0, 0.0
+    state = load_checkpoint(train_model, run_dir) if resume else None
+    if state is not None:
+        start, cb.best, cb.best_epoch, cb.rows = state["epoch"], state["best"], state["best_epoch"], state["rows"]
+        wall0 = state.get("wall_s", 0.0)
+        train_batches.epoch = start
+        train_batches._order()
+        print(f"resuming after epoch {start} of {epochs} (best {monitor} {cb.best:.4f} at epoch {cb.best_epoch})", flush=True)
+    elif resume:
+        print("no checkpoint to resume from: starting at epoch 1", flush=True)
     t0 = time.perf_counter()
-    train_model.fit(train_batches, validation_data=val_batches, epochs=epochs, callbacks=[cb], verbose=1 if sys.stdout.isatty() else 2)
-    wall = time.perf_counter() - t0
+    if start < epochs:
+        train_model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=start, callbacks=[cb],
+                        verbose=1 if sys.stdout.isatty() else 2)
+    wall = wall0 + time.perf_counter() - t0
     best = keras.saving.load_model(model_path)
     infer_model.set_weights(best.get_weights())
     rows = cb.rows

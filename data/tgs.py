@@ -148,6 +148,8 @@ def load_tgs_dir(path, progress: bool = True) -> TgsData:
     if not root.is_dir():
         raise UserError(f"data path {root} is neither a folder nor a .npz cache")
     img_dir, mask_dir, csv_path = root / "train" / "images", root / "train" / "masks", root / "train.csv"
+    if not img_dir.is_dir():
+        raise UserError(f"data dir {root} has no train/images folder (expected the Kaggle TGS layout)")
     files = list_pngs(img_dir, "image")
     ids = [p.stem for p in files]
     rles = read_rle_csv(csv_path) if csv_path.exists() else None

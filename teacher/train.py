@@ -21,7 +21,7 @@ from pathlib import Path  # noqa: E402
 
 from common import io  # noqa: E402
 from common.cli import UserError, run  # noqa: E402
-from common.config import parse_args  # noqa: E402
+from common.config import parse_args, show  # noqa: E402
 from common.layers import DistillationLoss  # noqa: E402
 from common.runs import batches, final_metrics, load_split_data, start_run, training_graph, validate_common, write_metrics  # noqa: E402
 from common.train import fit  # noqa: E402
@@ -59,18 +59,19 @@ def validate(cfg: TeacherConfig) -> None:
 
 
 def main(argv=None) -> int:
-    cfg, overwrite = parse_args(TeacherConfig, argv, __doc__)
+    cfg, opts = parse_args(TeacherConfig, argv, __doc__)
     validate(cfg)
+    show(cfg)
     t0 = time.perf_counter()
-    run_dir = start_run(cfg, Path(cfg.out), overwrite)
     spec = make_spec(cfg.input_size, cfg.resize_mode)
-    train, val, _ = load_split_data(cfg.data, cfg.split_file, cfg.val_fraction, cfg.split_seed, run_dir, cfg.max_train)
+    train, val, split = load_split_data(cfg.data, cfg.split_file, cfg.val_fraction, cfg.split_seed, cfg.max_train)
+    run_dir = start_run(cfg, Path(cfg.out), opts, split)
     tb, vb, vx = batches(train, val, spec, cfg.batch_size, cfg.seed, cfg.flip)
     model = build_unet((cfg.input_size, cfg.input_size, 1), cfg.base_filters, cfg.depth, cfg.upsample, name=f"unet{cfg.base_filters}")
     print(f"teacher: {model.name}, {model.count_params():,} params", flush=True)
     graph = training_graph(model, DistillationLoss(lam=0.0, temperature=1.0, dice=cfg.loss == "bce_dice", name="loss"))
     io.write_json(run_dir / "teacher.keras.json", {**spec, "model_name": model.name})
-    info = fit(graph, model, tb, vb, vx, val.masks, spec, run_dir, "teacher.keras", cfg.epochs, cfg.lr, cfg.weight_decay, cfg.monitor)
+    info = fit(graph, model, tb, vb, vx, val.masks, spec, run_dir, "teacher.keras", cfg.epochs, cfg.lr, cfg.weight_decay, cfg.monitor, opts.resume)
     metrics = {"model": model.name, "params": model.count_params(), **info, **final_metrics(model, val, vx, spec)}
     write_metrics(run_dir, metrics, t0)
     return 0

@@ -1,0 +1,152 @@
+"""A tiny end-to-end run on synthetic data: teacher -> baseline -> distilled (in-graph and cached)
+-> evaluate, plus the run-dir rules (no silent overwrite, lock, resume) and CLI bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--epochs", "2", "--batch-size", "16", "--base-filters", "2", "--depth", "3", "--input-size", "104"]
+
+
+def cli(*args, check=True, env=None):
+    """Run a project command in a subprocess (as a user would); return the CompletedProcess."""
+    import os
+
+    p = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{args} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+@pytest.fixture(scope="module")
+def runs(synth_dir, tmp_path_factory):
+    from teacher.cache import build_cache
+
+    base = tmp_path_factory.mktemp("runs")
+    t = base / "teacher"
+    cli("-m", "teacher.train", "--data", synth_dir, "--out", t, *TINY, "--base-filters", "4")
+    teacher = t / "teacher.keras"
+    b = base / "baseline"
+    cli("distill_train.py", "--data", synth_dir, "--lam", "0", "--out", b, *TINY)
+    d = base / "kd"
+    cli("distill_train.py", "--data", synth_dir, "--teacher", teacher, "--lam", "0.9", "--temperature", "2", "--out", d, *TINY,
+        "--unlabelled", synth_dir / "test" / "images", "--n-unlabelled", "4")
+    build_cache([teacher], [synth_dir], [synth_dir / "test" / "images"], base / "cache", overwrite=False)
+    c = base / "kd_cache"
+    cli("distill_train.py", "--data", synth_dir, "--teacher", teacher, "--teacher-cache", base / "cache", "--lam", "0.9", "--out", c, *TINY)
+    return {"teacher": t, "baseline": b, "kd": d, "kd_cache": c, "cache": base / "cache", "base": base}
+
+
+def test_run_dirs_hold_everything(runs):
+    for name in ("teacher", "baseline", "kd", "kd_cache"):
+        run = runs[name]
+        model = "teacher.keras" if name == "teacher" else "student.keras"
+        for f in ("config.json", "split.json", "history.csv", "metrics.json", model, model + ".json"):
+            assert (run / f).exists(), f"{run}/{f}"
+        assert not (run / "checkpoint.weights.h5").exists()  # finished runs keep no checkpoint
+        m = json.loads((run / "metrics.json").read_text())
+        for k in ("mean_iou", "salt_iou", "kaggle_map", "n_images"):
+            assert k in m["val"]
+        assert 0 <= m["val"]["mean_iou"] <= 1
+        cfg = json.loads((run / "config.json").read_text())
+        assert cfg["environment"]["backend"] and cfg["seed"] == 0
+    import pandas as pd
+
+    h = pd.read_csv(runs["kd"] / "history.csv")
+    assert list(h["epoch"]) == [1, 2] and {"hard", "soft", "val_hard", "val_soft", "val_mean_iou"} <= set(h.columns)
+    assert (h["soft"] > 0).all() and (pd.read_csv(runs["baseline"] / "history.csv")["soft"] == 0).all()
+
+
+def test_students_share_the_teachers_split(runs):
+    t = json.loads((runs["teacher"] / "split.json").read_text())
+    for name in ("kd", "kd_cache"):
+        assert json.loads((runs[name] / "split.json").read_text()) == t
+
+
+def test_saved_student_is_the_student_alone(runs):
+    import keras
+
+    import common.layers  # noqa: F401
+
+    student = keras.saving.load_model(runs["kd"] / "student.keras")
+    teacher = keras.saving.load_model(runs["teacher"] / "teacher.keras")
+    assert len(student.outputs) == 1 and student.count_params() < teacher.count_params() / 3
+    assert not any("teacher" in layer.name or layer.name == "loss" for layer in student.layers)
+
+
+def test_evaluate_matches_metrics_json(runs, synth_dir):
+    for name, model in (("teacher", "teacher.keras"), ("kd", "student.keras")):
+        out = json.loads(cli("evaluate.py", "--model", runs[name] / model, "--data", synth_dir).stdout)
+        m = json.loads((runs[name] / "metrics.json").read_text())["val"]
+        assert out["n_images"] == m["n_images"]
+        for k in ("mean_iou", "salt_iou", "kaggle_map"):
+            assert abs(out[k] - m[k]) < 1e-4, (name, k, out[k], m[k])
+
+
+def test_evaluate_pred_masks(tmp_path, synth_dir):
+    from PIL import Image
+
+    from data.tgs import load_data
+
+    d = load_data(synth_dir, progress=False)
+    for i, m in zip(d.ids, d.masks):
+        Image.fromarray(m.astype(np.uint8) * 255).save(tmp_path / f"{i}.png")
+    perfect = json.loads(cli("evaluate.py", "--pred-masks", tmp_path, "--data", synth_dir).stdout)
+    assert perfect["n_images"] == len(d) and perfect["mean_iou"] == 1.0 and perfect["kaggle_map"] == 1.0
+    Image.fromarray(np.zeros((101, 101), np.uint8)).save(tmp_path / f"{d.ids[int(np.flatnonzero(d.masks.any(axis=(1, 2)))[0])]}.png")
+    worse = json.loads(cli("evaluate.py", "--pred-masks", tmp_path, "--data", synth_dir).stdout)
+    assert worse["kaggle_map"] == pytest.approx(1 - 1 / len(d), abs=1e-6)
+
+
+def test_cache_and_in_graph_teacher_give_the_same_losses(runs, synth_dir):
+    import keras
+
+    from common.layers import DistillationLoss
+    from common.runs import training_graph
+    from data.pipeline import Batches, make_spec, prep_images, prep_masks
+    from data.tgs import load_data
+    from student.model import build_student
+    from teacher.cache import TeacherCache
+    from teacher.soft import soft_teacher
+
+    teacher = keras.saving.load_model(runs["teacher"] / "teacher.keras")
+    spec = make_spec(104)
+    d = load_data(synth_dir, progress=False)
+    x, y = prep_images(d.images[:16], spec), prep_masks(d.masks[:16], spec)
+    t = TeacherCache(runs["cache"]).take(d.ids[:16])
+    student = build_student((104, 104, 1), 2, 3, temperature=2.0)
+    loss = DistillationLoss(0.9, 2.0, "T2", name="loss")
+    in_graph = training_graph(student, loss, soft_teacher(teacher, 2.0))
+    cached = training_graph(student, loss, cached_teacher=True)
+    feed, _ = Batches(x, y, 16, shuffle=False, flip=True, seed=1, t=t)[0]  # flips use the cached flipped view
+    a = keras.ops.convert_to_numpy(in_graph({"image": feed["image"], "mask": feed["mask"]}))
+    b = keras.ops.convert_to_numpy(cached(feed))
+    np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4)  # float16 cache
+
+
+def test_cache_refuses_other_teacher_and_uncovered_ids(runs, synth_dir, tmp_path):
+    p = cli("distill_train.py", "--data", synth_dir, "--teacher", runs["kd"] / "student.keras", "--teacher-cache", runs["cache"],
+            "--out", tmp_path / "x", *TINY, check=False)
+    assert p.returncode == 2 and "other teacher" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_no_silent_overwrite_and_lock(runs, synth_dir):
+    before = (runs["baseline"] / "metrics.json").read_bytes()
+    p = cli("distill_train.py", "--data", synth_dir, "--lam", "0", "--out", runs["baseline"], *TINY, check=False)
+    assert p.returncode == 2 and "--overwrite" in p.stderr
+    assert (runs["baseline"] / "metrics.json").read_bytes() == before
+    import os
+
+    (runs["baseline"] / ".lock").write_text(str(os.getpid()))  # a live run holds the dir
+    try:
+        p = cli("distill_train.py", "--data", synth_dir, "--lam", "0", "--out", runs["baseline"], *TINY, "--overwrite", check=False)
+        assert p.returncode == 2 and "in use" in p.stderr
+        assert (runs["baseline"] / "metrics.json").read_bytes() == before
+    finally:
+        (runs["baseline"] / ".lock").unlink()
