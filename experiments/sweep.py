@@ -95,6 +95,7 @@ def main(argv=None) -> int:
     teacher_path = args.teacher or cfg.get("teacher_path", "")
     teacher_filters = teacher_cfg.get("base_filters", 16)
     runs = student_runs(cfg, teacher_filters)
+    needs_unlabelled = any(r["unlabelled"] for r in runs)
     print(f"sweep {cfg['name']}: {len(runs)} student runs + {'given' if teacher_path else 'one'} teacher -> {sweep}", flush=True)
     for r in runs:
         print(f"  {r['name']}")
@@ -123,12 +124,19 @@ def main(argv=None) -> int:
     elif not Path(teacher_path).exists():
         raise UserError(f"teacher {teacher_path} does not exist")
     student_fixed = {k: v for k, v in cfg.get("student", {}).items() if k != "base_filters"}
+    cache_dir = Path(teacher_path).parent / "cache"
+    if cfg.get("teacher_cache"):  # teacher logits computed once: a KD epoch then costs what a baseline epoch costs
+        cmd = [py, "-m", "teacher.cache", "--teacher", teacher_path, "--data", data, "--out", str(cache_dir)]
+        if needs_unlabelled:
+            cmd += ["--unlabelled", data]
+        jobs.append(("teacher_cache", cache_dir, cmd))
     for r in runs:
         rdir = sweep / r["name"]
         cmd = [py, "distill_train.py", "--data", data, "--out", str(rdir), "--seed", str(r["seed"]), "--lam", str(r["lam"]),
                "--base-filters", str(r["base_filters"]), *flags(student_fixed)]
         if r["lam"] > 0:
             cmd += ["--teacher", teacher_path, "--temperature", str(r["temperature"]), "--scale", r["scale"]]
+            cmd += ["--teacher-cache", str(cache_dir)] if cfg.get("teacher_cache") else []
         if r["unlabelled"]:
             cmd += ["--unlabelled", data]
         jobs.append((r["name"], rdir, cmd))
@@ -136,7 +144,7 @@ def main(argv=None) -> int:
     bar = tqdm(jobs, desc=f"sweep {cfg['name']}", unit="run", file=sys.stdout, dynamic_ncols=True)
     for name, rdir, cmd in bar:
         bar.set_postfix_str(name)
-        if (rdir / "metrics.json").exists():
+        if (rdir / ("meta.json" if name == "teacher_cache" else "metrics.json")).exists():
             continue
         t0 = time.perf_counter()
         code = run_logged(cmd + ["--overwrite"], sweep / "logs" / f"{name}.txt")
@@ -144,8 +152,8 @@ def main(argv=None) -> int:
         tqdm.write(f"{name}: {status} in {time.perf_counter() - t0:.0f} s")
         if code:
             failed.append(name)
-            if name == "teacher":
-                raise UserError(f"teacher training failed; see {sweep / 'logs' / 'teacher.txt'}")
+            if name in ("teacher", "teacher_cache"):
+                raise UserError(f"{name} failed; see {sweep / 'logs' / (name + '.txt')}")
     from experiments.results import format_summary, write_tables
 
     df, s = write_tables(sweep)

@@ -1,0 +1,101 @@
+"""Plots for the notebooks and the README (they read run dirs; no training here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+
+def score_vs(df: pd.DataFrame, x: str, metrics=("mean_iou", "kaggle_map"), ax=None):
+    """Distilled students' scores against T or lambda, mean ± std over seeds, baseline and teacher as lines."""
+    students = df[(df.kind == "student") & (df.lam > 0)]
+    fig, axes = (None, ax) if ax is not None else plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5))
+    axes = np.atleast_1d(axes)
+    for a, m in zip(axes, metrics):
+        for (scale, unl), g in students.groupby(["scale", "unlabelled"]):
+            s = g.groupby(x)[m].agg(["mean", "std", "count"]).reset_index()
+            a.errorbar(s[x], s["mean"], yerr=s["std"].fillna(0), marker="o", capsize=3, label=f"s(T)={scale}" + (" +unl" if unl else ""))
+        base = df[(df.kind == "student") & (df.lam == 0)][m]
+        if len(base):
+            a.axhline(base.mean(), color="gray", ls="--", label=f"baseline ({len(base)} seeds)")
+            a.axhspan(base.mean() - base.std(ddof=1 if len(base) > 1 else 0), base.mean() + base.std(ddof=1 if len(base) > 1 else 0),
+                      color="gray", alpha=0.15)
+        teacher = df[df.kind == "teacher"][m]
+        if len(teacher):
+            a.axhline(teacher.mean(), color="k", ls=":", label="teacher")
+        a.set_xlabel({"temperature": "T", "lam": "lambda"}.get(x, x))
+        a.set_ylabel(m)
+        if x == "temperature":
+            a.set_xscale("log", base=2)
+        a.legend(fontsize=7)
+    return fig
+
+
+def learning_curves(run_dirs, ax=None):
+    """Hard and soft parts of the training loss and validation mean IoU per epoch."""
+    fig, axes = (None, ax) if ax is not None else plt.subplots(1, 3, figsize=(15, 3.5))
+    for run in run_dirs:
+        h = pd.read_csv(Path(run) / "history.csv")
+        name = Path(run).name
+        axes[0].plot(h["epoch"], h["hard"], label=name)
+        axes[1].plot(h["epoch"], h["soft"], label=name)
+        axes[2].plot(h["epoch"], h["val_mean_iou"], label=name)
+    for a, t in zip(axes, ("train hard part (BCE with labels)", "train soft part (BCE with teacher)", "validation mean IoU")):
+        a.set_title(t)
+        a.set_xlabel("epoch")
+    axes[2].legend(fontsize=6)
+    return fig
+
+
+def score_vs_size(df: pd.DataFrame, latency: dict | None = None, metric: str = "kaggle_map"):
+    """Score against parameters (and against TFLite latency where export results exist)."""
+    n = 2 if latency else 1
+    fig, axes = plt.subplots(1, n, figsize=(5 * n, 3.5))
+    axes = np.atleast_1d(axes)
+    df = df.copy()
+    df["group"] = np.where(df.kind == "teacher", "teacher", np.where(df.lam == 0, "baseline", "distilled"))
+    for grp, g in df.groupby("group"):
+        axes[0].scatter(g["params"], g[metric], label=grp)
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("parameters")
+    axes[0].set_ylabel(metric)
+    axes[0].legend()
+    if latency:
+        for name, (ms, score) in latency.items():
+            axes[1].scatter(ms, score)
+            axes[1].annotate(name, (ms, score), fontsize=7)
+        axes[1].set_xlabel("TFLite latency, 1 thread (ms/image)")
+        axes[1].set_ylabel(metric)
+    return fig
+
+
+def mask_grid(images, truth, preds: dict, n: int = 8, seed: int = 0):
+    """Validation images with the true mask and each model's mask outlined (n columns)."""
+    rng = np.random.default_rng(seed)
+    n = min(n, len(images))
+    has_salt = np.flatnonzero(truth.any(axis=(1, 2)))
+    pick = rng.choice(has_salt if len(has_salt) >= n else np.arange(len(images)), n, replace=False)
+    rows = ["truth", *preds]
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.6 * n, 1.7 * len(rows)), squeeze=False)
+    for r, name in enumerate(rows):
+        for c, k in enumerate(pick):
+            a = axes[r, c]
+            a.imshow(images[k], cmap="gray")
+            m = truth[k] if name == "truth" else preds[name][k]
+            if m.any():
+                a.contour(m, [0.5], colors="lime" if name == "truth" else "red", linewidths=1)
+            a.set_xticks([])
+            a.set_yticks([])
+            if c == 0:
+                a.set_ylabel(name, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def read_export(path) -> dict:
+    p = Path(path)
+    return json.loads(p.read_text()) if p.exists() else {}
