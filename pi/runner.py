@@ -26,8 +26,11 @@ def load_interpreter_class():
     """TensorFlow's interpreter when TensorFlow is already loaded (tflite_runtime then breaks),
     else ai-edge-litert, else tflite-runtime."""
     if "tensorflow" in sys.modules:
+        import warnings
+
         import tensorflow as tf
 
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
         return tf.lite.Interpreter
     try:
         from ai_edge_litert.interpreter import Interpreter

@@ -27,6 +27,7 @@ from common.runs import batches, final_metrics, load_split_data, start_run, trai
 from common.train import fit  # noqa: E402
 from common.unet import build_unet  # noqa: E402
 from data.pipeline import make_spec  # noqa: E402
+from teacher.calibration import calibration, teacher_val_logits  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ def main(argv=None) -> int:
     io.write_json(run_dir / "teacher.keras.json", {**spec, "model_name": model.name})
     info = fit(graph, model, tb, vb, vx, val.masks, spec, run_dir, "teacher.keras", cfg.epochs, cfg.lr, cfg.weight_decay, cfg.monitor, opts.resume)
     metrics = {"model": model.name, "params": model.count_params(), **info, **final_metrics(model, val, vx, spec)}
+    metrics["calibration"] = calibration(teacher_val_logits(model, vx, spec), val.masks)
     write_metrics(run_dir, metrics, t0)
     return 0
 

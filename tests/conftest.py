@@ -11,6 +11,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import subprocess  # noqa: E402
+
 import pytest  # noqa: E402
 
 
@@ -22,3 +24,36 @@ def synth_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "tgs"
     generate(out, n_train=120, n_test=24, seed=0)
     return out
+
+
+TINY = ["--epochs", "2", "--batch-size", "16", "--base-filters", "2", "--depth", "3", "--input-size", "104"]
+
+
+def cli(*args, check=True, env=None):
+    """Run a project command in a subprocess (as a user would); return the CompletedProcess."""
+    import os
+
+    p = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{args} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+@pytest.fixture(scope="session")
+def runs(synth_dir, tmp_path_factory):
+    from teacher.cache import build_cache
+
+    base = tmp_path_factory.mktemp("runs")
+    t = base / "teacher"
+    cli("-m", "teacher.train", "--data", synth_dir, "--out", t, *TINY, "--base-filters", "4", "--epochs", "5")
+    teacher = t / "teacher.keras"
+    b = base / "baseline"
+    cli("distill_train.py", "--data", synth_dir, "--lam", "0", "--out", b, *TINY)
+    d = base / "kd"
+    cli("distill_train.py", "--data", synth_dir, "--teacher", teacher, "--lam", "0.9", "--temperature", "2", "--out", d, *TINY,
+        "--unlabelled", synth_dir / "test" / "images", "--n-unlabelled", "4")
+    build_cache([teacher], [synth_dir], [synth_dir / "test" / "images"], base / "cache", overwrite=False)
+    c = base / "kd_cache"
+    cli("distill_train.py", "--data", synth_dir, "--teacher", teacher, "--teacher-cache", base / "cache", "--lam", "0.9", "--out", c, *TINY)
+    return {"teacher": t, "baseline": b, "kd": d, "kd_cache": c, "cache": base / "cache", "base": base}

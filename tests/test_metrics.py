@@ -43,3 +43,18 @@ def test_all_empty_set_is_perfect():
     z = np.zeros((3, 101, 101), bool)
     r = score_masks(z, z)
     assert r["mean_iou"] == 1.0 and r["salt_iou"] == 1.0 and r["kaggle_map"] == 1.0
+
+
+def test_calibration_figures_and_best_temperature():
+    from teacher.calibration import calibration
+
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 2, 200000)
+    y = rng.random(true_logits.size) < 1 / (1 + np.exp(-true_logits))
+    good = calibration(true_logits, y)
+    assert abs(good["best_temperature"] - 1.0) < 0.05 and good["ece"] < 0.01
+    over = calibration(true_logits * 3, y)  # over-confident: logits 3x too large
+    assert abs(over["best_temperature"] - 3.0) < 0.15
+    assert over["nll"] > good["nll"] and over["ece"] > good["ece"] and over["nll_at_best"] < over["nll"]
+    p = 1 / (1 + np.exp(-true_logits))
+    assert abs(good["brier"] - np.mean((p - y) ** 2)) < 1e-4

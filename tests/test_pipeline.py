@@ -2,45 +2,14 @@
 -> evaluate, plus the run-dir rules (no silent overwrite, lock, resume) and CLI bad input."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.conftest import TINY, cli
+
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--epochs", "2", "--batch-size", "16", "--base-filters", "2", "--depth", "3", "--input-size", "104"]
-
-
-def cli(*args, check=True, env=None):
-    """Run a project command in a subprocess (as a user would); return the CompletedProcess."""
-    import os
-
-    p = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}, timeout=600)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{args} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    return p
-
-
-@pytest.fixture(scope="module")
-def runs(synth_dir, tmp_path_factory):
-    from teacher.cache import build_cache
-
-    base = tmp_path_factory.mktemp("runs")
-    t = base / "teacher"
-    cli("-m", "teacher.train", "--data", synth_dir, "--out", t, *TINY, "--base-filters", "4")
-    teacher = t / "teacher.keras"
-    b = base / "baseline"
-    cli("distill_train.py", "--data", synth_dir, "--lam", "0", "--out", b, *TINY)
-    d = base / "kd"
-    cli("distill_train.py", "--data", synth_dir, "--teacher", teacher, "--lam", "0.9", "--temperature", "2", "--out", d, *TINY,
-        "--unlabelled", synth_dir / "test" / "images", "--n-unlabelled", "4")
-    build_cache([teacher], [synth_dir], [synth_dir / "test" / "images"], base / "cache", overwrite=False)
-    c = base / "kd_cache"
-    cli("distill_train.py", "--data", synth_dir, "--teacher", teacher, "--teacher-cache", base / "cache", "--lam", "0.9", "--out", c, *TINY)
-    return {"teacher": t, "baseline": b, "kd": d, "kd_cache": c, "cache": base / "cache", "base": base}
 
 
 def test_run_dirs_hold_everything(runs):

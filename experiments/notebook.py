@@ -1,0 +1,38 @@
+"""Execute a notebook top to bottom and save it with its outputs (nbclient).
+
+    SWEEP_DIR=runs/quick python -m experiments.notebook notebooks/compare_students.ipynb runs/quick/compare_students.ipynb
+    # prints: executed notebooks/compare_students.ipynb -> runs/quick/compare_students.ipynb (6 figures)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from common.cli import UserError, run
+
+
+def main(argv=None) -> int:
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        raise UserError("usage: python -m experiments.notebook IN.ipynb OUT.ipynb")
+    src, dst = Path(argv[0]), Path(argv[1])
+    nb = nbformat.read(src, as_version=4)
+    try:
+        NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(src.parent)}}).execute()
+    except CellExecutionError as e:
+        raise UserError(f"{src}: a cell failed: {str(e).strip().splitlines()[-1]}") from None
+    from common import io
+
+    io.write_text(dst, nbformat.writes(nb))
+    figs = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {}))
+    print(f"executed {src} -> {dst} ({figs} figures)")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
