@@ -68,7 +68,8 @@ def student_runs(cfg: dict, teacher_filters: int) -> list[dict]:
         name = f"{student}_baseline_s{seed}" if lam == 0 else \
             f"{student}_from_unet{teacher_filters}_T{T:g}_l{lam:g}_s{scale}{'_unl' if unl else ''}_s{seed}"
         runs.append({"name": name, "lam": lam, "temperature": T, "scale": scale, "base_filters": width, "unlabelled": unl, "seed": seed})
-    return runs
+    # seed by seed, so an interrupted sweep already holds complete paired comparisons
+    return sorted(runs, key=lambda r: r["seed"])
 
 
 def run_logged(cmd: list[str], log: Path) -> int:

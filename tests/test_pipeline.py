@@ -119,3 +119,48 @@ def test_no_silent_overwrite_and_lock(runs, synth_dir):
         assert (runs["baseline"] / "metrics.json").read_bytes() == before
     finally:
         (runs["baseline"] / ".lock").unlink()
+
+
+def test_black_box_cache_from_probability_maps(runs, synth_dir, tmp_path):
+    """Probability maps of another program -> cache whose logits reproduce the maps; distillation runs from it."""
+    from PIL import Image
+
+    from data.tgs import load_data
+    from evaluate import keras_probs
+    from teacher.cache import TeacherCache
+
+    d = load_data(synth_dir, progress=False)
+    probs, _ = keras_probs(runs["teacher"] / "teacher.keras", d.images)
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for k, i in enumerate(d.ids):  # half as 16-bit PNGs, half as .npy floats
+        if k % 2:
+            Image.fromarray(np.round(probs[k] * 65535).astype(np.uint16)).save(maps / f"{i}.png")
+        else:
+            np.save(maps / f"{i}.npy", probs[k])
+    cli("-m", "teacher.cache", "--from-probabilities", maps, "--data", synth_dir, "--input-size", "104", "--out", tmp_path / "bb")
+    c = TeacherCache(tmp_path / "bb")
+    z = c.take(d.ids)[:, 0, 1:102, 1:102, 0].astype(np.float32)  # 101 -> 104 pads 1 before
+    np.testing.assert_allclose(1 / (1 + np.exp(-z)), np.clip(probs, 1e-4, 1 - 1e-4), atol=2e-3)
+    np.testing.assert_array_equal(c.take(d.ids[:3])[:, 1], c.take(d.ids[:3])[:, 0, :, ::-1])  # mirrored view
+    cli("distill_train.py", "--data", synth_dir, "--teacher-cache", tmp_path / "bb", "--out", tmp_path / "s", *TINY,
+        "--split-file", runs["teacher"] / "split.json")
+    assert (tmp_path / "s" / "student.keras").exists()
+    np.save(maps / f"{d.ids[0]}.npy", np.full((101, 101), 1.5))  # out of range
+    p = cli("-m", "teacher.cache", "--from-probabilities", maps, "--data", synth_dir, "--input-size", "104", "--out", tmp_path / "bad",
+            check=False)
+    assert p.returncode == 2 and "outside [0, 1]" in p.stderr and not (tmp_path / "bad" / "logits.npy").exists()
+
+
+def test_ensemble_teacher_averages_logits(runs):
+    import keras
+
+    from common.unet import logits_model
+    from teacher.soft import soft_teacher
+
+    t = keras.saving.load_model(runs["teacher"] / "teacher.keras")
+    s = keras.saving.load_model(runs["kd"] / "student.keras")  # any model with `logits` and the same input
+    x = np.random.default_rng(0).random((2, 104, 104, 1)).astype(np.float32)
+    za, zb = (keras.ops.convert_to_numpy(logits_model(m)(x)) for m in (t, s))
+    ens = keras.ops.convert_to_numpy(soft_teacher([t, s], 2.0, [3, 1])(x))
+    np.testing.assert_allclose(ens, 1 / (1 + np.exp(-(0.75 * za + 0.25 * zb) / 2.0)), rtol=1e-4, atol=1e-5)
