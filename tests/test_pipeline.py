@@ -164,3 +164,17 @@ def test_ensemble_teacher_averages_logits(runs):
     za, zb = (keras.ops.convert_to_numpy(logits_model(m)(x)) for m in (t, s))
     ens = keras.ops.convert_to_numpy(soft_teacher([t, s], 2.0, [3, 1])(x))
     np.testing.assert_allclose(ens, 1 / (1 + np.exp(-(0.75 * za + 0.25 * zb) / 2.0)), rtol=1e-4, atol=1e-5)
+
+
+def test_teacher_metrics_hold_calibration(runs):
+    cal = json.loads((runs["teacher"] / "metrics.json").read_text())["calibration"]
+    assert set(cal) >= {"nll", "brier", "ece", "best_temperature", "nll_at_best"}
+    assert cal["nll_at_best"] <= cal["nll"] + 1e-9 and 0 <= cal["ece"] <= 1
+
+
+def test_epoch_benchmark_runs(runs, synth_dir, tmp_path):
+    out = cli("-m", "benchmarks.distill_epoch", "--data", synth_dir, "--teacher", runs["teacher"] / "teacher.keras", "--cache",
+              runs["cache"], "--images", "32", "--out", tmp_path / "b.json").stdout
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert [r["mode"] for r in rows] == ["baseline", "kd_in_graph", "kd_cache"] and all(r["img_per_s"] > 0 for r in rows)
+    assert "kd_cache" in out

@@ -1,0 +1,86 @@
+"""Seconds per training epoch: baseline vs KD with the teacher in the graph vs KD from the cache.
+
+    python -m benchmarks.distill_epoch --data cache/tgs.npz --teacher runs/cpu/teacher/teacher.keras \
+        --cache runs/cpu/teacher/cache --images 640
+    # prints one row per mode: mode, img/s, s/epoch (scaled to the full training split), ratio to baseline
+    # and writes benchmarks/results/distill_epoch_<backend>.json
+
+Each mode trains the same unet4 student for one warm-up pass and one timed pass over --images
+training images (batch 32, flips on), on whatever backend KERAS_BACKEND selects.
+"""
+
+from __future__ import annotations
+
+from common.backend import choose_backend
+
+choose_backend()
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import keras  # noqa: E402
+
+from common import io  # noqa: E402
+from common.cli import run  # noqa: E402
+from common.layers import DistillationLoss, IdentityLoss  # noqa: E402
+from common.runs import batches, training_graph  # noqa: E402
+from data.pipeline import make_spec  # noqa: E402
+from data.split import load_split  # noqa: E402
+from data.tgs import load_data  # noqa: E402
+from student.model import build_student  # noqa: E402
+from teacher.cache import TeacherCache  # noqa: E402
+from teacher.soft import load_teacher, soft_teacher  # noqa: E402
+
+
+def time_mode(mode, train, val, spec, teacher, cache, batch_size):
+    keras.utils.set_random_seed(0)
+    tb, _, _ = batches(train, val, spec, batch_size, 0, True, cache=cache if mode == "kd_cache" else None)
+    student = build_student((spec["input_size"],) * 2 + (1,), 4, 4, 2.0)
+    lam = 0.0 if mode == "baseline" else 0.9
+    graph = training_graph(student, DistillationLoss(lam, 2.0), soft_teacher(teacher, 2.0) if mode == "kd_in_graph" else None,
+                           cached_teacher=mode == "kd_cache")
+    graph.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=IdentityLoss())
+    graph.fit(tb, epochs=1, verbose=0, steps_per_epoch=3)  # warm-up (first-call compilation, allocators)
+    t0 = time.perf_counter()
+    graph.fit(tb, epochs=1, verbose=0)
+    dt = time.perf_counter() - t0
+    return len(train) / dt
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--teacher", required=True)
+    ap.add_argument("--cache", required=True)
+    ap.add_argument("--images", type=int, default=640, help="training images per timed pass")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--out", default="")
+    args = ap.parse_args(argv)
+    teacher = load_teacher(args.teacher)
+    spec = make_spec(int(teacher.inputs[0].shape[1]))
+    cache = TeacherCache(args.cache)
+    cache.check([args.teacher], spec)
+    split = load_split(Path(args.teacher).parent / "split.json")
+    data = load_data(args.data)
+    full = len(split["train"])
+    train, val = data.subset(split["train"][: args.images]), data.subset(split["val"][:64])
+    rows = []
+    for mode in ("baseline", "kd_in_graph", "kd_cache"):
+        ips = time_mode(mode, train, val, spec, teacher, cache, args.batch_size)
+        rows.append({"mode": mode, "img_per_s": round(ips, 1), "s_per_epoch": round(full / ips, 1)})
+    for r in rows:
+        r["ratio_to_baseline"] = round(rows[0]["img_per_s"] / r["img_per_s"], 2)
+    backend = keras.backend.backend()
+    out = Path(args.out or f"benchmarks/results/distill_epoch_{backend}.json")
+    io.write_json(out, {"backend": backend, "teacher": args.teacher, "teacher_params": teacher.count_params(), "images": len(train),
+                        "full_train": full, "batch_size": args.batch_size, "rows": rows})
+    print(f"{'mode':12s} {'img/s':>8s} {'s/epoch':>8s} {'x baseline':>10s}   ({backend}, {full} training images an epoch)")
+    for r in rows:
+        print(f"{r['mode']:12s} {r['img_per_s']:8.1f} {r['s_per_epoch']:8.1f} {r['ratio_to_baseline']:10.2f}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
