@@ -139,7 +139,8 @@ def main(argv=None) -> int:
     student = build_student((cfg.input_size,) * 2 + (1,), cfg.base_filters, cfg.depth, cfg.temperature, cfg.upsample,
                             name=f"unet{cfg.base_filters}")
     infer = inference_model(student)
-    soft_t = soft_teacher(teachers, cfg.temperature, [float(w) for w in cfg.teacher_weights] or None) if teachers else None
+    weights = [float(w) for w in cfg.teacher_weights] or None
+    soft_t = soft_teacher(teachers, cfg.temperature, weights) if teachers else None
     print(f"student: {student.name}, {infer.count_params():,} params; teacher: "
           + (f"cache {cfg.teacher_cache}" if cache is not None else (f"{teacher_name}, {soft_t.count_params():,} params" if soft_t else "none")),
           flush=True)
@@ -152,7 +153,7 @@ def main(argv=None) -> int:
         t_probs = 1 / (1 + np.exp(-vb.t[:, 0, ..., 0].astype(np.float32)))
         metrics["teacher"] = {"cache": cfg.teacher_cache, "val": evaluate_probs(crop_probs(t_probs, spec), val.masks, spec["threshold"])}
     elif soft_t is not None:
-        t_probs = predict_probs(soft_teacher(teachers, 1.0, [float(w) for w in cfg.teacher_weights] or None), vx, spec)
+        t_probs = predict_probs(soft_teacher(teachers, 1.0, weights), vx, spec)
         metrics["teacher"] = {"paths": list(cfg.teacher), "params": sum(t.count_params() for t in teachers),
                               "val": evaluate_probs(t_probs, val.masks, spec["threshold"])}
     write_metrics(run_dir, metrics, t0)

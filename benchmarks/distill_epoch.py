@@ -36,7 +36,8 @@ from teacher.soft import load_teacher, soft_teacher  # noqa: E402
 def time_mode(mode, train, val, spec, teacher, cache, batch_size):
     keras.utils.set_random_seed(0)
     tb, _, _ = batches(train, val, spec, batch_size, 0, True, cache=cache if mode == "kd_cache" else None)
-    student = build_student((spec["input_size"],) * 2 + (1,), 4, 4, 2.0)
+    depth = sum(isinstance(layer, keras.layers.MaxPooling2D) for layer in teacher.layers)  # the teacher's depth
+    student = build_student((spec["input_size"],) * 2 + (1,), 4, depth, 2.0)
     lam = 0.0 if mode == "baseline" else 0.9
     graph = training_graph(student, DistillationLoss(lam, 2.0), soft_teacher(teacher, 2.0) if mode == "kd_in_graph" else None,
                            cached_teacher=mode == "kd_cache")

@@ -2,18 +2,23 @@
 
     python pi/benchmark.py --model student_int8.tflite --threads 1,2,4 --runs 50 --json bench.json
     # prints:
-    # model               size_kb   MMACs  threads  median_ms  p90_ms  img_per_s
-    # student_int8.tflite   151.2   254.1        1       9.81   10.02      101.9
+    # model                         size_kb    MMACs threads  median_ms   p90_ms  img_per_s
+    # student_int8.tflite             151.2    254.1       1       9.81    10.02      101.9
+    # student_int8.tflite             151.2    254.1       2       5.40     5.61      185.2
     # ...
+    # bench.json: {"model", "size_kb", "macs", "runs", "warmup", "machine",
+    #              "results": [{"threads", "median_ms", "p90_ms", "img_per_s", "macs"}, ...]}
 
-Batch 1, after --warmup runs, on a fixed random input; MACs are counted from the model's conv and
-fully connected ops (n/a where this runtime does not list its ops).
+Per image at batch 1, after --warmup runs, on a fixed random input (set_tensor + invoke + get_tensor).
+MACs are counted from the model's CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV and FULLY_CONNECTED ops
+and tensor shapes (n/a where this runtime does not list its ops). Bad input: one line `error: ...`, exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import sys
 import time
 from pathlib import Path
@@ -21,15 +26,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from infer import UserError, cli  # noqa: E402
-from runner import ModelError, TFLiteSegmenter, quantize  # noqa: E402
+from infer import Parser, UserError, cli, load_model, write_atomic  # noqa: E402
+from runner import quantize  # noqa: E402
 
 
 def count_macs(interp) -> int | None:
     """Multiply-accumulates of CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV and FULLY_CONNECTED ops."""
     try:
         ops = interp._get_ops_details()
-    except AttributeError:
+    except (AttributeError, RuntimeError, ValueError):
         return None
     shapes = {t["index"]: t["shape"] for t in interp.get_tensor_details()}
     total = 0
@@ -48,18 +53,17 @@ def count_macs(interp) -> int | None:
                 total += int(x[1] * x[2] * x[3]) * int(w[0] * w[1] * w[2])
             elif name == "FULLY_CONNECTED":
                 w = shapes[ins[1]]
-                total += int(np.prod(out[:-1])) * int(w[0] * w[1])
+                total += int(np.prod(out[1:-1])) * int(w[0] * w[1])  # weights (units, in); per image
         except (KeyError, IndexError):
             continue
     return total
 
 
 def bench(path: Path, threads: int, runs: int, warmup: int) -> dict:
-    m = TFLiteSegmenter(path, threads=threads)
+    m = load_model(path, threads)
     m._resize(1) if m.dynamic_batch else None
-    s = int(m.spec["input_size"])
-    x = np.random.default_rng(0).random((1, s, s, 1), dtype=np.float32)
-    q = quantize(x, m.inp)
+    shape = tuple(int(d) for d in m.inp["shape"])  # (1, S, S, 1); a fixed batch n > 1 is timed per call / n
+    q = quantize(np.random.default_rng(0).random(shape, dtype=np.float32), m.inp)
     for _ in range(warmup):
         m.interp.set_tensor(m.inp["index"], q)
         m.interp.invoke()
@@ -70,13 +74,13 @@ def bench(path: Path, threads: int, runs: int, warmup: int) -> dict:
         m.interp.invoke()
         m.interp.get_tensor(m.out["index"])
         times.append(time.perf_counter() - t0)
-    ms = np.array(times) * 1000
+    ms = np.array(times) * 1000 / shape[0]
     return {"threads": threads, "median_ms": round(float(np.median(ms)), 3), "p90_ms": round(float(np.percentile(ms, 90)), 3),
             "img_per_s": round(1000 / float(np.median(ms)), 1), "macs": count_macs(m.interp)}
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
     ap.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2,4")
     ap.add_argument("--runs", type=int, default=50)
@@ -90,27 +94,18 @@ def main(argv=None) -> int:
     if not threads or min(threads) < 1 or args.runs < 1 or args.warmup < 0:
         raise UserError("--threads must be >= 1, --runs >= 1, --warmup >= 0")
     path = Path(args.model)
-    try:
-        results = [bench(path, t, args.runs, args.warmup) for t in threads]
-    except ModelError as e:
-        raise UserError(str(e)) from None
+    results = [bench(path, t, args.runs, args.warmup) for t in threads]
     size_kb = round(path.stat().st_size / 1024, 1)
     macs = results[0]["macs"]
+    mm = f"{macs / 1e6:.1f}" if macs is not None else "n/a"
     print(f"{'model':28s} {'size_kb':>8s} {'MMACs':>8s} {'threads':>7s} {'median_ms':>10s} {'p90_ms':>8s} {'img_per_s':>10s}")
     for r in results:
-        mm = f"{macs / 1e6:.1f}" if macs else "n/a"
         print(f"{path.name:28s} {size_kb:8.1f} {mm:>8s} {r['threads']:7d} {r['median_ms']:10.2f} {r['p90_ms']:8.2f} {r['img_per_s']:10.1f}")
     if args.json:
-        import os
-        import tempfile
-
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"model": str(path), "size_kb": size_kb, "macs": macs, "runs": args.runs, "warmup": args.warmup,
-                       "machine": __import__("platform").machine(), "results": results}, f, indent=2)
-        os.replace(tmp, out)
+        write_atomic(out, json.dumps({"model": str(path), "size_kb": size_kb, "macs": macs, "runs": args.runs, "warmup": args.warmup,
+                                      "machine": platform.machine(), "results": results}, indent=2).encode())
     return 0
 
 

@@ -1,18 +1,21 @@
 """Segment TGS images on a Raspberry Pi with a .tflite model (no TensorFlow, no project imports).
 
     python pi/infer.py --model student_int8.tflite --images test/images --out masks --submission sub.csv
-    # prints: wrote 1000 masks to masks (salt in 612 images), 3.1 ms/image, 1 thread(s)
+    # prints: wrote 18000 masks to masks (salt in 11112 images), 3.1 ms/image (batch 8, 1 thread)
 
-Reads every <id>.png in --images, applies the preprocessing in the model's sidecar
-(<model>.tflite.json, written by export_tflite.py: pad or resize to the input size), runs the model
-(float or int8 tensors), crops back to 101x101 and thresholds. Writes one 0/255 <id>.png per image
-and optionally a Kaggle submission CSV (id,rle_mask; 1-indexed column-major RLE; empty = no salt).
-Needs numpy, pillow and tflite-runtime or ai-edge-litert (pi/requirements.txt).
+Reads every <id>.png in --images (101x101, sorted), applies the preprocessing of the model's sidecar
+(<model>.tflite.json, written by export_tflite.py: reflect-pad or resize to the input size; without
+it: pad to the model's input size, threshold 0.5, with a warning), runs the model (float32 or
+int8/uint8 tensors, --batch images per call where the model allows a dynamic batch), crops back to
+101x101 and thresholds. Writes one 0/255 <id>.png per image and optionally a Kaggle submission CSV
+(id,rle_mask; 1-indexed column-major RLE; empty = no salt). Bad input: one line `error: ...`, exit 2.
+Needs numpy, pillow and tflite-runtime or ai-edge-litert: pip install -r pi/requirements.txt
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import os
@@ -29,7 +32,12 @@ from tgs_common import ORIG_SIZE, rle_encode, to_gray  # noqa: E402
 
 
 class UserError(Exception):
-    pass
+    """Bad input: reported as one line `error: ...`, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage + error
+        raise UserError(f"{message} (see --help)")
 
 
 def progress(it, total, desc, enabled):
@@ -39,22 +47,70 @@ def progress(it, total, desc, enabled):
         yield x
         if enabled and (k == total or k % max(1, total // 50) == 0):
             rate = k / max(time.perf_counter() - t0, 1e-9)
-            bar = "#" * int(30 * k / total)
-            sys.stderr.write(f"\r{desc} [{bar:30s}] {k}/{total} {rate:.0f} img/s")
+            sys.stderr.write(f"\r{desc} [{'#' * int(30 * k / total):30s}] {k}/{total} {rate:.1f}/s")
             sys.stderr.flush()
     if enabled:
         sys.stderr.write("\n")
 
 
+@contextlib.contextmanager
+def quiet_runtime(drop=("INFO: Created TensorFlow Lite XNNPACK delegate",)):
+    """Hide the runtime's C++ 'INFO: Created ... XNNPACK delegate' line; pass anything else through."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    if fd is None:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), fd)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            tmp.seek(0)
+            sys.stderr.writelines(x for x in tmp.read().decode(errors="replace").splitlines(True) if not x.startswith(drop))
+
+
+def check_model_file(path: Path) -> None:
+    if not path.is_file():
+        raise UserError(f"model file {path} does not exist")
+    with open(path, "rb") as f:
+        if f.read(8)[4:8] != b"TFL3":
+            raise UserError(f"{path} is not a TFLite model (no TFL3 identifier)")
+
+
+def load_model(path: Path, threads: int) -> TFLiteSegmenter:
+    check_model_file(path)
+    try:
+        with quiet_runtime():
+            model = TFLiteSegmenter(path, threads=threads)
+    except ModelError as e:
+        raise UserError(str(e)) from None
+    spec = model.spec
+    if spec.get("resize_mode", "pad") not in ("pad", "resize") or spec.get("output", "probability") not in ("probability", "logits"):
+        raise UserError(f"sidecar {path}.json: resize_mode must be pad/resize and output probability/logits, got "
+                        f"{spec.get('resize_mode')!r}, {spec.get('output')!r}")
+    if not 0 < float(spec.get("threshold", 0.5)) < 1:
+        raise UserError(f"sidecar {path}.json: threshold {spec['threshold']} must be in (0, 1)")
+    return model
+
+
 def read_gray(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as im:
             im.load()
+            im = im.convert("RGB") if im.mode in ("P", "PA", "CMYK", "YCbCr") else im.convert("L") if im.mode == "LA" else im
             arr = np.array(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise UserError(f"cannot read image {path}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - PIL raises many kinds on a corrupt file
+        raise UserError(f"cannot read image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     try:
         g = to_gray(arr)
     except ValueError as e:
@@ -83,69 +139,78 @@ def png_bytes(mask: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write_test_{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to {folder}: {e.strerror or e}") from None
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True)
+    ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="a .tflite model (its sidecar <model>.tflite.json next to it)")
     ap.add_argument("--images", required=True, help="folder of 101x101 <id>.png images")
-    ap.add_argument("--out", required=True, help="folder for the <id>.png masks")
+    ap.add_argument("--out", required=True, help="folder for the <id>.png masks (0/255)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=8, help="images per model call where the model allows a dynamic batch (at most 32), else 1")
     ap.add_argument("--threshold", type=float, default=None, help="probability threshold (default: the sidecar's, 0.5)")
-    ap.add_argument("--submission", default="", help="also write a Kaggle submission CSV")
+    ap.add_argument("--submission", default="", help="also write a Kaggle submission CSV (id,rle_mask)")
     ap.add_argument("--overwrite", action="store_true", help="write into an --out folder that already holds files")
     ap.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
     args = ap.parse_args(argv)
     if args.threads < 1:
         raise UserError(f"--threads {args.threads} must be >= 1")
+    if args.batch < 1:
+        raise UserError(f"--batch {args.batch} must be >= 1")
     if args.threshold is not None and not 0 < args.threshold < 1:
         raise UserError(f"--threshold {args.threshold} must be in (0, 1)")
-    folder, out = Path(args.images), Path(args.out)
+    folder, out, model_path = Path(args.images), Path(args.out), Path(args.model)
+    check_model_file(model_path)
     if not folder.is_dir():
         raise UserError(f"image folder {folder} does not exist")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and not p.name.startswith("."))
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and not p.name.startswith(".") and p.is_file())
     if not files:
         raise UserError(f"image folder {folder} holds no .png images")
-    try:
-        model = TFLiteSegmenter(args.model, threads=args.threads)
-    except ModelError as e:
-        raise UserError(str(e)) from None
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.overwrite)):
+        raise UserError(f"{out} is not a folder" if not out.is_dir() else f"output folder {out} is not empty; pass --overwrite to write into it")
+
+    model = load_model(model_path, args.threads)
     if not model.has_sidecar:
-        print(f"warning: no sidecar {args.model}.json; assuming reflect-pad to {model.spec['input_size']}, threshold 0.5", file=sys.stderr)
+        print(f"warning: no sidecar {model_path}.json; assuming reflect-pad to the model's input {model.spec['input_size']}, "
+              "probability output, threshold 0.5", file=sys.stderr)
     if args.threshold is not None:
         model.spec["threshold"] = args.threshold
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise UserError(f"output folder {out} is not empty; pass --overwrite to write into it")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"cannot write to {out}: {e.strerror or e}") from None
+    gray = np.stack([read_gray(p) for p in files])  # every image checked before anything is written
+    check_writable(out)
+    sub = Path(args.submission) if args.submission else None
+    if sub is not None:
+        check_writable(sub.parent)
 
-    gray = np.stack([read_gray(p) for p in files])  # fail on a bad image before writing anything
+    batch = args.batch if model.dynamic_batch else 1
     show = args.progress or sys.stderr.isatty()
-    t0 = time.perf_counter()
-    scores = np.concatenate([model.predict_scores(gray[s : s + 32]) for s in progress(range(0, len(gray), 32), -(-len(gray) // 32),
-                                                                                      "infer", show)])
-    dt = time.perf_counter() - t0
-    masks = scores > model.threshold
-    rows = []
-    for p, m in zip(files, masks):
-        write_atomic(out / f"{p.stem}.png", png_bytes(m))
-        rows.append([p.stem, rle_encode(m)])
-    if args.submission:
+    rows, n_salt, model_s = [], 0, 0.0
+    for s in progress(range(0, len(files), batch), -(-len(files) // batch), "infer", show):
+        t0 = time.perf_counter()
+        masks = model.predict_scores(gray[s : s + batch]) > model.threshold
+        model_s += time.perf_counter() - t0
+        for p, m in zip(files[s : s + batch], masks):
+            write_atomic(out / f"{p.stem}.png", png_bytes(m))
+            rows.append([p.stem, rle_encode(m)])
+            n_salt += bool(m.any())
+    if sub is not None:
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows([["id", "rle_mask"], *rows])
-        sub = Path(args.submission)
-        sub.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(sub, buf.getvalue().encode())
-    print(f"wrote {len(files)} masks to {out} (salt in {int(masks.any(axis=(1, 2)).sum())} images), "
-          f"{1000 * dt / len(files):.1f} ms/image, {args.threads} thread(s)" + (f"; submission {args.submission}" if args.submission else ""))
+    print(f"wrote {len(files)} masks to {out} (salt in {n_salt} images), {1000 * model_s / len(files):.1f} ms/image "
+          f"(batch {batch}, {args.threads} thread{'s' if args.threads > 1 else ''})" + (f"; submission {sub}" if sub else ""))
     return 0
 
 
 def cli(entry=None, argv=None) -> None:
-    """Run entry(argv) (default: main); bad input -> one line `error: ...` and exit code 2."""
+    """Run entry(argv) (default: main); bad input -> one line `error: ...` and exit code 2 (KDSEG_DEBUG=1: tracebacks)."""
     try:
         code = (entry or main)(argv)
     except UserError as e:
@@ -154,7 +219,12 @@ def cli(entry=None, argv=None) -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as e:
+        print(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), file=sys.stderr)
+        sys.exit(2)
     except Exception as e:  # noqa: BLE001 - one line, never a traceback
+        if os.environ.get("KDSEG_DEBUG"):
+            raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         print(f"error: unexpected {type(e).__name__}: {msg}", file=sys.stderr)
         sys.exit(2)

@@ -28,11 +28,13 @@ def rle_decode(rle, shape=(ORIG_SIZE, ORIG_SIZE)) -> np.ndarray:
     out = np.zeros(h * w, bool)
     if rle is None or (isinstance(rle, float) and rle != rle) or not str(rle).strip():
         return out.reshape((h, w), order="F")
-    parts = str(rle).split()
-    try:
-        nums = np.array([int(p) for p in parts], dtype=np.int64)
-    except ValueError:
-        raise ValueError(f"RLE holds a non-integer: {next(p for p in parts if not p.lstrip('-').isdigit())!r}") from None
+    nums = []
+    for p in str(rle).split():
+        try:
+            nums.append(int(p))
+        except ValueError:
+            raise ValueError(f"RLE holds a non-integer: {p!r}") from None
+    nums = np.array(nums, dtype=np.int64)
     if len(nums) % 2:
         raise ValueError(f"RLE has an odd number of values ({len(nums)})")
     starts, lengths = nums[::2], nums[1::2]
@@ -64,7 +66,18 @@ def to_gray(image) -> np.ndarray:
     raise ValueError(f"image shape {a.shape}: expected (H,W) or (H,W,1|3|4)")
 
 
+def _geometry(spec) -> tuple[int, int, str]:
+    """(orig_size, input_size, resize_mode) from a sidecar spec, checked."""
+    orig, size, mode = int(spec.get("orig_size", ORIG_SIZE)), int(spec["input_size"]), spec.get("resize_mode", "pad")
+    if mode not in ("pad", "resize"):
+        raise ValueError(f"resize_mode {mode!r}: expected 'pad' or 'resize'")
+    if mode == "pad" and not orig <= size < 2 * orig - 1:
+        raise ValueError(f"cannot reflect-pad {orig} to input_size {size}")
+    return orig, size, mode
+
+
 def pad_amounts(orig: int, size: int) -> tuple[int, int]:
+    """Reflect-padding (before, after) from orig to size: before = (size - orig) // 2."""
     before = (size - orig) // 2
     return before, size - orig - before
 
@@ -94,11 +107,11 @@ def preprocess(images, spec) -> np.ndarray:
     a = np.asarray(images)
     if a.ndim == 2:
         a = a[None]
-    orig, size = int(spec.get("orig_size", ORIG_SIZE)), int(spec["input_size"])
-    if a.shape[1:] != (orig, orig):
-        raise ValueError(f"image is {a.shape[2]}x{a.shape[1]}, expected {orig}x{orig}")
+    orig, size, mode = _geometry(spec)
+    if a.ndim != 3 or a.shape[1:] != (orig, orig):
+        raise ValueError(f"image is {'x'.join(map(str, a.shape[1:][::-1]))}, expected {orig}x{orig}")
     x = a.astype(np.float32) * np.float32(spec.get("scale", 1 / 255))
-    if spec.get("resize_mode", "pad") == "pad":
+    if mode == "pad":
         b, e = pad_amounts(orig, size)
         x = np.pad(x, ((0, 0), (b, e), (b, e)), mode="reflect")
     else:
@@ -113,8 +126,10 @@ def postprocess(probs, spec) -> np.ndarray:
         p = p[..., 0]
     if p.ndim == 2:
         p = p[None]
-    orig, size = int(spec.get("orig_size", ORIG_SIZE)), int(spec["input_size"])
-    if spec.get("resize_mode", "pad") == "pad":
+    orig, size, mode = _geometry(spec)
+    if p.ndim != 3 or p.shape[1:] != (size, size):
+        raise ValueError(f"model output is {p.shape}, expected (N, {size}, {size}[, 1])")
+    if mode == "pad":
         b, _ = pad_amounts(orig, size)
         return np.ascontiguousarray(p[:, b : b + orig, b : b + orig])
     return resize_bilinear(p, (orig, orig))
