@@ -64,8 +64,15 @@ def label(r) -> str:
     return f"unet{r['base_filters']} KD T={r['temperature']:g} lam={r['lam']:g} s={r['scale']}" + (" +unl" if r["unlabelled"] else "")
 
 
-def _per_image(path) -> np.ndarray:
-    return np.asarray(json.loads((Path(path) / "metrics.json").read_text())["val_kaggle_per_image"])
+def _per_image(path) -> tuple[list, np.ndarray]:
+    m = json.loads((Path(path) / "metrics.json").read_text())
+    return m["val_ids"], np.asarray(m["val_kaggle_per_image"])
+
+
+def _paired_diff(run, base) -> np.ndarray | None:
+    """Per-image Kaggle score differences, or None when the two runs were not scored on the same images."""
+    (ids_a, a), (ids_b, b) = _per_image(run), _per_image(base)
+    return a - b if ids_a == ids_b else None
 
 
 def bootstrap_ci(diff: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -88,8 +95,9 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         if first["kind"] == "student" and first["lam"] > 0:
             base = df[(df.kind == "student") & (df.lam == 0) & (df.base_filters == first["base_filters"])]
             pairs = [(d, base[base.seed == d.seed].iloc[0]) for d in g.itertuples() if (base.seed == d.seed).any()]
+            pairs = [(d, b) for d, b in pairs if _paired_diff(d.path, b["path"]) is not None]  # same validation images only
             if pairs:
-                diffs = np.mean([_per_image(d.path) - _per_image(b["path"]) for d, b in pairs], axis=0)
+                diffs = np.mean([_paired_diff(d.path, b["path"]) for d, b in pairs], axis=0)
                 lo, hi = bootstrap_ci(diffs)
                 base_map = np.mean([b["kaggle_map"] for _, b in pairs])
                 r.update(n_pairs=len(pairs), d_kaggle=float(diffs.mean()), d_lo=lo, d_hi=hi,

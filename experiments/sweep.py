@@ -135,6 +135,8 @@ def main(argv=None) -> int:
         rdir = sweep / r["name"]
         cmd = [py, "distill_train.py", "--data", data, "--out", str(rdir), "--seed", str(r["seed"]), "--lam", str(r["lam"]),
                "--base-filters", str(r["base_filters"]), *flags(student_fixed)]
+        split = Path(teacher_path).parent / "split.json"
+        cmd += ["--split-file", str(split)] if r["lam"] == 0 and (split.exists() or not args.teacher) else []  # the teacher's split
         if r["lam"] > 0:
             cmd += ["--teacher", teacher_path, "--temperature", str(r["temperature"]), "--scale", r["scale"]]
             cmd += ["--teacher-cache", str(cache_dir)] if cfg.get("teacher_cache") else []
