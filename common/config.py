@@ -27,10 +27,6 @@ def environment() -> dict:
     return env
 
 
-def config_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
-
-
 def show(cfg) -> None:
     print(f"{type(cfg).__name__}:")
     for k, v in dataclasses.asdict(cfg).items():

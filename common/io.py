@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -126,8 +125,3 @@ def _alive(pid: int) -> bool:
 def _release_all() -> None:
     for lock in list(_LOCKS):
         lock.unlink(missing_ok=True)
-
-
-def copy_file(src, dst) -> None:
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)

@@ -37,7 +37,7 @@ class ValScore(keras.callbacks.Callback):
         super().__init__()
         self.infer_model, self.val_x, self.val_masks, self.spec = infer_model, val_x, val_masks, spec
         self.model_path, self.history_path, self.monitor, self.n_train = model_path, history_path, monitor, n_train
-        self.best, self.best_epoch, self.rows = -np.inf, -1, []
+        self.best, self.best_epoch, self.rows, self.wall = -np.inf, -1, [], 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.t0, self.t_train = time.perf_counter(), None
@@ -48,6 +48,7 @@ class ValScore(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         train_time = self.t_train if self.t_train is not None else time.perf_counter() - self.t0
+        self.wall += time.perf_counter() - self.t0  # training + validation, summed over epochs (kept across --resume)
         scores = evaluate_probs(predict_probs(self.infer_model, self.val_x, self.spec), self.val_masks, self.spec["threshold"])
         logs = logs if logs is not None else {}
         logs.update({f"val_{k}": v for k, v in scores.items() if k != "n_images"})
@@ -64,7 +65,7 @@ class ValScore(keras.callbacks.Callback):
         io.write_text(self.history_path, pd.DataFrame(self.rows).to_csv(index=False))
         print(f"  val mean_iou {scores['mean_iou']:.4f}  kaggle_map {scores['kaggle_map']:.4f}" + ("  (best, saved)" if improved else ""), flush=True)
         save_checkpoint(self.model, self.history_path.parent, {"epoch": epoch + 1, "best": self.best, "best_epoch": self.best_epoch,
-                                                               "rows": self.rows})
+                                                               "rows": self.rows, "wall_s": self.wall})
 
 
 CKPT_WEIGHTS, CKPT_STATE = "checkpoint.weights.h5", "checkpoint.json"
@@ -124,7 +125,7 @@ def fit(train_model, infer_model, train_batches, val_batches, val_x, val_masks, 
     state = load_checkpoint(train_model, run_dir) if resume else None
     if state is not None:
         start, cb.best, cb.best_epoch, cb.rows = state["epoch"], state["best"], state["best_epoch"], state["rows"]
-        wall0 = state.get("wall_s", 0.0)
+        wall0 = cb.wall = state.get("wall_s", 0.0)
         train_batches.epoch = start
         train_batches._order()
         print(f"resuming after epoch {start} of {epochs} (best {monitor} {cb.best:.4f} at epoch {cb.best_epoch})", flush=True)
