@@ -33,13 +33,15 @@ import numpy as np  # noqa: E402
 from common import io  # noqa: E402
 from common.cli import UserError, check_range, run  # noqa: E402
 from common.config import parse_args, show  # noqa: E402
+from common.distribute import data_parallel  # noqa: E402
 from common.layers import SCALE_RULES, DistillationLoss  # noqa: E402
 from common.runs import batches, final_metrics, load_split_data, start_run, training_graph, validate_common, write_metrics  # noqa: E402
-from common.train import evaluate_probs, fit, predict_probs  # noqa: E402
+from common.train import evaluate_probs, fit  # noqa: E402
 from data.pipeline import crop_probs, make_spec  # noqa: E402
 from data.tgs import TgsData, load_unlabelled  # noqa: E402
 from student.model import build_student, inference_model  # noqa: E402
-from teacher.cache import TeacherCache  # noqa: E402
+from teacher.cache import TeacherCache, teacher_logits  # noqa: E402
+from teacher.calibration import calibration  # noqa: E402
 from teacher.soft import load_teacher, soft_teacher  # noqa: E402
 
 
@@ -70,6 +72,7 @@ class DistillConfig:
     seed: int = 0  # student init, shuffling, flips: vary it, keep the split
     flip: bool = True  # horizontal flips only
     monitor: str = "mean_iou"  # validation metric that picks the best epoch
+    devices: int = 1  # data-parallel replicas (GPUs); jax or tensorflow backend; batch_size must be a multiple
     max_train: int = 0  # first N training images only (0 = all); for quick checks
 
 
@@ -106,6 +109,15 @@ def main(argv=None) -> int:
     cfg, opts = parse_args(DistillConfig, argv, __doc__, required=("data",), multi=("unlabelled", "teacher", "teacher_weights"))
     validate(cfg)
     show(cfg)
+    # before any model exists (teachers included): with N devices every model lives in the data-parallel scope
+    scope, parallel = data_parallel(cfg.devices, cfg.batch_size)
+    if parallel["replicas"] > 1 and cfg.unlabelled and cfg.n_unlabelled % parallel["replicas"]:
+        raise UserError(f"--n-unlabelled {cfg.n_unlabelled} must be a multiple of --devices {cfg.devices}")
+    with scope:
+        return distill(cfg, opts, parallel)
+
+
+def distill(cfg: DistillConfig, opts, parallel: dict) -> int:
     t0 = time.perf_counter()
     spec = make_spec(cfg.input_size, cfg.resize_mode)
     cache = None
@@ -133,31 +145,39 @@ def main(argv=None) -> int:
         unlabelled = TgsData(sum((p.ids for p in parts), []), np.concatenate([p.images for p in parts]), None,
                              np.concatenate([p.depths for p in parts]))
         print(f"unlabelled: {len(unlabelled)} images, {cfg.n_unlabelled} per batch (soft term only)", flush=True)
-    tb, vb, vx = batches(train, val, spec, cfg.batch_size, cfg.seed, cfg.flip, unlabelled, cfg.n_unlabelled, cache)
+    tb, vb, vx = batches(train, val, spec, cfg.batch_size, cfg.seed, cfg.flip, unlabelled, cfg.n_unlabelled, cache, parallel["replicas"])
     run_dir = start_run(cfg, Path(cfg.out or Path("runs") / run_name(cfg, teacher_name)), opts, split)
+    metrics = train_student(cfg, opts, run_dir, spec, teachers, teacher_name, cache, tb, vb, vx, val, parallel)
+    write_metrics(run_dir, metrics, t0)
+    return 0
 
+
+def train_student(cfg, opts, run_dir, spec, teachers, teacher_name, cache, tb, vb, vx, val, parallel) -> dict:
+    """Build the student and its training graph, fit, and score it and its soft target."""
     student = build_student((cfg.input_size,) * 2 + (1,), cfg.base_filters, cfg.depth, cfg.temperature, cfg.upsample,
                             name=f"unet{cfg.base_filters}")
     infer = inference_model(student)
     weights = [float(w) for w in cfg.teacher_weights] or None
     soft_t = soft_teacher(teachers, cfg.temperature, weights) if teachers else None
     print(f"student: {student.name}, {infer.count_params():,} params; teacher: "
-          + (f"cache {cfg.teacher_cache}" if cache is not None else (f"{teacher_name}, {soft_t.count_params():,} params" if soft_t else "none")),
-          flush=True)
+          + (f"cache {cfg.teacher_cache}" if cache is not None else (f"{teacher_name}, {soft_t.count_params():,} params" if soft_t else "none"))
+          + (f"; data parallel over {parallel['replicas']} devices ({parallel['api']})" if parallel["replicas"] > 1 else ""), flush=True)
     loss = DistillationLoss(cfg.lam, cfg.temperature, cfg.scale, name="loss")
     graph = training_graph(student, loss, soft_t, cached_teacher=cache is not None)
     io.write_json(run_dir / "student.keras.json", {**spec, "model_name": infer.name})
     info = fit(graph, infer, tb, vb, vx, val.masks, spec, run_dir, "student.keras", cfg.epochs, cfg.lr, cfg.weight_decay, cfg.monitor, opts.resume)
-    metrics = {"model": infer.name, "params": infer.count_params(), "run": run_dir.name, **info, **final_metrics(infer, val, vx, spec)}
-    if cache is not None:
-        t_probs = 1 / (1 + np.exp(-vb.t[:, 0, ..., 0].astype(np.float32)))
-        metrics["teacher"] = {"cache": cfg.teacher_cache, "val": evaluate_probs(crop_probs(t_probs, spec), val.masks, spec["threshold"])}
-    elif soft_t is not None:
-        t_probs = predict_probs(soft_teacher(teachers, 1.0, weights), vx, spec)
-        metrics["teacher"] = {"paths": list(cfg.teacher), "params": sum(t.count_params() for t in teachers),
-                              "val": evaluate_probs(t_probs, val.masks, spec["threshold"])}
-    write_metrics(run_dir, metrics, t0)
-    return 0
+    metrics = {"model": infer.name, "params": infer.count_params(), "run": run_dir.name, "parallel": parallel, **info,
+               **final_metrics(infer, val, vx, spec)}
+    if cache is not None or soft_t is not None:  # the soft target's own score and calibration, next to the student's
+        if cache is not None:
+            t_logits, source = crop_probs(vb.t[:, 0, ..., 0].astype(np.float32), spec), {"cache": cfg.teacher_cache}
+        else:
+            t_logits = crop_probs(teacher_logits(teachers, vx, weights=weights), spec)
+            source = {"params": sum(t.count_params() for t in teachers)}
+        metrics["teacher"] = {**source, "paths": list(cfg.teacher), "n_teachers": len(cfg.teacher) or len(cache.meta["teachers"]),
+                              "val": evaluate_probs(1 / (1 + np.exp(-t_logits)), val.masks, spec["threshold"]),
+                              "calibration": calibration(t_logits, val.masks)}
+    return metrics
 
 
 if __name__ == "__main__":

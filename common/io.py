@@ -104,6 +104,16 @@ def acquire_lock(run_dir: Path) -> None:
     _LOCKS.add(lock)
 
 
+def is_locked(run_dir: Path) -> bool:
+    """True while a live process holds run_dir's lock (a stale lock of a killed run does not count)."""
+    lock = Path(run_dir) / ".lock"
+    try:
+        pid = lock.read_text().strip()
+    except OSError:
+        return False
+    return lock not in _LOCKS and (not pid.isdigit() or _alive(int(pid)))
+
+
 def release_lock(run_dir: Path) -> None:
     lock = Path(run_dir) / ".lock"
     if lock in _LOCKS:

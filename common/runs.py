@@ -77,7 +77,7 @@ def load_split_data(data_path, split_file, val_fraction: float, split_seed: int,
 
 
 def batches(train: TgsData, val: TgsData, spec: dict, batch_size: int, seed: int, flip: bool, unlabelled: TgsData | None = None,
-            n_unlabelled: int = 0, cache=None):
+            n_unlabelled: int = 0, cache=None, replicas: int = 1):
     """Training and validation batches; with a teacher cache, each carries the teacher's logits."""
     x, y = prep_images(train.images, spec), prep_masks(train.masks, spec)
     vx, vy = prep_images(val.images, spec), prep_masks(val.masks, spec)
@@ -86,8 +86,9 @@ def batches(train: TgsData, val: TgsData, spec: dict, batch_size: int, seed: int
     if cache is not None:
         t, vt = cache.take(train.ids), cache.take(val.ids)
         ut = cache.take(unlabelled.ids) if unlabelled is not None else None
-    tb = Batches(x, y, batch_size, shuffle=True, flip=flip, seed=seed, unlabelled_x=ux, n_unlabelled=n_unlabelled, t=t, unlabelled_t=ut)
-    vb = Batches(vx, vy, 64, shuffle=False, flip=False, t=vt)
+    tb = Batches(x, y, batch_size, shuffle=True, flip=flip, seed=seed, unlabelled_x=ux, n_unlabelled=n_unlabelled, t=t, unlabelled_t=ut,
+                 multiple_of=replicas)
+    vb = Batches(vx, vy, 64 * replicas, shuffle=False, flip=False, t=vt, multiple_of=replicas)
     return tb, vb, vx
 
 

@@ -21,9 +21,19 @@ from common.metrics import score_masks
 from data.pipeline import crop_probs
 
 
+def predict(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """model.predict, also under a JAX data-parallel distribution (where every batch must split evenly over the devices)."""
+    n = len(x)
+    dist = keras.distribution.distribution() if keras.backend.backend() == "jax" else None
+    if dist is not None:  # pad the last batch with zeros, drop their outputs
+        batch_size *= int(np.prod(dist.device_mesh.shape))
+        x = np.concatenate([x, np.zeros((-n % batch_size,) + x.shape[1:], x.dtype)])
+    return model.predict(x, batch_size=batch_size, verbose=0)[:n]
+
+
 def predict_probs(model, x: np.ndarray, spec: dict, batch_size: int = 64) -> np.ndarray:
     """Model probabilities on the original 101x101 pixels, (N, 101, 101) float32."""
-    return crop_probs(model.predict(x, batch_size=batch_size, verbose=0), spec)
+    return crop_probs(predict(model, x, batch_size), spec)
 
 
 def evaluate_probs(probs: np.ndarray, masks: np.ndarray, threshold: float = 0.5) -> dict:

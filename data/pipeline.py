@@ -53,9 +53,12 @@ class Batches(keras.utils.PyDataset):
     """
 
     def __init__(self, x, y, batch_size=32, shuffle=True, flip=True, seed=0, unlabelled_x=None, n_unlabelled=0,
-                 t=None, unlabelled_t=None, **kwargs):
+                 t=None, unlabelled_t=None, multiple_of=1, **kwargs):
         super().__init__(**kwargs)
         self.x, self.y, self.t = x, y, t
+        # data-parallel replicas each need an equal share of every batch: the last, short batch is cut to a
+        # multiple of the replica count (at most multiple_of - 1 images an epoch, a different few each epoch)
+        self.n_used = len(x) - len(x) % multiple_of
         self.batch_size, self.shuffle, self.flip, self.seed = batch_size, shuffle, flip, seed
         self.ux, self.ut = unlabelled_x, unlabelled_t
         self.n_unlabelled = n_unlabelled if unlabelled_x is not None else 0
@@ -69,10 +72,10 @@ class Batches(keras.utils.PyDataset):
             self.uperm = self.rng.permutation(len(self.ux))
 
     def __len__(self):
-        return int(np.ceil(len(self.x) / self.batch_size))
+        return int(np.ceil(self.n_used / self.batch_size))
 
     def __getitem__(self, i):
-        idx = np.sort(self.perm[i * self.batch_size : (i + 1) * self.batch_size])
+        idx = np.sort(self.perm[: self.n_used][i * self.batch_size : (i + 1) * self.batch_size])
         xb, yb = self.x[idx], self.y[idx]
         tb = self.t[idx] if self.t is not None else None
         if self.n_unlabelled:

@@ -52,6 +52,14 @@ def load_runs(root) -> pd.DataFrame:
             "wall_s": met.get("wall_s"),
             "train_img_per_s": met.get("train_img_per_s"),
         }
+        # the soft target: how many teachers, their (ensemble's) score and calibration on the same validation split
+        teacher = met if kind == "teacher" else met.get("teacher", {})
+        cal = teacher.get("calibration", {})
+        row.update({
+            "n_teachers": 1 if kind == "teacher" else (len(cfg.get("teacher") or []) if row["lam"] > 0 else 0),
+            "teacher_kaggle_map": teacher.get("val", {}).get("kaggle_map") if kind == "student" else row["kaggle_map"],
+            "teacher_nll": cal.get("nll"), "teacher_ece": cal.get("ece"), "teacher_best_T": cal.get("best_temperature"),
+        })
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -61,7 +69,8 @@ def label(r) -> str:
         return f"teacher unet{r['base_filters']}"
     if r["lam"] == 0:
         return f"unet{r['base_filters']} baseline"
-    return f"unet{r['base_filters']} KD T={r['temperature']:g} lam={r['lam']:g} s={r['scale']}" + (" +unl" if r["unlabelled"] else "")
+    return (f"unet{r['base_filters']} KD T={r['temperature']:g} lam={r['lam']:g} s={r['scale']}" + (" +unl" if r["unlabelled"] else "")
+            + (f" ens{int(r['n_teachers'])}" if r.get("n_teachers", 1) > 1 else ""))
 
 
 def _per_image(path) -> tuple[list, np.ndarray]:
@@ -100,21 +109,29 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
                 diffs = np.mean([_paired_diff(d.path, b["path"]) for d, b in pairs], axis=0)
                 lo, hi = bootstrap_ci(diffs)
                 base_map = np.mean([b["kaggle_map"] for _, b in pairs])
-                r.update(n_pairs=len(pairs), d_kaggle=float(diffs.mean()), d_lo=lo, d_hi=hi,
+                # the gap to this configuration's own soft target (an ensemble's score, not a single teacher's)
+                own = g["teacher_kaggle_map"].mean() if "teacher_kaggle_map" in g and g["teacher_kaggle_map"].notna().any() else teacher_map
+                r.update(n_pairs=len(pairs), d_kaggle=float(diffs.mean()), d_lo=lo, d_hi=hi, teacher_kaggle_map=own,
                          seeds_positive=int(sum(d.kaggle_map > b["kaggle_map"] for d, b in pairs)),
-                         gap_closed=float((r["kaggle_map"] - base_map) / (teacher_map - base_map)) if teacher_map > base_map else np.nan)
+                         gap_closed=float((r["kaggle_map"] - base_map) / (own - base_map)) if own > base_map else np.nan)
+        if first["kind"] == "teacher" and "teacher_nll" in g:
+            r.update(teacher_nll=g["teacher_nll"].mean(), teacher_ece=g["teacher_ece"].mean(), teacher_best_T=g["teacher_best_T"].mean())
         out.append(r)
     return pd.DataFrame(out)
 
 
 def format_summary(s: pd.DataFrame) -> str:
-    lines = [f"{'config':44s} {'n':>2s} {'params':>9s} {'mean_iou':>15s} {'kaggle_map':>15s} {'d_kaggle [95% CI]':>26s} {'gap':>5s}"]
+    lines = [f"{'config':50s} {'n':>2s} {'params':>9s} {'mean_iou':>15s} {'kaggle_map':>15s} {'d_kaggle [95% CI]':>26s} {'gap':>5s}"]
     for r in s.to_dict("records"):
         mi = f"{r['mean_iou']:.4f}" + (f"±{r['mean_iou_std']:.4f}" if r["mean_iou_std"] == r["mean_iou_std"] else "")
         km = f"{r['kaggle_map']:.4f}" + (f"±{r['kaggle_map_std']:.4f}" if r["kaggle_map_std"] == r["kaggle_map_std"] else "")
         d = f"{r['d_kaggle']:+.4f} [{r['d_lo']:+.4f},{r['d_hi']:+.4f}]" if r.get("d_kaggle") == r.get("d_kaggle") and "d_kaggle" in r else ""
         gap = f"{r['gap_closed']:.0%}" if r.get("gap_closed") == r.get("gap_closed") and "gap_closed" in r else ""
-        lines.append(f"{r['config']:44s} {r['n_seeds']:2d} {r['params']:9,d} {mi:>15s} {km:>15s} {d:>26s} {gap:>5s}")
+        lines.append(f"{r['config']:50s} {r['n_seeds']:2d} {r['params']:9,d} {mi:>15s} {km:>15s} {d:>26s} {gap:>5s}")
+    cal = [r for r in s.to_dict("records") if r.get("teacher_nll") == r.get("teacher_nll") and "teacher_nll" in r]
+    if cal:
+        lines.append("teacher calibration (validation pixels, T = 1): " + "; ".join(
+            f"{r['config']}: NLL {r['teacher_nll']:.4f}, ECE {r['teacher_ece']:.4f}, NLL-optimal T {r['teacher_best_T']:.2f}" for r in cal))
     return "\n".join(lines)
 
 

@@ -5,12 +5,21 @@
     # prints the planned runs, a sweep-level progress bar with ETA (each run's full log goes to
     # RUN_DIR/log.txt), then the summary table of experiments.results; writes SWEEP_DIR/results.csv
 
+    # two streams on one machine (a 2-core CPU runs two 1-thread jobs ~1.3x faster than one 2-thread job):
+    OMP_NUM_THREADS=1 python -m experiments.sweep --config experiments/configs/cpu.json --seeds 0 1 &
+    OMP_NUM_THREADS=1 python -m experiments.sweep --config experiments/configs/cpu.json --seeds 2
+
 Config (JSON): {"name", "data": path or "synthetic", "synthetic": {n_train, n_test, seed},
-"teacher": {teacher.train flags} or "teacher_path", "student": {distill_train flags},
-"grid": {"lam": [...], "temperature": [...], "scale": [...], "base_filters": [...], "unlabelled": [false, true]},
-"seeds": [...]}. lam = 0 is the baseline (T and s(T) do not apply to it). Every run is its own run
-dir under runs/<name>/ (or --out); a run with metrics.json is finished and skipped, an unfinished
-one is started again from scratch.
+"teacher": {teacher.train flags} or "teacher_path", "ensemble_seeds": [seeds of extra teachers],
+"student": {distill_train flags}, "grid": GRID or [GRID, ...], "seeds": [...]}, where GRID is
+{"lam": [...], "temperature": [...], "scale": [...], "base_filters": [...], "unlabelled": [false, true],
+"ensemble": [false, true]}; a list of grids runs the union of their products (so a costly axis such as
+the ensemble need not multiply every other one). lam = 0 is the baseline (T, s(T), unlabelled and
+ensemble do not apply to it). "ensemble": true distils from the mean logits of the main teacher and
+the teachers trained with "ensemble_seeds" (same flags and split, other seeds). Every run is its own
+run dir under runs/<name>/ (or --out); a run with metrics.json is finished and skipped, an unfinished
+one is started again from scratch. Concurrent sweeps on one dir are safe: a run that another sweep
+is training (locked) is skipped and reported.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import time
 from pathlib import Path
 
 from common.cli import UserError, run
+from common.io import is_locked
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,23 +61,34 @@ def flags(d: dict) -> list[str]:
     return out
 
 
+GRID_KEYS = ("lam", "temperature", "scale", "base_filters", "unlabelled", "ensemble")
+
+
 def student_runs(cfg: dict, teacher_filters: int) -> list[dict]:
-    """Expand the grid; the baseline (lam = 0) once per width and seed."""
-    grid = {"lam": [0.9], "temperature": [2.0], "scale": ["T"], "base_filters": [cfg.get("student", {}).get("base_filters", 4)],
-            "unlabelled": [False], **cfg["grid"]}
+    """Expand the grid (or the union of several grids); the baseline (lam = 0) once per width and seed."""
+    grids = cfg["grid"] if isinstance(cfg["grid"], list) else [cfg["grid"]]
+    n_ens = 1 + len(cfg.get("ensemble_seeds", []))
     seen, runs = set(), []
-    for lam, T, scale, width, unl, seed in itertools.product(grid["lam"], grid["temperature"], grid["scale"], grid["base_filters"],
-                                                              grid["unlabelled"], cfg["seeds"]):
-        if lam == 0:
-            T, scale, unl = 2.0, "T", False
-        key = (lam, T, scale, width, unl, seed)
-        if key in seen:
-            continue
-        seen.add(key)
-        student = f"unet{width}"
-        name = f"{student}_baseline_s{seed}" if lam == 0 else \
-            f"{student}_from_unet{teacher_filters}_T{T:g}_l{lam:g}_s{scale}{'_unl' if unl else ''}_s{seed}"
-        runs.append({"name": name, "lam": lam, "temperature": T, "scale": scale, "base_filters": width, "unlabelled": unl, "seed": seed})
+    for g in grids:
+        unknown = set(g) - set(GRID_KEYS)
+        if unknown:
+            raise UserError(f"sweep grid has unknown axis {sorted(unknown)[0]!r} (known: {', '.join(GRID_KEYS)})")
+        grid = {"lam": [0.9], "temperature": [2.0], "scale": ["T"], "base_filters": [cfg.get("student", {}).get("base_filters", 4)],
+                "unlabelled": [False], "ensemble": [False], **g}
+        if any(grid["ensemble"]) and n_ens < 2:
+            raise UserError("sweep grid asks for \"ensemble\": true but the config has no \"ensemble_seeds\"")
+        for lam, T, scale, width, unl, ens, seed in itertools.product(*(grid[k] for k in GRID_KEYS), cfg["seeds"]):
+            if lam == 0:
+                T, scale, unl, ens = 2.0, "T", False, False
+            key = (lam, T, scale, width, unl, ens, seed)
+            if key in seen:
+                continue
+            seen.add(key)
+            student, teacher = f"unet{width}", f"unet{teacher_filters}" + (f"x{n_ens}" if ens else "")
+            name = f"{student}_baseline_s{seed}" if lam == 0 else \
+                f"{student}_from_{teacher}_T{T:g}_l{lam:g}_s{scale}{'_unl' if unl else ''}_s{seed}"
+            runs.append({"name": name, "lam": lam, "temperature": T, "scale": scale, "base_filters": width, "unlabelled": unl,
+                         "ensemble": ens, "seed": seed})
     # seed by seed, so an interrupted sweep already holds complete paired comparisons
     return sorted(runs, key=lambda r: r["seed"])
 
@@ -86,9 +107,15 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default="", help="override the config's data")
     ap.add_argument("--out", default="", help="sweep dir (default runs/<name>)")
     ap.add_argument("--teacher", default="", help="reuse this trained teacher .keras instead of training one")
+    ap.add_argument("--seeds", type=int, nargs="+", help="run only these of the config's student seeds (teachers always)")
     ap.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
+    if args.seeds:
+        bad = sorted(set(args.seeds) - set(cfg["seeds"]))
+        if bad:
+            raise UserError(f"--seeds {bad[0]} is not among the config's seeds {cfg['seeds']}")
+        cfg["seeds"] = [s for s in cfg["seeds"] if s in args.seeds]
     sweep = Path(args.out or ROOT / "runs" / cfg["name"])
     data = args.data or cfg.get("data", "synthetic")
     py = sys.executable
@@ -96,8 +123,9 @@ def main(argv=None) -> int:
     teacher_path = args.teacher or cfg.get("teacher_path", "")
     teacher_filters = teacher_cfg.get("base_filters", 16)
     runs = student_runs(cfg, teacher_filters)
-    needs_unlabelled = any(r["unlabelled"] for r in runs)
-    print(f"sweep {cfg['name']}: {len(runs)} student runs + {'given' if teacher_path else 'one'} teacher -> {sweep}", flush=True)
+    ens_seeds = cfg.get("ensemble_seeds", [])
+    print(f"sweep {cfg['name']}: {len(runs)} student runs + {'given' if teacher_path else 'one'} teacher"
+          + (f" + {len(ens_seeds)} more for the ensemble" if ens_seeds else "") + f" -> {sweep}", flush=True)
     for r in runs:
         print(f"  {r['name']}")
     if args.dry_run:
@@ -121,33 +149,50 @@ def main(argv=None) -> int:
         tdir = sweep / "teacher"
         teacher_path = str(tdir / "teacher.keras")
         cmd = [py, "-m", "teacher.train", "--data", data, "--out", str(tdir), *flags(teacher_cfg)]
-        jobs.append(("teacher", tdir, cmd))
+        jobs.append(("teacher", tdir, cmd, []))
     elif not Path(teacher_path).exists():
         raise UserError(f"teacher {teacher_path} does not exist")
+    split = Path(teacher_path).parent / "split.json"
+    ensemble = [teacher_path]
+    for s in ens_seeds:  # the ensemble's other members: same flags and split, another seed
+        tdir = sweep / f"teacher_s{s}"
+        ensemble.append(str(tdir / "teacher.keras"))
+        cmd = [py, "-m", "teacher.train", "--data", data, "--out", str(tdir), *flags({**teacher_cfg, "seed": s}), "--split-file", str(split)]
+        jobs.append((f"teacher_s{s}", tdir, cmd, [split]))
     student_fixed = {k: v for k, v in cfg.get("student", {}).items() if k != "base_filters"}
     cache_dir = Path(teacher_path).parent / "cache"
+    ens_cache = sweep / f"teacher_ensemble{len(ensemble)}" / "cache"
     if cfg.get("teacher_cache"):  # teacher logits computed once: a KD epoch then costs what a baseline epoch costs
-        cmd = [py, "-m", "teacher.cache", "--teacher", teacher_path, "--data", data, "--out", str(cache_dir)]
-        if needs_unlabelled:
-            cmd += ["--unlabelled", data]
-        jobs.append(("teacher_cache", cache_dir, cmd))
+        for name, members, cdir, unl in (("teacher_cache", [teacher_path], cache_dir, any(r["unlabelled"] and not r["ensemble"] for r in runs)),
+                                         ("ensemble_cache", ensemble, ens_cache, any(r["unlabelled"] and r["ensemble"] for r in runs))):
+            if name == "ensemble_cache" and not any(r["ensemble"] for r in runs):
+                continue
+            cmd = [py, "-m", "teacher.cache", *(a for t in members for a in ("--teacher", t)), "--data", data, "--out", str(cdir)]
+            cmd += ["--unlabelled", data] if unl else []
+            jobs.append((name, cdir, cmd, [Path(t) for t in members]))
     for r in runs:
         rdir = sweep / r["name"]
         cmd = [py, "distill_train.py", "--data", data, "--out", str(rdir), "--seed", str(r["seed"]), "--lam", str(r["lam"]),
                "--base-filters", str(r["base_filters"]), *flags(student_fixed)]
-        split = Path(teacher_path).parent / "split.json"
         cmd += ["--split-file", str(split)] if r["lam"] == 0 and (split.exists() or not args.teacher) else []  # the teacher's split
         if r["lam"] > 0:
-            cmd += ["--teacher", teacher_path, "--temperature", str(r["temperature"]), "--scale", r["scale"]]
-            cmd += ["--teacher-cache", str(cache_dir)] if cfg.get("teacher_cache") else []
+            cmd += ["--teacher", *(ensemble if r["ensemble"] else [teacher_path]), "--temperature", str(r["temperature"]), "--scale", r["scale"]]
+            cmd += ["--teacher-cache", str(ens_cache if r["ensemble"] else cache_dir)] if cfg.get("teacher_cache") else []
         if r["unlabelled"]:
             cmd += ["--unlabelled", data]
-        jobs.append((r["name"], rdir, cmd))
-    failed = []
+        needs = [] if r["lam"] == 0 else [Path(t) for t in (ensemble if r["ensemble"] else [teacher_path])]
+        needs += [(ens_cache if r["ensemble"] else cache_dir) / "meta.json"] if r["lam"] > 0 and cfg.get("teacher_cache") else []
+        jobs.append((r["name"], rdir, cmd, needs))
+    failed, busy = [], []
     bar = tqdm(jobs, desc=f"sweep {cfg['name']}", unit="run", file=sys.stdout, dynamic_ncols=True)
-    for name, rdir, cmd in bar:
+    for name, rdir, cmd, needs in bar:
         bar.set_postfix_str(name)
-        if (rdir / ("meta.json" if name == "teacher_cache" else "metrics.json")).exists():
+        if (rdir / ("meta.json" if name.endswith("_cache") else "metrics.json")).exists():
+            continue
+        missing = [str(n) for n in needs if not Path(n).exists()]
+        if is_locked(rdir) or missing:  # another sweep (or a person) is training this run, or what it needs, right now
+            tqdm.write(f"{name}: skipped, " + (f"waiting for {missing[0]}" if missing else "another process is running it"))
+            busy.append(name)
             continue
         t0 = time.perf_counter()
         code = run_logged(cmd + ["--overwrite"], sweep / "logs" / f"{name}.txt")
@@ -155,7 +200,7 @@ def main(argv=None) -> int:
         tqdm.write(f"{name}: {status} in {time.perf_counter() - t0:.0f} s")
         if code:
             failed.append(name)
-            if name in ("teacher", "teacher_cache"):
+            if name.startswith("teacher") or name.endswith("_cache"):
                 raise UserError(f"{name} failed; see {sweep / 'logs' / (name + '.txt')}")
     from experiments.results import format_summary, write_tables
 
@@ -163,6 +208,8 @@ def main(argv=None) -> int:
     if not df.empty:
         print(format_summary(s))
         print(f"wrote {sweep / 'results.csv'} ({len(df)} runs) and {sweep / 'summary.csv'}")
+    if busy:
+        print(f"{len(busy)} run(s) are running elsewhere or wait for one that is; run the sweep again later: {', '.join(busy)}")
     if failed:
         raise UserError(f"{len(failed)} run(s) failed: {', '.join(failed)}")
     return 0

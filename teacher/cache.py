@@ -75,17 +75,18 @@ class TeacherCache:
         return np.asarray(self.logits[sel])[..., None]
 
 
-def teacher_logits(teachers, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Mean logits of the teachers for x (N, S, S, 1) -> (N, S, S)."""
+def teacher_logits(teachers, x: np.ndarray, batch_size: int = 64, weights=None) -> np.ndarray:
+    """Mean (or weighted mean) logits of the teachers for x (N, S, S, 1) -> (N, S, S)."""
     from tqdm import tqdm
 
+    from common.train import predict
     from common.unet import logits_model
 
     heads = [logits_model(t) for t in teachers]
     out = np.empty(x.shape[:3], np.float32)
     for s in tqdm(range(0, len(x), batch_size), desc="teacher logits", unit="batch", leave=False):
         xb = x[s : s + batch_size]
-        out[s : s + batch_size] = np.mean([h.predict(xb, verbose=0)[..., 0] for h in heads], axis=0)
+        out[s : s + batch_size] = np.average([predict(h, xb, batch_size)[..., 0] for h in heads], axis=0, weights=weights)
     return out
 
 
@@ -112,6 +113,8 @@ def build_cache(teacher_paths, data_paths, unlabelled_paths, out: Path, overwrit
                 ids.append(i)
                 images.append(im)
     x = prep_images(np.stack(images), spec)
+    out.mkdir(parents=True, exist_ok=True)
+    io.acquire_lock(out)  # a second cache job on the same dir (another sweep) is refused, not interleaved
     logits = np.stack([teacher_logits(teachers, x), teacher_logits(teachers, x[:, :, ::-1])], axis=1).astype(np.float16)
     out.mkdir(parents=True, exist_ok=True)
     with io.atomic_path(out / "logits.npy", suffix=".npy") as tmp:
@@ -119,6 +122,7 @@ def build_cache(teacher_paths, data_paths, unlabelled_paths, out: Path, overwrit
     meta = {"format": FORMAT, "teachers": [{"path": str(t), "sha256": file_sha256(t)} for t in teacher_paths],
             "spec": spec, "n": len(ids), "views": ["image", "hflip"], "ids": ids}
     io.write_json(out / "meta.json", meta)
+    io.release_lock(out)
     return meta
 
 

@@ -52,10 +52,11 @@ def calibration(logits: np.ndarray, masks: np.ndarray, bins: int = 15) -> dict:
 
 
 def teacher_val_logits(model, vx, spec) -> np.ndarray:
+    from common.train import predict
     from common.unet import logits_model
     from data.pipeline import crop_probs
 
-    return crop_probs(logits_model(model).predict(vx, batch_size=64, verbose=0), spec)
+    return crop_probs(predict(logits_model(model), vx), spec)
 
 
 def main(argv=None) -> int:

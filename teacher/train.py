@@ -22,6 +22,7 @@ from pathlib import Path  # noqa: E402
 from common import io  # noqa: E402
 from common.cli import UserError, run  # noqa: E402
 from common.config import parse_args, show  # noqa: E402
+from common.distribute import data_parallel  # noqa: E402
 from common.layers import DistillationLoss  # noqa: E402
 from common.runs import batches, final_metrics, load_split_data, start_run, training_graph, validate_common, write_metrics  # noqa: E402
 from common.train import fit  # noqa: E402
@@ -50,6 +51,7 @@ class TeacherConfig:
     seed: int = 0  # weights, shuffling and flips
     flip: bool = True  # horizontal flips only: seismic has an up and a down
     monitor: str = "mean_iou"  # validation metric that picks the best epoch
+    devices: int = 1  # data-parallel replicas (GPUs); jax or tensorflow backend; batch_size must be a multiple
     max_train: int = 0  # use only the first N training images (0 = all); for quick checks
 
 
@@ -63,17 +65,21 @@ def main(argv=None) -> int:
     cfg, opts = parse_args(TeacherConfig, argv, __doc__)
     validate(cfg)
     show(cfg)
+    scope, parallel = data_parallel(cfg.devices, cfg.batch_size)  # before any model exists
     t0 = time.perf_counter()
     spec = make_spec(cfg.input_size, cfg.resize_mode)
     train, val, split = load_split_data(cfg.data, cfg.split_file, cfg.val_fraction, cfg.split_seed, cfg.max_train)
     run_dir = start_run(cfg, Path(cfg.out), opts, split)
-    tb, vb, vx = batches(train, val, spec, cfg.batch_size, cfg.seed, cfg.flip)
-    model = build_unet((cfg.input_size, cfg.input_size, 1), cfg.base_filters, cfg.depth, cfg.upsample, name=f"unet{cfg.base_filters}")
-    print(f"teacher: {model.name}, {model.count_params():,} params", flush=True)
-    graph = training_graph(model, DistillationLoss(lam=0.0, temperature=1.0, dice=cfg.loss == "bce_dice", name="loss"))
-    io.write_json(run_dir / "teacher.keras.json", {**spec, "model_name": model.name})
-    info = fit(graph, model, tb, vb, vx, val.masks, spec, run_dir, "teacher.keras", cfg.epochs, cfg.lr, cfg.weight_decay, cfg.monitor, opts.resume)
-    metrics = {"model": model.name, "params": model.count_params(), **info, **final_metrics(model, val, vx, spec)}
+    tb, vb, vx = batches(train, val, spec, cfg.batch_size, cfg.seed, cfg.flip, replicas=parallel["replicas"])
+    with scope:
+        model = build_unet((cfg.input_size, cfg.input_size, 1), cfg.base_filters, cfg.depth, cfg.upsample, name=f"unet{cfg.base_filters}")
+        print(f"teacher: {model.name}, {model.count_params():,} params"
+              + (f"; data parallel over {parallel['replicas']} devices ({parallel['api']})" if parallel["replicas"] > 1 else ""), flush=True)
+        graph = training_graph(model, DistillationLoss(lam=0.0, temperature=1.0, dice=cfg.loss == "bce_dice", name="loss"))
+        io.write_json(run_dir / "teacher.keras.json", {**spec, "model_name": model.name})
+        info = fit(graph, model, tb, vb, vx, val.masks, spec, run_dir, "teacher.keras", cfg.epochs, cfg.lr, cfg.weight_decay, cfg.monitor,
+                   opts.resume)
+    metrics = {"model": model.name, "params": model.count_params(), "parallel": parallel, **info, **final_metrics(model, val, vx, spec)}
     metrics["calibration"] = calibration(teacher_val_logits(model, vx, spec), val.masks)
     write_metrics(run_dir, metrics, t0)
     return 0

@@ -19,7 +19,10 @@ def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     cfg = {"name": "tiny", "data": "synthetic", "synthetic": {"n_train": 64, "n_test": 16, "seed": 1},
            "teacher": {"base_filters": 4, **SHAPE}, "teacher_cache": True, "student": {"base_filters": 2, **SHAPE},
-           "grid": {"lam": [0, 0.9], "temperature": [2], "scale": ["T"], "unlabelled": [False, True]}, "seeds": [0, 1]}
+           "ensemble_seeds": [1],
+           "grid": [{"lam": [0, 0.9], "temperature": [2], "scale": ["T"], "unlabelled": [False, True]},
+                    {"lam": [0.9], "temperature": [2], "scale": ["T"], "ensemble": [True]}],
+           "seeds": [0, 1]}
     (root / "tiny.json").write_text(json.dumps(cfg))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     p = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config", str(root / "tiny.json"), "--out", str(root / "out")],
@@ -31,17 +34,27 @@ def sweep(tmp_path_factory):
 def test_sweep_runs_every_config_and_seed(sweep):
     root, out = sweep
     df = pd.read_csv(root / "out" / "results.csv")
-    assert (df.kind == "teacher").sum() == 1
+    teachers = df[df.kind == "teacher"]
+    assert len(teachers) == 2 and sorted(teachers.seed) == [0, 1]  # the main teacher and the ensemble's second member
+    assert teachers.teacher_nll.notna().all() and teachers.teacher_best_T.notna().all()
     students = df[df.kind == "student"]
-    assert len(students) == 6  # baseline, KD, KD + unlabelled, x 2 seeds
+    assert len(students) == 8  # baseline, KD, KD + unlabelled, KD from the 2-teacher ensemble, x 2 seeds
     assert sorted(students.seed.unique()) == [0, 1]
     assert students.unlabelled.sum() == 2
+    assert (students.n_teachers == 2).sum() == 2 and set(students[students.n_teachers == 2].run) == {
+        "unet2_from_unet4x2_T2_l0.9_sT_s0", "unet2_from_unet4x2_T2_l0.9_sT_s1"}
     for col in ("params", "mean_iou", "salt_iou", "kaggle_map", "epochs", "wall_s"):
         assert students[col].notna().all()
+    kd_runs = students[students.lam > 0]
+    assert kd_runs.teacher_kaggle_map.notna().all() and kd_runs.teacher_ece.notna().all()
+    # the ensemble's soft target is scored as such, not as the single teacher
+    ens_t = students[students.n_teachers == 2].teacher_kaggle_map.iloc[0]
+    assert ens_t == ens_t and (students[students.n_teachers == 2].teacher_kaggle_map == ens_t).all()
     s = pd.read_csv(root / "out" / "summary.csv")
     kd = s[s.config.str.contains("KD")]
-    assert len(kd) == 2 and (kd.n_pairs == 2).all() and (kd.d_lo <= kd.d_kaggle).all() and (kd.d_kaggle <= kd.d_hi).all()
-    assert "sweep tiny" in out
+    assert len(kd) == 3 and (kd.n_pairs == 2).all() and (kd.d_lo <= kd.d_kaggle).all() and (kd.d_kaggle <= kd.d_hi).all()
+    assert kd.config.str.contains("ens2").sum() == 1
+    assert "sweep tiny" in out and "teacher calibration" in out
 
 
 def test_rerun_skips_finished_runs(sweep):
@@ -75,3 +88,40 @@ def test_notebook_runs_top_to_bottom(sweep, tmp_path):
         os.environ.pop("SWEEP_DIR", None)
     images = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {}))
     assert images >= 5
+
+
+def test_grid_union_seed_filter_and_bad_grids(tmp_path):
+    from common.cli import UserError
+    from experiments.sweep import student_runs
+
+    cfg = {"seeds": [0, 1, 2], "ensemble_seeds": [1],
+           "grid": [{"lam": [0, 0.9], "unlabelled": [False, True]}, {"lam": [0.9], "ensemble": [True]}]}
+    names = [r["name"] for r in student_runs(cfg, 8)]
+    assert len(names) == 12 and len(set(names)) == 12  # 4 configs x 3 seeds, the baseline once per seed
+    assert names[:4] == ["unet4_baseline_s0", "unet4_from_unet8_T2_l0.9_sT_s0", "unet4_from_unet8_T2_l0.9_sT_unl_s0",
+                         "unet4_from_unet8x2_T2_l0.9_sT_s0"]
+    with pytest.raises(UserError, match="ensemble_seeds"):
+        student_runs({**cfg, "ensemble_seeds": []}, 8)
+    with pytest.raises(UserError, match="unknown axis 'lamda'"):
+        student_runs({**cfg, "grid": {"lamda": [0.5]}}, 8)
+    (tmp_path / "c.json").write_text(json.dumps({"name": "c", **cfg}))
+    p = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config", str(tmp_path / "c.json"), "--dry-run", "--seeds", "2"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "4 student runs" in p.stdout and "_s2" in p.stdout and "_s0" not in p.stdout
+    p = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config", str(tmp_path / "c.json"), "--dry-run", "--seeds", "7"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.strip().startswith("error: --seeds 7") and "Traceback" not in p.stderr
+
+
+def test_is_locked_sees_live_and_stale_locks(tmp_path):
+    from common.io import is_locked
+
+    assert not is_locked(tmp_path)
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        (tmp_path / ".lock").write_text(str(sleeper.pid))
+        assert is_locked(tmp_path)  # another live process holds it: a concurrent sweep skips the run
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not is_locked(tmp_path)  # stale: its process is gone
