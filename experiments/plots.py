@@ -15,10 +15,12 @@ def score_vs(df: pd.DataFrame, x: str, metrics=("mean_iou", "kaggle_map"), ax=No
     students = df[(df.kind == "student") & (df.lam > 0)]
     fig, axes = (None, ax) if ax is not None else plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5))
     axes = np.atleast_1d(axes)
+    students = students.assign(n_teachers=students["n_teachers"] if "n_teachers" in students else 1)
     for a, m in zip(axes, metrics):
-        for (scale, unl), g in students.groupby(["scale", "unlabelled"]):
+        for (scale, unl, n_t), g in students.groupby(["scale", "unlabelled", "n_teachers"]):
             s = g.groupby(x)[m].agg(["mean", "std", "count"]).reset_index()
-            a.errorbar(s[x], s["mean"], yerr=s["std"].fillna(0), marker="o", capsize=3, label=f"s(T)={scale}" + (" +unl" if unl else ""))
+            a.errorbar(s[x], s["mean"], yerr=s["std"].fillna(0), marker="o", capsize=3,
+                       label=f"s(T)={scale}" + (" +unl" if unl else "") + (f" ensemble of {n_t:g}" if n_t > 1 else ""))
         base = df[(df.kind == "student") & (df.lam == 0)][m]
         if len(base):
             a.axhline(base.mean(), color="gray", ls="--", label=f"baseline ({len(base)} seeds)")
@@ -32,6 +34,30 @@ def score_vs(df: pd.DataFrame, x: str, metrics=("mean_iou", "kaggle_map"), ax=No
         if x == "temperature":
             a.set_xscale("log", base=2)
         a.legend(fontsize=7)
+    return fig
+
+
+def config_scores(df: pd.DataFrame, metrics=("mean_iou", "kaggle_map"), title: str = ""):
+    """One column per configuration: every seed a dot, mean ± std over seeds; teachers as dotted lines."""
+    from experiments.results import label
+
+    df = df.assign(config=df.apply(label, axis=1))
+    students = df[df.kind == "student"]
+    configs = list(dict.fromkeys(students.sort_values(["lam", "n_teachers", "unlabelled"] if "n_teachers" in df else ["lam", "unlabelled"]).config))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4))
+    for a, m in zip(np.atleast_1d(axes), metrics):
+        for k, c in enumerate(configs):
+            v = students.loc[students.config == c, m].to_numpy()
+            a.scatter(np.full(len(v), k) + np.linspace(-0.08, 0.08, len(v)), v, s=18, color=f"C{k}", alpha=0.7)
+            a.errorbar(k + 0.22, v.mean(), yerr=v.std(ddof=1) if len(v) > 1 else 0, fmt="o", color=f"C{k}", capsize=4)
+        for k, (c, g) in enumerate(df[df.kind == "teacher"].groupby("run")):
+            a.axhline(g[m].iloc[0], color="k", ls=":", lw=1, label=f"{c} ({g.params.iloc[0]:,} params)" if k < 3 else None)
+        a.set_xticks(range(len(configs)), [c.replace(" KD", "\nKD").replace(" +unl", "\n+unl") for c in configs], fontsize=7)
+        a.set_ylabel(m)
+        a.legend(fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
     return fig
 
 
@@ -99,3 +125,32 @@ def mask_grid(images, truth, preds: dict, n: int = 8, seed: int = 0):
 def read_export(path) -> dict:
     p = Path(path)
     return json.loads(p.read_text()) if p.exists() else {}
+
+
+def main(argv=None) -> int:
+    """python -m experiments.plots SWEEP_DIR OUT_DIR [TITLE]: the README's figures, <name>_scores.png and <name>_learning_curves.png."""
+    import sys
+
+    from common.cli import UserError
+    from experiments.results import load_runs
+
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) not in (2, 3) or not Path(argv[0]).is_dir():
+        raise UserError("usage: python -m experiments.plots SWEEP_DIR OUT_DIR [TITLE]")
+    df = load_runs(argv[0])
+    if df.empty:
+        raise UserError(f"no finished runs under {argv[0]}")
+    out, name = Path(argv[1]), Path(argv[0]).name
+    out.mkdir(parents=True, exist_ok=True)
+    config_scores(df, title=argv[2] if len(argv) > 2 else "").savefig(out / f"{name}_scores.png", dpi=110)
+    fig = learning_curves(sorted(df[(df.kind == "student") & (df.seed == 0)].path))
+    fig.tight_layout()
+    fig.savefig(out / f"{name}_learning_curves.png", dpi=110)
+    print(f"wrote {out / (name + '_scores.png')} and {out / (name + '_learning_curves.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    from common.cli import run
+
+    run(main)

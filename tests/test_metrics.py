@@ -58,3 +58,22 @@ def test_calibration_figures_and_best_temperature():
     assert over["nll"] > good["nll"] and over["ece"] > good["ece"] and over["nll_at_best"] < over["nll"]
     p = 1 / (1 + np.exp(-true_logits))
     assert abs(good["brier"] - np.mean((p - y) ** 2)) < 1e-4
+
+
+def test_flip_equivariance_measures_the_mirrored_map_error():
+    from benchmarks.flip_equivariance import compare_views
+    from data.pipeline import make_spec
+
+    spec = make_spec(128, "pad")
+    rng = np.random.default_rng(0)
+    z0 = rng.normal(0, 3, (4, 128, 128)).astype(np.float32)
+    exact = np.stack([z0, z0[:, :, ::-1]], axis=1)  # a flip-equivariant teacher: view 1 is the mirrored view 0
+    masks = rng.random((4, 101, 101)) > 0.5
+    r = compare_views(exact, masks, spec)
+    assert r["mean_abs_prob_diff"] == 0 and r["label_disagreement"] == 0 and r["soft_kl_T2"] == 0
+    assert r["kaggle_map_view0"] == r["kaggle_map_view1"] == r["kaggle_map_flip_tta"]
+    off = exact.copy()
+    off[:, 1, 20:60, 20:60] = -off[:, 1, 20:60, 20:60]  # view 1 disagrees on a block inside the original pixels
+    r = compare_views(off, None, spec)
+    assert abs(r["label_disagreement"] - 40 * 40 / 101**2) < 1e-4  # the whole block lies on original pixels: every label flips
+    assert r["soft_kl_T2"] > 0 and r["mean_abs_prob_diff"] > 0
