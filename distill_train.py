@@ -3,6 +3,7 @@
     python distill_train.py --data ../shared/data/tgs-salt --teacher runs/unet16_teacher_s0/teacher.keras \
         --lam 0.9 --temperature 2 --seed 0          # -> runs/unet4_from_unet16_T2_l0.9_sT_s0
     python distill_train.py --data ../shared/data/tgs-salt --lam 0 --seed 0   # baseline -> runs/unet4_baseline_s0
+    KERAS_BACKEND=jax python distill_train.py ... --devices 4 --batch-size 128   # data parallel over 4 GPUs
     # prints the config, per-epoch progress with loss, hard and soft parts, "val mean_iou ..." and
     # "done: val mean_iou ... kaggle_map ... (xx,xxx params, best epoch N, xx img/s) -> RUN_DIR"
 

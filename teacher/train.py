@@ -1,6 +1,7 @@
 """Train the U-Net teacher on TGS Salt.
 
     python -m teacher.train --data ../shared/data/tgs-salt --out runs/unet16_teacher_s0
+    KERAS_BACKEND=jax python -m teacher.train ... --devices 4 --batch-size 128   # data parallel over 4 GPUs
     # prints the config, Keras' per-epoch progress, "val mean_iou ... kaggle_map ..." per epoch and
     # "done: val mean_iou 0.8.. kaggle_map 0.7.. (1,94x,xxx params, best epoch N, xx img/s) -> RUN_DIR"
 
