@@ -73,6 +73,7 @@ class DistillConfig:
     seed: int = 0  # student init, shuffling, flips: vary it, keep the split
     flip: bool = True  # horizontal flips only
     monitor: str = "mean_iou"  # validation metric that picks the best epoch
+    tensorboard: bool = False  # also log each epoch to RUN_DIR/tensorboard (needs tensorflow + tensorboard)
     devices: int = 1  # data-parallel replicas (GPUs); jax or tensorflow backend; batch_size must be a multiple
     max_train: int = 0  # first N training images only (0 = all); for quick checks
 
@@ -166,7 +167,8 @@ def train_student(cfg, opts, run_dir, spec, teachers, teacher_name, cache, tb, v
     loss = DistillationLoss(cfg.lam, cfg.temperature, cfg.scale, name="loss")
     graph = training_graph(student, loss, soft_t, cached_teacher=cache is not None)
     io.write_json(run_dir / "student.keras.json", {**spec, "model_name": infer.name})
-    info = fit(graph, infer, tb, vb, vx, val.masks, spec, run_dir, "student.keras", cfg.epochs, cfg.lr, cfg.weight_decay, cfg.monitor, opts.resume)
+    info = fit(graph, infer, tb, vb, vx, val.masks, spec, run_dir, "student.keras", cfg.epochs, cfg.lr, cfg.weight_decay, cfg.monitor,
+               opts.resume, cfg.tensorboard)
     metrics = {"model": infer.name, "params": infer.count_params(), "run": run_dir.name, "parallel": parallel, **info,
                **final_metrics(infer, val, vx, spec)}
     if cache is not None or soft_t is not None:  # the soft target's own score and calibration, next to the student's

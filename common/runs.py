@@ -36,6 +36,11 @@ def validate_common(cfg) -> None:
         if getattr(cfg, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
     check_range("--lr", cfg.lr, 0, 1, lo_open=True)
+    if getattr(cfg, "tensorboard", False):
+        import importlib.util
+
+        if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("tensorboard") is None:
+            raise UserError("--tensorboard needs the tensorflow and tensorboard packages (Keras writes its logs through tf.summary)")
 
 
 def start_run(cfg, run_dir: Path, opts, split: dict | None = None) -> Path:

@@ -115,7 +115,8 @@ def load_checkpoint(train_model, run_dir: Path) -> dict | None:
 
 
 def fit(train_model, infer_model, train_batches, val_batches, val_x, val_masks, spec, run_dir: Path, model_name: str,
-        epochs: int, lr: float, weight_decay: float = 1e-4, monitor: str = "mean_iou", resume: bool = False) -> dict:
+        epochs: int, lr: float, weight_decay: float = 1e-4, monitor: str = "mean_iou", resume: bool = False,
+        tensorboard: bool = False) -> dict:
     """Train `train_model` (outputs [total, hard, soft] per sample) and keep the best `infer_model`.
 
     Every epoch ends with a checkpoint (weights, optimizer, epoch, history); `resume` continues
@@ -131,6 +132,9 @@ def fit(train_model, infer_model, train_batches, val_batches, val_x, val_masks, 
     )
     model_path = run_dir / model_name
     cb = ValScore(infer_model, val_x, val_masks, spec, model_path, run_dir / "history.csv", monitor, len(train_batches.x))
+    callbacks = [cb]
+    if tensorboard:  # after ValScore, so the validation scores it adds to the epoch's logs are logged too
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False))
     start, wall0 = 0, 0.0
     state = load_checkpoint(train_model, run_dir) if resume else None
     if state is not None:
@@ -143,7 +147,7 @@ def fit(train_model, infer_model, train_batches, val_batches, val_x, val_masks, 
         print("no checkpoint to resume from: starting at epoch 1", flush=True)
     t0 = time.perf_counter()
     if start < epochs:
-        train_model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=start, callbacks=[cb],
+        train_model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=start, callbacks=callbacks,
                         verbose=1 if sys.stdout.isatty() else 2)
     wall = wall0 + time.perf_counter() - t0
     best = keras.saving.load_model(model_path)

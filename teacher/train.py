@@ -52,6 +52,7 @@ class TeacherConfig:
     seed: int = 0  # weights, shuffling and flips
     flip: bool = True  # horizontal flips only: seismic has an up and a down
     monitor: str = "mean_iou"  # validation metric that picks the best epoch
+    tensorboard: bool = False  # also log each epoch to RUN_DIR/tensorboard (needs tensorflow + tensorboard)
     devices: int = 1  # data-parallel replicas (GPUs); jax or tensorflow backend; batch_size must be a multiple
     max_train: int = 0  # use only the first N training images (0 = all); for quick checks
 
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
         graph = training_graph(model, DistillationLoss(lam=0.0, temperature=1.0, dice=cfg.loss == "bce_dice", name="loss"))
         io.write_json(run_dir / "teacher.keras.json", {**spec, "model_name": model.name})
         info = fit(graph, model, tb, vb, vx, val.masks, spec, run_dir, "teacher.keras", cfg.epochs, cfg.lr, cfg.weight_decay, cfg.monitor,
-                   opts.resume)
+                   opts.resume, cfg.tensorboard)
     metrics = {"model": model.name, "params": model.count_params(), "parallel": parallel, **info, **final_metrics(model, val, vx, spec)}
     metrics["calibration"] = calibration(teacher_val_logits(model, vx, spec), val.masks)
     write_metrics(run_dir, metrics, t0)

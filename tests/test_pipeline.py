@@ -178,3 +178,20 @@ def test_epoch_benchmark_runs(runs, synth_dir, tmp_path):
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
     assert [r["mode"] for r in rows] == ["baseline", "kd_in_graph", "kd_cache"] and all(r["img_per_s"] > 0 for r in rows)
     assert "kd_cache" in out
+
+
+def test_tensorboard_logs_losses_and_validation_scores(synth_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    cli("distill_train.py", "--data", synth_dir, "--lam", "0", "--out", out, *TINY, "--tensorboard")
+    tags = {}
+    for part in ("train", "validation"):
+        ea = EventAccumulator(str(out / "tensorboard" / part))
+        ea.Reload()
+        tags[part] = set(ea.Tags()["tensors"])
+    assert {"epoch_loss", "epoch_hard", "epoch_soft"} <= tags["train"]
+    assert {"epoch_mean_iou", "epoch_kaggle_map"} <= tags["validation"]  # ValScore's scores reach TensorBoard
+    ea = EventAccumulator(str(out / "tensorboard" / "validation"))
+    ea.Reload()
+    assert len(ea.Tensors("epoch_mean_iou")) == 2  # one point per epoch
