@@ -3,6 +3,7 @@
     python distill_train.py --data ../shared/data/tgs-salt --teacher runs/unet16_teacher_s0/teacher.keras \
         --lam 0.9 --temperature 2 --seed 0          # -> runs/unet4_from_unet16_T2_l0.9_sT_s0
     python distill_train.py --data ../shared/data/tgs-salt --lam 0 --seed 0   # baseline -> runs/unet4_baseline_s0
+    python distill_train.py ... --temperature auto   # T = the teacher's NLL-optimal T on the validation split (printed)
     KERAS_BACKEND=jax python distill_train.py ... --devices 4 --batch-size 128   # data parallel over 4 GPUs
     # prints the config, per-epoch progress with loss, hard and soft parts, "val mean_iou ..." and
     # "done: val mean_iou ... kaggle_map ... (xx,xxx params, best epoch N, xx img/s) -> RUN_DIR"
@@ -34,7 +35,7 @@ import numpy as np  # noqa: E402
 from common import io  # noqa: E402
 from common.cli import UserError, check_range, run  # noqa: E402
 from common.config import parse_args, show  # noqa: E402
-from common.distribute import data_parallel  # noqa: E402
+from common.distribute import data_parallel, describe  # noqa: E402
 from common.layers import SCALE_RULES, DistillationLoss  # noqa: E402
 from common.runs import batches, final_metrics, load_split_data, start_run, training_graph, validate_common, write_metrics  # noqa: E402
 from common.train import evaluate_probs, fit  # noqa: E402
@@ -54,7 +55,7 @@ class DistillConfig:
     teacher_cache: str = ""  # cached teacher logits (python -m teacher.cache): no teacher in the graph
     out: str = ""  # run dir; default runs/<name that says what the run is>
     lam: float = 0.9  # weight of the soft term; 0 = hard-only baseline, 1 = soft only
-    temperature: float = 2.0  # T: softens both teacher and student sigmoids
+    temperature: float | str = 2.0  # T: softens both teacher and student sigmoids; "auto" = the teacher's NLL-optimal T on the validation split
     scale: str = "T"  # s(T): "T" (design card, sigmoid outputs), "T2" (Hinton), "1"
     base_filters: int = 4  # 4 -> 122 k params, 1/16 of the 1.94 M teacher
     depth: int = 4  # as the teacher
@@ -83,13 +84,18 @@ def run_name(cfg: DistillConfig, teacher_name: str) -> str:
     if cfg.lam == 0:
         return f"{student}_baseline_s{cfg.seed}"
     extra = ("_unl" if cfg.unlabelled else "") + ("_cache" if cfg.teacher_cache else "")
-    return f"{student}_from_{teacher_name}_T{cfg.temperature:g}_l{cfg.lam:g}_s{cfg.scale}{extra}_s{cfg.seed}"
+    T = "auto" if cfg.temperature == "auto" else f"{cfg.temperature:g}"
+    return f"{student}_from_{teacher_name}_T{T}_l{cfg.lam:g}_s{cfg.scale}{extra}_s{cfg.seed}"
 
 
 def validate(cfg: DistillConfig) -> None:
     validate_common(cfg)
     check_range("--lam", cfg.lam, 0.0, 1.0)
-    if not cfg.temperature > 0:
+    if isinstance(cfg.temperature, str) and cfg.temperature != "auto":
+        raise UserError(f"--temperature {cfg.temperature!r} must be a number > 0 or 'auto'")
+    if cfg.temperature == "auto" and cfg.lam == 0:
+        raise UserError("--temperature auto needs a teacher and --lam > 0 (it is the teacher's NLL-optimal temperature)")
+    if not isinstance(cfg.temperature, str) and not cfg.temperature > 0:
         raise UserError(f"--temperature {cfg.temperature} must be > 0")
     if cfg.scale not in SCALE_RULES:
         raise UserError(f"--scale {cfg.scale!r} must be one of {', '.join(SCALE_RULES)}")
@@ -154,32 +160,42 @@ def distill(cfg: DistillConfig, opts, parallel: dict) -> int:
     return 0
 
 
+def soft_target_val_logits(cache, teachers, weights, vb, vx, spec) -> np.ndarray:
+    """The soft target's logits on the validation images, original 101x101 pixels."""
+    if cache is not None:
+        return crop_probs(vb.t[:, 0, ..., 0].astype(np.float32), spec)
+    return crop_probs(teacher_logits(teachers, vx, weights=weights), spec)
+
+
 def train_student(cfg, opts, run_dir, spec, teachers, teacher_name, cache, tb, vb, vx, val, parallel) -> dict:
     """Build the student and its training graph, fit, and score it and its soft target."""
-    student = build_student((cfg.input_size,) * 2 + (1,), cfg.base_filters, cfg.depth, cfg.temperature, cfg.upsample,
+    weights = [float(w) for w in cfg.teacher_weights] or None
+    has_target = cache is not None or bool(teachers)
+    # the soft target's own score and calibration on the validation split (reported next to the student's)
+    t_logits = soft_target_val_logits(cache, teachers, weights, vb, vx, spec) if has_target else None
+    cal = calibration(t_logits, val.masks) if has_target else None
+    T = cfg.temperature
+    if T == "auto":  # validation labels pick one scalar, as temperature scaling does (see the README)
+        T = cal["best_temperature"]
+        print(f"temperature auto: T = {T:g} (the soft target's NLL-optimal temperature on the {len(val)} validation images)", flush=True)
+    student = build_student((cfg.input_size,) * 2 + (1,), cfg.base_filters, cfg.depth, T, cfg.upsample,
                             name=f"unet{cfg.base_filters}")
     infer = inference_model(student)
-    weights = [float(w) for w in cfg.teacher_weights] or None
-    soft_t = soft_teacher(teachers, cfg.temperature, weights) if teachers else None
+    soft_t = soft_teacher(teachers, T, weights) if teachers else None
     print(f"student: {student.name}, {infer.count_params():,} params; teacher: "
           + (f"cache {cfg.teacher_cache}" if cache is not None else (f"{teacher_name}, {soft_t.count_params():,} params" if soft_t else "none"))
-          + (f"; data parallel over {parallel['replicas']} devices ({parallel['api']})" if parallel["replicas"] > 1 else ""), flush=True)
-    loss = DistillationLoss(cfg.lam, cfg.temperature, cfg.scale, name="loss")
+          + describe(parallel), flush=True)
+    loss = DistillationLoss(cfg.lam, T, cfg.scale, name="loss")
     graph = training_graph(student, loss, soft_t, cached_teacher=cache is not None)
     io.write_json(run_dir / "student.keras.json", {**spec, "model_name": infer.name})
     info = fit(graph, infer, tb, vb, vx, val.masks, spec, run_dir, "student.keras", cfg.epochs, cfg.lr, cfg.weight_decay, cfg.monitor,
                opts.resume, cfg.tensorboard)
-    metrics = {"model": infer.name, "params": infer.count_params(), "run": run_dir.name, "parallel": parallel, **info,
-               **final_metrics(infer, val, vx, spec)}
-    if cache is not None or soft_t is not None:  # the soft target's own score and calibration, next to the student's
-        if cache is not None:
-            t_logits, source = crop_probs(vb.t[:, 0, ..., 0].astype(np.float32), spec), {"cache": cfg.teacher_cache}
-        else:
-            t_logits = crop_probs(teacher_logits(teachers, vx, weights=weights), spec)
-            source = {"params": sum(t.count_params() for t in teachers)}
+    metrics = {"model": infer.name, "params": infer.count_params(), "run": run_dir.name, "parallel": parallel, "temperature": T,
+               **info, **final_metrics(infer, val, vx, spec)}
+    if has_target:
+        source = {"cache": cfg.teacher_cache} if cache is not None else {"params": sum(t.count_params() for t in teachers)}
         metrics["teacher"] = {**source, "paths": list(cfg.teacher), "n_teachers": len(cfg.teacher) or len(cache.meta["teachers"]),
-                              "val": evaluate_probs(1 / (1 + np.exp(-t_logits)), val.masks, spec["threshold"]),
-                              "calibration": calibration(t_logits, val.masks)}
+                              "val": evaluate_probs(1 / (1 + np.exp(-t_logits)), val.masks, spec["threshold"]), "calibration": cal}
     return metrics
 
 

@@ -3,13 +3,17 @@
     python evaluate.py --model runs/unet4_baseline_s0/student.keras --data ../shared/data/tgs-salt
     python evaluate.py --model exports/unet4/student_int8.tflite --data ../shared/data/tgs-salt --split runs/unet4_baseline_s0/split.json
     python evaluate.py --pred-masks OUT_DIR --data ../shared/data/tgs-salt --split all
+    python evaluate.py --model runs/cpu/teacher/teacher.keras --data cache/tgs.npz --split all \
+        --save-probabilities runs/cpu/teacher_blackbox/probabilities   # + <id>.png 16-bit probability maps
     # prints one JSON object, e.g.
     # {"n_images": 320, "mean_iou": 0.87.., "salt_iou": 0.78.., "kaggle_map": 0.73.., "split": "val", "model": "..."}
 
 --split val (default for a model): the validation ids of the split.json next to the model (or next
 to the .tflite's source model); all: every labelled image in --data; or a split.json / text file of
 ids. Predictions are cropped (or resized) back to 101x101 before scoring; threshold 0.5 unless the
-model's sidecar says otherwise. Metrics: see common/metrics.py.
+model's sidecar says otherwise. Metrics: see common/metrics.py. --save-probabilities also writes each
+scored image's 101x101 probability map as a 16-bit PNG (p * 65535): what a black-box teacher hands
+over (`python -m teacher.cache --from-probabilities DIR`); the folder appears complete or not at all.
 """
 
 from __future__ import annotations
@@ -87,6 +91,27 @@ def read_pred_masks(folder: Path, ids) -> np.ndarray:
     return out
 
 
+def save_probabilities(folder: Path, ids, probs: np.ndarray, overwrite: bool) -> None:
+    """<id>.png 16-bit maps, written into a temporary folder that is renamed into place when complete."""
+    import os
+    import shutil
+
+    from PIL import Image
+
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())) and not overwrite:
+        raise UserError(f"--save-probabilities folder {folder} is not empty; pass --overwrite to replace it")
+    tmp = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
+    tmp.mkdir(parents=True)
+    try:
+        for i, p in zip(ids, probs):
+            Image.fromarray(np.round(np.clip(p, 0, 1) * 65535).astype(np.uint16)).save(tmp / f"{i}.png")
+        if folder.exists():
+            shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     what = ap.add_mutually_exclusive_group(required=True)
@@ -96,7 +121,11 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default=None, help="val | all | split.json | ids.txt (default: val for a model, all for masks)")
     ap.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads")
     ap.add_argument("--out", default="", help="also write the JSON to this file")
+    ap.add_argument("--save-probabilities", default="", help="with --model: write <id>.png 16-bit probability maps here")
+    ap.add_argument("--overwrite", action="store_true", help="replace a non-empty --save-probabilities folder")
     args = ap.parse_args(argv)
+    if args.save_probabilities and not args.model:
+        raise UserError("--save-probabilities needs --model")
 
     from data.tgs import load_data
 
@@ -119,6 +148,8 @@ def main(argv=None) -> int:
         else:
             probs, threshold = keras_probs(model_path, subset.images)
         pred = probs > threshold
+        if args.save_probabilities:
+            save_probabilities(Path(args.save_probabilities), subset.ids, probs, args.overwrite)
         source = {"model": str(model_path), "threshold": threshold}
     result = {**score_masks(pred, subset.masks), "split": split_name, **source}
     text = json.dumps(result)

@@ -34,6 +34,14 @@ def show(cfg) -> None:
     sys.stdout.flush()
 
 
+def _number_or_word(v: str):
+    """A field typed `float | str` takes a number or a keyword (e.g. --temperature 2 or --temperature auto)."""
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
 def parse_args(cls, argv=None, doc: str = "", required=("data", "out"), multi=()):
     """argparse from a frozen dataclass: one --flag per field (bools get --x/--no-x), plus --overwrite.
 
@@ -42,7 +50,7 @@ def parse_args(cls, argv=None, doc: str = "", required=("data", "out"), multi=()
     """
     import argparse
 
-    types = {"int": int, "float": float, "str": str}
+    types = {"int": int, "float": float, "str": str, "float | str": _number_or_word}
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")

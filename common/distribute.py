@@ -59,3 +59,8 @@ def data_parallel(devices: int, batch_size: int):
         strategy = tf.distribute.MirroredStrategy(used)
         return strategy.scope(), {"replicas": strategy.num_replicas_in_sync, "devices": used, "api": "tf.distribute.MirroredStrategy"}
     raise UserError(f"--devices {devices} needs KERAS_BACKEND=jax (GPU boxes) or tensorflow; the {backend} backend trains on one device")
+
+
+def describe(parallel: dict) -> str:
+    """The start-up line's data-parallel part ("" on one device)."""
+    return f"; data parallel over {parallel['replicas']} devices ({parallel['api']})" if parallel["replicas"] > 1 else ""

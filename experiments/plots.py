@@ -15,12 +15,14 @@ def score_vs(df: pd.DataFrame, x: str, metrics=("mean_iou", "kaggle_map"), ax=No
     students = df[(df.kind == "student") & (df.lam > 0)]
     fig, axes = (None, ax) if ax is not None else plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5))
     axes = np.atleast_1d(axes)
-    students = students.assign(n_teachers=students["n_teachers"] if "n_teachers" in students else 1)
+    students = students.assign(**{k: students[k] if k in students else v for k, v in
+                                  (("n_teachers", 1), ("blackbox", False), ("flip", True), ("auto_T", False))})
     for a, m in zip(axes, metrics):
-        for (scale, unl, n_t), g in students.groupby(["scale", "unlabelled", "n_teachers"]):
+        for (scale, unl, n_t, bb, flip, auto), g in students.groupby(["scale", "unlabelled", "n_teachers", "blackbox", "flip", "auto_T"]):
             s = g.groupby(x)[m].agg(["mean", "std", "count"]).reset_index()
             a.errorbar(s[x], s["mean"], yerr=s["std"].fillna(0), marker="o", capsize=3,
-                       label=f"s(T)={scale}" + (" +unl" if unl else "") + (f" ensemble of {n_t:g}" if n_t > 1 else ""))
+                       label=f"s(T)={scale}" + (" +unl" if unl else "") + (f" ensemble of {n_t:g}" if n_t > 1 else "")
+                       + (" black box" if bb else "") + ("" if flip else " no flips") + (" T=auto" if auto else ""))
         base = df[(df.kind == "student") & (df.lam == 0)][m]
         if len(base):
             a.axhline(base.mean(), color="gray", ls="--", label=f"baseline ({len(base)} seeds)")

@@ -39,9 +39,14 @@ def load_runs(root) -> pd.DataFrame:
             "seed": cfg.get("seed"),
             "base_filters": cfg.get("base_filters"),
             "lam": cfg.get("lam", np.nan) if kind == "student" else np.nan,
-            "temperature": cfg.get("temperature", np.nan) if kind == "student" else np.nan,
+            # the temperature trained with ("auto" resolves to the soft target's NLL-optimal T, kept in metrics.json)
+            "temperature": met.get("temperature", cfg.get("temperature", np.nan)) if kind == "student" else np.nan,
+            "auto_T": kind == "student" and cfg.get("temperature") == "auto",
             "scale": cfg.get("scale", "") if kind == "student" and cfg.get("lam", 0) > 0 else "",
             "unlabelled": bool(cfg.get("unlabelled")),
+            # soft targets from a cache of another program's probability maps (no teacher file, no flipped views)
+            "blackbox": kind == "student" and cfg.get("lam", 0) > 0 and bool(cfg.get("teacher_cache")) and not cfg.get("teacher"),
+            "flip": bool(cfg.get("flip", True)),
             "epochs": cfg.get("epochs"),
             "params": met.get("params"),
             "mean_iou": met["val"]["mean_iou"],
@@ -69,8 +74,10 @@ def label(r) -> str:
         return f"teacher unet{r['base_filters']}"
     if r["lam"] == 0:
         return f"unet{r['base_filters']} baseline"
-    return (f"unet{r['base_filters']} KD T={r['temperature']:g} lam={r['lam']:g} s={r['scale']}" + (" +unl" if r["unlabelled"] else "")
-            + (f" ens{int(r['n_teachers'])}" if r.get("n_teachers", 1) > 1 else ""))
+    T = f"auto({r['temperature']:.2f})" if r.get("auto_T") else f"{r['temperature']:g}"
+    return (f"unet{r['base_filters']} KD T={T} lam={r['lam']:g} s={r['scale']}" + (" +unl" if r["unlabelled"] else "")
+            + (f" ens{int(r['n_teachers'])}" if r.get("n_teachers", 1) > 1 else "") + (" blackbox" if r.get("blackbox") else "")
+            + ("" if r.get("flip", True) else " noflip"))
 
 
 def _per_image(path) -> tuple[list, np.ndarray]:

@@ -17,8 +17,8 @@ Config (JSON): {"name", "data": path or "synthetic", "synthetic": {n_train, n_te
 the ensemble need not multiply every other one). lam = 0 is the baseline (T, s(T), unlabelled and
 ensemble do not apply to it). "ensemble": true distils from the mean logits of the main teacher and
 the teachers trained with "ensemble_seeds" (same flags and split, other seeds). Every run is its own
-run dir under runs/<name>/ (or --out); a run with metrics.json is finished and skipped, an unfinished
-one is started again from scratch. Concurrent sweeps on one dir are safe: a run that another sweep
+run dir under runs/<name>/ (or --out); a run with metrics.json is finished and skipped, an interrupted
+one (checkpoint.json) continues from its last finished epoch (--resume; started again if that fails). Concurrent sweeps on one dir are safe: a run that another sweep
 is training (locked) is skipped and reported.
 """
 
@@ -61,7 +61,8 @@ def flags(d: dict) -> list[str]:
     return out
 
 
-GRID_KEYS = ("lam", "temperature", "scale", "base_filters", "unlabelled", "ensemble")
+GRID_KEYS = ("lam", "temperature", "scale", "base_filters", "unlabelled", "ensemble", "blackbox")
+BLACKBOX = (False, "mirrored", "noflip")
 
 
 def student_runs(cfg: dict, teacher_filters: int) -> list[dict]:
@@ -74,21 +75,28 @@ def student_runs(cfg: dict, teacher_filters: int) -> list[dict]:
         if unknown:
             raise UserError(f"sweep grid has unknown axis {sorted(unknown)[0]!r} (known: {', '.join(GRID_KEYS)})")
         grid = {"lam": [0.9], "temperature": [2.0], "scale": ["T"], "base_filters": [cfg.get("student", {}).get("base_filters", 4)],
-                "unlabelled": [False], "ensemble": [False], **g}
+                "unlabelled": [False], "ensemble": [False], "blackbox": [False], **g}
         if any(grid["ensemble"]) and n_ens < 2:
             raise UserError("sweep grid asks for \"ensemble\": true but the config has no \"ensemble_seeds\"")
-        for lam, T, scale, width, unl, ens, seed in itertools.product(*(grid[k] for k in GRID_KEYS), cfg["seeds"]):
+        bad = [v for v in grid["blackbox"] if v not in BLACKBOX] + [t for t in grid["temperature"] if isinstance(t, str) and t != "auto"]
+        if bad:
+            raise UserError(f"sweep grid value {bad[0]!r} is not allowed (blackbox: false, \"mirrored\", \"noflip\"; temperature: a number or \"auto\")")
+        for lam, T, scale, width, unl, ens, bb, seed in itertools.product(*(grid[k] for k in GRID_KEYS), cfg["seeds"]):
             if lam == 0:
-                T, scale, unl, ens = 2.0, "T", False, False
-            key = (lam, T, scale, width, unl, ens, seed)
+                T, scale, unl, ens, bb = 2.0, "T", False, False, False
+            if bb and (unl or ens):
+                raise UserError("sweep grid combines \"blackbox\" with unlabelled or ensemble runs (the black-box cache holds the labelled images of one teacher)")
+            key = (lam, T, scale, width, unl, ens, bb, seed)
             if key in seen:
                 continue
             seen.add(key)
-            student, teacher = f"unet{width}", f"unet{teacher_filters}" + (f"x{n_ens}" if ens else "")
+            student = f"unet{width}"
+            teacher = "blackbox" if bb else f"unet{teacher_filters}" + (f"x{n_ens}" if ens else "")
+            t_name = "auto" if T == "auto" else f"{T:g}"
             name = f"{student}_baseline_s{seed}" if lam == 0 else \
-                f"{student}_from_{teacher}_T{T:g}_l{lam:g}_s{scale}{'_unl' if unl else ''}_s{seed}"
+                f"{student}_from_{teacher}_T{t_name}_l{lam:g}_s{scale}{'_unl' if unl else ''}{'_noflip' if bb == 'noflip' else ''}_s{seed}"
             runs.append({"name": name, "lam": lam, "temperature": T, "scale": scale, "base_filters": width, "unlabelled": unl,
-                         "ensemble": ens, "seed": seed})
+                         "ensemble": ens, "blackbox": bb, "seed": seed})
     # seed by seed, so an interrupted sweep already holds complete paired comparisons
     return sorted(runs, key=lambda r: r["seed"])
 
@@ -149,7 +157,7 @@ def main(argv=None) -> int:
         tdir = sweep / "teacher"
         teacher_path = str(tdir / "teacher.keras")
         cmd = [py, "-m", "teacher.train", "--data", data, "--out", str(tdir), *flags(teacher_cfg)]
-        jobs.append(("teacher", tdir, cmd, []))
+        jobs.append(("teacher", tdir, tdir / "metrics.json", cmd, []))
     elif not Path(teacher_path).exists():
         raise UserError(f"teacher {teacher_path} does not exist")
     split = Path(teacher_path).parent / "split.json"
@@ -158,36 +166,51 @@ def main(argv=None) -> int:
         tdir = sweep / f"teacher_s{s}"
         ensemble.append(str(tdir / "teacher.keras"))
         cmd = [py, "-m", "teacher.train", "--data", data, "--out", str(tdir), *flags({**teacher_cfg, "seed": s}), "--split-file", str(split)]
-        jobs.append((f"teacher_s{s}", tdir, cmd, [split]))
+        jobs.append((f"teacher_s{s}", tdir, tdir / "metrics.json", cmd, [split]))
     student_fixed = {k: v for k, v in cfg.get("student", {}).items() if k != "base_filters"}
     cache_dir = Path(teacher_path).parent / "cache"
     ens_cache = sweep / f"teacher_ensemble{len(ensemble)}" / "cache"
     if cfg.get("teacher_cache"):  # teacher logits computed once: a KD epoch then costs what a baseline epoch costs
-        for name, members, cdir, unl in (("teacher_cache", [teacher_path], cache_dir, any(r["unlabelled"] and not r["ensemble"] for r in runs)),
-                                         ("ensemble_cache", ensemble, ens_cache, any(r["unlabelled"] and r["ensemble"] for r in runs))):
-            if name == "ensemble_cache" and not any(r["ensemble"] for r in runs):
-                continue
+        caches = [("teacher_cache", [teacher_path], cache_dir, False)]
+        caches += [("ensemble_cache", ensemble, ens_cache, True)] if any(r["ensemble"] for r in runs) else []
+        for name, members, cdir, ens in caches:
             cmd = [py, "-m", "teacher.cache", *(a for t in members for a in ("--teacher", t)), "--data", data, "--out", str(cdir)]
-            cmd += ["--unlabelled", data] if unl else []
-            jobs.append((name, cdir, cmd, [Path(t) for t in members]))
+            cmd += ["--unlabelled", data] if any(r["unlabelled"] and r["ensemble"] == ens for r in runs) else []
+            jobs.append((name, cdir, cdir / "meta.json", cmd, [Path(t) for t in members]))
+    bb_dir = sweep / "teacher_blackbox"
+    if any(r["blackbox"] for r in runs):  # the teacher as a black box: its 16-bit probability maps, no flipped views
+        probs = bb_dir / "probabilities"
+        cmd = [py, "evaluate.py", "--model", teacher_path, "--data", data, "--split", "all", "--save-probabilities", str(probs),
+               "--out", str(bb_dir / "teacher_scores.json")]
+        jobs.append(("blackbox_probabilities", bb_dir, probs, cmd, [Path(teacher_path)]))
+        cmd = [py, "-m", "teacher.cache", "--from-probabilities", str(probs), "--data", data, "--out", str(bb_dir / "cache"),
+               "--input-size", str(cfg.get("student", {}).get("input_size", 128))]
+        jobs.append(("blackbox_cache", bb_dir / "cache", bb_dir / "cache" / "meta.json", cmd, [probs]))
     for r in runs:
         rdir = sweep / r["name"]
         cmd = [py, "distill_train.py", "--data", data, "--out", str(rdir), "--seed", str(r["seed"]), "--lam", str(r["lam"]),
                "--base-filters", str(r["base_filters"]), *flags(student_fixed)]
-        cmd += ["--split-file", str(split)] if r["lam"] == 0 and (split.exists() or not args.teacher) else []  # the teacher's split
-        if r["lam"] > 0:
+        # the teacher's split (a black-box cache names no teacher, so it is passed too)
+        cmd += ["--split-file", str(split)] if (r["lam"] == 0 or r["blackbox"]) and (split.exists() or not args.teacher) else []
+        if r["blackbox"]:  # distilled from the probability maps alone; "noflip" trains without flips, "mirrored" flips the maps
+            cmd += ["--teacher-cache", str(bb_dir / "cache"), "--temperature", str(r["temperature"]), "--scale", r["scale"]]
+            cmd += ["--no-flip"] if r["blackbox"] == "noflip" else []
+            needs = [bb_dir / "cache" / "meta.json", split]
+        elif r["lam"] > 0:
             cmd += ["--teacher", *(ensemble if r["ensemble"] else [teacher_path]), "--temperature", str(r["temperature"]), "--scale", r["scale"]]
             cmd += ["--teacher-cache", str(ens_cache if r["ensemble"] else cache_dir)] if cfg.get("teacher_cache") else []
+            needs = [Path(t) for t in (ensemble if r["ensemble"] else [teacher_path])]
+            needs += [(ens_cache if r["ensemble"] else cache_dir) / "meta.json"] if cfg.get("teacher_cache") else []
+        else:
+            needs = []
         if r["unlabelled"]:
             cmd += ["--unlabelled", data]
-        needs = [] if r["lam"] == 0 else [Path(t) for t in (ensemble if r["ensemble"] else [teacher_path])]
-        needs += [(ens_cache if r["ensemble"] else cache_dir) / "meta.json"] if r["lam"] > 0 and cfg.get("teacher_cache") else []
-        jobs.append((r["name"], rdir, cmd, needs))
+        jobs.append((r["name"], rdir, rdir / "metrics.json", cmd, needs))
     failed, busy = [], []
     bar = tqdm(jobs, desc=f"sweep {cfg['name']}", unit="run", file=sys.stdout, dynamic_ncols=True)
-    for name, rdir, cmd, needs in bar:
+    for name, rdir, done, cmd, needs in bar:
         bar.set_postfix_str(name)
-        if (rdir / ("meta.json" if name.endswith("_cache") else "metrics.json")).exists():
+        if done.exists():
             continue
         missing = [str(n) for n in needs if not Path(n).exists()]
         if is_locked(rdir) or missing:  # another sweep (or a person) is training this run, or what it needs, right now
@@ -195,12 +218,18 @@ def main(argv=None) -> int:
             busy.append(name)
             continue
         t0 = time.perf_counter()
-        code = run_logged(cmd + ["--overwrite"], sweep / "logs" / f"{name}.txt")
-        status = "ok" if code == 0 else f"FAILED (exit {code}, see {sweep / 'logs' / (name + '.txt')})"
+        log = sweep / "logs" / f"{name}.txt"
+        resumed = (rdir / "checkpoint.json").exists()  # interrupted mid-run: go on from the last finished epoch
+        code = run_logged(cmd + ["--resume" if resumed else "--overwrite"], log)
+        if code and resumed:  # e.g. the config changed since, or the checkpoint is damaged: start this run again
+            os.replace(log, log.with_suffix(".resume-failed.txt"))
+            tqdm.write(f"{name}: could not resume (see {log.with_suffix('.resume-failed.txt')}); starting it again")
+            code = run_logged(cmd + ["--overwrite"], log)
+        status = ("ok" + (" (resumed)" if resumed else "")) if code == 0 else f"FAILED (exit {code}, see {log})"
         tqdm.write(f"{name}: {status} in {time.perf_counter() - t0:.0f} s")
         if code:
             failed.append(name)
-            if name.startswith("teacher") or name.endswith("_cache"):
+            if not name.startswith("unet"):  # a teacher, cache or probability job: the runs after it need it
                 raise UserError(f"{name} failed; see {sweep / 'logs' / (name + '.txt')}")
     from experiments.results import format_summary, write_tables
 

@@ -116,7 +116,6 @@ def build_cache(teacher_paths, data_paths, unlabelled_paths, out: Path, overwrit
     out.mkdir(parents=True, exist_ok=True)
     io.acquire_lock(out)  # a second cache job on the same dir (another sweep) is refused, not interleaved
     logits = np.stack([teacher_logits(teachers, x), teacher_logits(teachers, x[:, :, ::-1])], axis=1).astype(np.float16)
-    out.mkdir(parents=True, exist_ok=True)
     with io.atomic_path(out / "logits.npy", suffix=".npy") as tmp:
         np.save(tmp, logits)
     meta = {"format": FORMAT, "teachers": [{"path": str(t), "sha256": file_sha256(t)} for t in teacher_paths],

@@ -23,7 +23,7 @@ from pathlib import Path  # noqa: E402
 from common import io  # noqa: E402
 from common.cli import UserError, run  # noqa: E402
 from common.config import parse_args, show  # noqa: E402
-from common.distribute import data_parallel  # noqa: E402
+from common.distribute import data_parallel, describe  # noqa: E402
 from common.layers import DistillationLoss  # noqa: E402
 from common.runs import batches, final_metrics, load_split_data, start_run, training_graph, validate_common, write_metrics  # noqa: E402
 from common.train import fit  # noqa: E402
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     with scope:
         model = build_unet((cfg.input_size, cfg.input_size, 1), cfg.base_filters, cfg.depth, cfg.upsample, name=f"unet{cfg.base_filters}")
         print(f"teacher: {model.name}, {model.count_params():,} params"
-              + (f"; data parallel over {parallel['replicas']} devices ({parallel['api']})" if parallel["replicas"] > 1 else ""), flush=True)
+              + describe(parallel), flush=True)
         graph = training_graph(model, DistillationLoss(lam=0.0, temperature=1.0, dice=cfg.loss == "bce_dice", name="loss"))
         io.write_json(run_dir / "teacher.keras.json", {**spec, "model_name": model.name})
         info = fit(graph, model, tb, vb, vx, val.masks, spec, run_dir, "teacher.keras", cfg.epochs, cfg.lr, cfg.weight_decay, cfg.monitor,

@@ -138,6 +138,8 @@ def _distill_cases(env):
     return [
         (["--data", g, "--lam", "0", "--temperature", "0"], "--temperature"),
         (["--data", g, "--lam", "0", "--temperature", "-2"], "--temperature"),
+        (["--data", g, "--teacher", str(r / "teacher104.keras"), "--temperature", "hot"], "a number > 0 or 'auto'"),
+        (["--data", g, "--lam", "0", "--temperature", "auto"], "--temperature auto needs a teacher"),
         (["--data", g, "--lam", "1.5"], "--lam"),
         (["--data", g, "--lam", "-0.1"], "--lam"),
         (["--data", g, "--lam", "nan"], "--lam"),
@@ -183,9 +185,12 @@ def test_evaluate_bad_input(env, capsys, tmp_path):
         (["--model", str(r / "teacher104.keras"), "--data", g, "--split", str(tmp_path / "ids.txt")], "not in"),
         (["--pred-masks", str(r / "empty"), "--data", g], "no predicted mask"),
         (["--pred-masks", str(r / "missing"), "--data", g], "does not exist"),
+        (["--pred-masks", str(r / "empty"), "--data", g, "--save-probabilities", str(tmp_path / "p")], "needs --model"),
+        (["--model", str(r / "teacher104.keras"), "--data", g, "--split", "all", "--save-probabilities", str(r / "good")], "not empty"),
     ]
     for argv, needle in cases:
         check(*call(evaluate.main, argv, capsys), needle)
+    assert not (tmp_path / "p").exists()
 
 
 def test_other_entry_points(env, capsys, tmp_path):

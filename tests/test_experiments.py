@@ -21,7 +21,9 @@ def sweep(tmp_path_factory):
            "teacher": {"base_filters": 4, **SHAPE}, "teacher_cache": True, "student": {"base_filters": 2, **SHAPE},
            "ensemble_seeds": [1],
            "grid": [{"lam": [0, 0.9], "temperature": [2], "scale": ["T"], "unlabelled": [False, True]},
-                    {"lam": [0.9], "temperature": [2], "scale": ["T"], "ensemble": [True]}],
+                    {"lam": [0.9], "temperature": [2], "scale": ["T"], "ensemble": [True]},
+                    {"lam": [0.9], "temperature": ["auto"], "scale": ["T"]},
+                    {"lam": [0.9], "temperature": [2], "scale": ["T"], "blackbox": ["mirrored", "noflip"]}],
            "seeds": [0, 1]}
     (root / "tiny.json").write_text(json.dumps(cfg))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -38,7 +40,8 @@ def test_sweep_runs_every_config_and_seed(sweep):
     assert len(teachers) == 2 and sorted(teachers.seed) == [0, 1]  # the main teacher and the ensemble's second member
     assert teachers.teacher_nll.notna().all() and teachers.teacher_best_T.notna().all()
     students = df[df.kind == "student"]
-    assert len(students) == 8  # baseline, KD, KD + unlabelled, KD from the 2-teacher ensemble, x 2 seeds
+    # baseline, KD, KD + unlabelled, KD from the 2-teacher ensemble, KD at T = auto, black box mirrored / no flips; x 2 seeds
+    assert len(students) == 14
     assert sorted(students.seed.unique()) == [0, 1]
     assert students.unlabelled.sum() == 2
     assert (students.n_teachers == 2).sum() == 2 and set(students[students.n_teachers == 2].run) == {
@@ -52,9 +55,29 @@ def test_sweep_runs_every_config_and_seed(sweep):
     assert ens_t == ens_t and (students[students.n_teachers == 2].teacher_kaggle_map == ens_t).all()
     s = pd.read_csv(root / "out" / "summary.csv")
     kd = s[s.config.str.contains("KD")]
-    assert len(kd) == 3 and (kd.n_pairs == 2).all() and (kd.d_lo <= kd.d_kaggle).all() and (kd.d_kaggle <= kd.d_hi).all()
+    assert len(kd) == 6 and (kd.n_pairs == 2).all() and (kd.d_lo <= kd.d_kaggle).all() and (kd.d_kaggle <= kd.d_hi).all()
     assert kd.config.str.contains("ens2").sum() == 1
     assert "sweep tiny" in out and "teacher calibration" in out
+
+
+def test_auto_temperature_and_black_box_runs(sweep):
+    """T = auto trains at the soft target's NLL-optimal T; black-box runs learn from the teacher's saved maps."""
+    root, _ = sweep
+    out = root / "out"
+    auto = json.loads((out / "unet2_from_unet4_Tauto_l0.9_sT_s0" / "metrics.json").read_text())
+    assert auto["temperature"] == auto["teacher"]["calibration"]["best_temperature"] > 0
+    assert json.loads((out / "unet2_from_unet4_Tauto_l0.9_sT_s0" / "config.json").read_text())["temperature"] == "auto"
+    n_images = len(list((out / "data" / "train" / "images").glob("*.png")))
+    assert len(list((out / "teacher_blackbox" / "probabilities").glob("*.png"))) == n_images
+    bb = {r: json.loads((out / r / "config.json").read_text()) for r in ("unet2_from_blackbox_T2_l0.9_sT_s0", "unet2_from_blackbox_T2_l0.9_sT_noflip_s0")}
+    assert [c["flip"] for c in bb.values()] == [True, False] and all(not c["teacher"] and c["teacher_cache"] for c in bb.values())
+    # the black box is the teacher, seen through 16-bit maps: its validation score is the teacher's
+    bb_m = json.loads((out / "unet2_from_blackbox_T2_l0.9_sT_s0" / "metrics.json").read_text())["teacher"]["val"]
+    t_m = json.loads((out / "teacher" / "metrics.json").read_text())["val"]
+    assert abs(bb_m["mean_iou"] - t_m["mean_iou"]) < 0.01
+    s = pd.read_csv(out / "summary.csv")
+    assert s.config.str.contains("T=auto").sum() == 1 and s.config.str.endswith("blackbox").sum() == 1
+    assert s.config.str.endswith("blackbox noflip").sum() == 1
 
 
 def test_rerun_skips_finished_runs(sweep):
@@ -64,6 +87,24 @@ def test_rerun_skips_finished_runs(sweep):
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0
     assert {p: p.stat().st_mtime for p in (root / "out").glob("*/metrics.json")} == before
+
+
+def test_interrupted_run_is_resumed_or_restarted(sweep):
+    """A run dir with a checkpoint is continued with --resume; a damaged checkpoint falls back to a fresh start."""
+    import h5py
+
+    root, _ = sweep
+    rdir = root / "out" / "unet2_baseline_s1"
+    (rdir / "metrics.json").unlink()
+    with h5py.File(rdir / "checkpoint.weights.h5", "w") as f:
+        f.attrs["epoch"] = 3  # the state below says 1: the kind of mismatch a kill while saving leaves
+    (rdir / "checkpoint.json").write_text(json.dumps({"epoch": 1, "best": 0.5, "best_epoch": 1, "rows": []}))
+    p = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config", str(root / "tiny.json"), "--out", str(root / "out")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    failed_log = root / "out" / "logs" / "unet2_baseline_s1.resume-failed.txt"
+    assert failed_log.read_text().splitlines()[0].endswith("--resume") and "inconsistent" in failed_log.read_text()
+    assert "could not resume" in p.stdout and (rdir / "metrics.json").exists() and not (rdir / "checkpoint.json").exists()
 
 
 def test_paired_bootstrap_against_hand_computation(sweep):
