@@ -46,7 +46,7 @@ def config_scores(df: pd.DataFrame, metrics=("mean_iou", "kaggle_map"), title: s
     df = df.assign(config=df.apply(label, axis=1))
     students = df[df.kind == "student"]
     configs = list(dict.fromkeys(students.sort_values(["lam", "n_teachers", "unlabelled"] if "n_teachers" in df else ["lam", "unlabelled"]).config))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(6, 1.1 * len(configs)) * len(metrics), 4.5))
     for a, m in zip(np.atleast_1d(axes), metrics):
         for k, c in enumerate(configs):
             v = students.loc[students.config == c, m].to_numpy()
@@ -54,7 +54,8 @@ def config_scores(df: pd.DataFrame, metrics=("mean_iou", "kaggle_map"), title: s
             a.errorbar(k + 0.22, v.mean(), yerr=v.std(ddof=1) if len(v) > 1 else 0, fmt="o", color=f"C{k}", capsize=4)
         for k, (c, g) in enumerate(df[df.kind == "teacher"].groupby("run")):
             a.axhline(g[m].iloc[0], color="k", ls=":", lw=1, label=f"{c} ({g.params.iloc[0]:,} params)" if k < 3 else None)
-        a.set_xticks(range(len(configs)), [c.replace(" KD", "\nKD").replace(" +unl", "\n+unl") for c in configs], fontsize=7)
+        a.set_xticks(range(len(configs)), [c.replace(" KD", "\nKD").replace(" lam=", "\nlam=").replace(" +unl", "\n+unl")
+                                           .replace(" ens", "\nens").replace(" blackbox", "\nblackbox") for c in configs], fontsize=7)
         a.set_ylabel(m)
         a.legend(fontsize=7, loc="lower right")
     if title:
