@@ -91,12 +91,11 @@ def run_name(cfg: DistillConfig, teacher_name: str) -> str:
 def validate(cfg: DistillConfig) -> None:
     validate_common(cfg)
     check_range("--lam", cfg.lam, 0.0, 1.0)
-    if isinstance(cfg.temperature, str) and cfg.temperature != "auto":
+    if cfg.temperature == "auto":
+        if cfg.lam == 0:
+            raise UserError("--temperature auto needs a teacher and --lam > 0 (it is the teacher's NLL-optimal temperature)")
+    elif isinstance(cfg.temperature, str) or not cfg.temperature > 0:
         raise UserError(f"--temperature {cfg.temperature!r} must be a number > 0 or 'auto'")
-    if cfg.temperature == "auto" and cfg.lam == 0:
-        raise UserError("--temperature auto needs a teacher and --lam > 0 (it is the teacher's NLL-optimal temperature)")
-    if not isinstance(cfg.temperature, str) and not cfg.temperature > 0:
-        raise UserError(f"--temperature {cfg.temperature} must be > 0")
     if cfg.scale not in SCALE_RULES:
         raise UserError(f"--scale {cfg.scale!r} must be one of {', '.join(SCALE_RULES)}")
     if cfg.lam > 0 and not (cfg.teacher or cfg.teacher_cache):

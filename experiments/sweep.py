@@ -18,8 +18,9 @@ the ensemble need not multiply every other one). lam = 0 is the baseline (T, s(T
 ensemble do not apply to it). "ensemble": true distils from the mean logits of the main teacher and
 the teachers trained with "ensemble_seeds" (same flags and split, other seeds). Every run is its own
 run dir under runs/<name>/ (or --out); a run with metrics.json is finished and skipped, an interrupted
-one (checkpoint.json) continues from its last finished epoch (--resume; started again if that fails). Concurrent sweeps on one dir are safe: a run that another sweep
-is training (locked) is skipped and reported.
+one (checkpoint.json) continues from its last finished epoch (--resume; started again if that fails).
+Concurrent sweeps on one dir are safe: a run that another sweep is training (locked) is skipped and
+reported.
 """
 
 from __future__ import annotations
@@ -191,18 +192,19 @@ def main(argv=None) -> int:
         cmd = [py, "distill_train.py", "--data", data, "--out", str(rdir), "--seed", str(r["seed"]), "--lam", str(r["lam"]),
                "--base-filters", str(r["base_filters"]), *flags(student_fixed)]
         # the teacher's split (a black-box cache names no teacher, so it is passed too)
-        cmd += ["--split-file", str(split)] if (r["lam"] == 0 or r["blackbox"]) and (split.exists() or not args.teacher) else []
+        pass_split = (r["lam"] == 0 or r["blackbox"]) and (split.exists() or not args.teacher)
+        cmd += ["--split-file", str(split)] if pass_split else []
+        needs = [split] if pass_split and r["blackbox"] else []
+        if r["lam"] > 0:
+            cmd += ["--temperature", str(r["temperature"]), "--scale", r["scale"]]
         if r["blackbox"]:  # distilled from the probability maps alone; "noflip" trains without flips, "mirrored" flips the maps
-            cmd += ["--teacher-cache", str(bb_dir / "cache"), "--temperature", str(r["temperature"]), "--scale", r["scale"]]
-            cmd += ["--no-flip"] if r["blackbox"] == "noflip" else []
-            needs = [bb_dir / "cache" / "meta.json", split]
+            cmd += ["--teacher-cache", str(bb_dir / "cache")] + (["--no-flip"] if r["blackbox"] == "noflip" else [])
+            needs += [bb_dir / "cache" / "meta.json"]
         elif r["lam"] > 0:
-            cmd += ["--teacher", *(ensemble if r["ensemble"] else [teacher_path]), "--temperature", str(r["temperature"]), "--scale", r["scale"]]
+            cmd += ["--teacher", *(ensemble if r["ensemble"] else [teacher_path])]
             cmd += ["--teacher-cache", str(ens_cache if r["ensemble"] else cache_dir)] if cfg.get("teacher_cache") else []
-            needs = [Path(t) for t in (ensemble if r["ensemble"] else [teacher_path])]
+            needs += [Path(t) for t in (ensemble if r["ensemble"] else [teacher_path])]
             needs += [(ens_cache if r["ensemble"] else cache_dir) / "meta.json"] if cfg.get("teacher_cache") else []
-        else:
-            needs = []
         if r["unlabelled"]:
             cmd += ["--unlabelled", data]
         jobs.append((r["name"], rdir, rdir / "metrics.json", cmd, needs))
@@ -222,8 +224,9 @@ def main(argv=None) -> int:
         resumed = (rdir / "checkpoint.json").exists()  # interrupted mid-run: go on from the last finished epoch
         code = run_logged(cmd + ["--resume" if resumed else "--overwrite"], log)
         if code and resumed:  # e.g. the config changed since, or the checkpoint is damaged: start this run again
-            os.replace(log, log.with_suffix(".resume-failed.txt"))
-            tqdm.write(f"{name}: could not resume (see {log.with_suffix('.resume-failed.txt')}); starting it again")
+            failed_log = log.with_suffix(".resume-failed.txt")
+            os.replace(log, failed_log)
+            tqdm.write(f"{name}: could not resume (see {failed_log}); starting it again")
             code = run_logged(cmd + ["--overwrite"], log)
         status = ("ok" + (" (resumed)" if resumed else "")) if code == 0 else f"FAILED (exit {code}, see {log})"
         tqdm.write(f"{name}: {status} in {time.perf_counter() - t0:.0f} s")
