@@ -166,3 +166,19 @@ def test_is_locked_sees_live_and_stale_locks(tmp_path):
         sleeper.kill()
         sleeper.wait()
     assert not is_locked(tmp_path)  # stale: its process is gone
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "experiments" / "configs").glob("*.json")), ids=lambda p: p.stem)
+def test_shipped_configs_expand(path):
+    """Every preset parses, names each run once, and presets sharing a sweep dir agree on the teacher."""
+    from experiments.sweep import load_config, student_runs
+
+    cfg = load_config(path)
+    runs = student_runs(cfg, cfg.get("teacher", {}).get("base_filters", 16))
+    names = [r["name"] for r in runs]
+    assert runs and len(names) == len(set(names))
+    assert all(n.endswith(tuple(f"_s{s}" for s in cfg["seeds"])) for n in names)
+    for other in (ROOT / "experiments" / "configs").glob("*.json"):
+        o = json.loads(other.read_text())
+        if o["name"] == cfg["name"]:  # same runs/<name> dir: the same teacher and data, or runs would mix
+            assert (o.get("teacher"), o.get("data"), o.get("teacher_cache")) == (cfg.get("teacher"), cfg.get("data"), cfg.get("teacher_cache"))
