@@ -11,17 +11,23 @@ import pandas as pd
 
 
 def score_vs(df: pd.DataFrame, x: str, metrics=("mean_iou", "kaggle_map"), ax=None):
-    """Distilled students' scores against T or lambda, mean ± std over seeds, baseline and teacher as lines."""
+    """Distilled students' scores against T or lambda, mean ± std over seeds, baseline and teacher as lines.
+
+    One line per setting of everything else (the other of T and lambda included), so a line never
+    averages over a factor that was varied."""
     students = df[(df.kind == "student") & (df.lam > 0)]
+    other = {"temperature": "lam", "lam": "temperature"}.get(x)
     fig, axes = (None, ax) if ax is not None else plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5))
     axes = np.atleast_1d(axes)
     students = students.assign(**{k: students[k] if k in students else v for k, v in
                                   (("n_teachers", 1), ("blackbox", False), ("flip", True), ("auto_T", False))})
     for a, m in zip(axes, metrics):
-        for (scale, unl, n_t, bb, flip, auto), g in students.groupby(["scale", "unlabelled", "n_teachers", "blackbox", "flip", "auto_T"]):
+        keys = ["scale", "unlabelled", "n_teachers", "blackbox", "flip", "auto_T"] + ([other] if other else [])
+        for (scale, unl, n_t, bb, flip, auto, *o), g in students.groupby(keys):
             s = g.groupby(x)[m].agg(["mean", "std", "count"]).reset_index()
+            fixed = (f"lam={o[0]:g} " if other == "lam" else f"T={o[0]:.3g} " if other and not auto else "")
             a.errorbar(s[x], s["mean"], yerr=s["std"].fillna(0), marker="o", capsize=3,
-                       label=f"s(T)={scale}" + (" +unl" if unl else "") + (f" ensemble of {n_t:g}" if n_t > 1 else "")
+                       label=fixed + f"s(T)={scale}" + (" +unl" if unl else "") + (f" ensemble of {n_t:g}" if n_t > 1 else "")
                        + (" black box" if bb else "") + ("" if flip else " no flips") + (" T=auto" if auto else ""))
         base = df[(df.kind == "student") & (df.lam == 0)][m]
         if len(base):
@@ -36,6 +42,17 @@ def score_vs(df: pd.DataFrame, x: str, metrics=("mean_iou", "kaggle_map"), ax=No
         if x == "temperature":
             a.set_xscale("log", base=2)
         a.legend(fontsize=7)
+    return fig
+
+
+def t_lambda(df: pd.DataFrame, metrics=("mean_iou", "kaggle_map"), title: str = ""):
+    """Scores against T (left) and against lambda (right), one row per metric."""
+    fig, axes = plt.subplots(len(metrics), 2, figsize=(12, 3.8 * len(metrics)), squeeze=False)
+    score_vs(df, "temperature", metrics, ax=axes[:, 0])
+    score_vs(df, "lam", metrics, ax=axes[:, 1])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
     return fig
 
 
@@ -131,7 +148,8 @@ def read_export(path) -> dict:
 
 
 def main(argv=None) -> int:
-    """python -m experiments.plots SWEEP_DIR OUT_DIR [TITLE]: the README's figures, <name>_scores.png and <name>_learning_curves.png."""
+    """python -m experiments.plots SWEEP_DIR OUT_DIR [TITLE]: the README's figures, <name>_scores.png,
+    <name>_learning_curves.png and, where T or lambda was varied, <name>_t_lambda.png."""
     import sys
 
     from common.cli import UserError
@@ -149,7 +167,12 @@ def main(argv=None) -> int:
     fig = learning_curves(sorted(df[(df.kind == "student") & (df.seed == 0)].path))
     fig.tight_layout()
     fig.savefig(out / f"{name}_learning_curves.png", dpi=110)
-    print(f"wrote {out / (name + '_scores.png')} and {out / (name + '_learning_curves.png')}")
+    written = [out / f"{name}_scores.png", out / f"{name}_learning_curves.png"]
+    kd = df[(df.kind == "student") & (df.lam > 0)]
+    if kd.temperature.nunique() > 1 or kd.lam.nunique() > 1:  # T or lambda was varied: the score-vs-T/lambda figure
+        t_lambda(df, title=argv[2] if len(argv) > 2 else "").savefig(out / f"{name}_t_lambda.png", dpi=110)
+        written.append(out / f"{name}_t_lambda.png")
+    print("wrote " + ", ".join(map(str, written)))
     return 0
 
 
