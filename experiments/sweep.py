@@ -130,7 +130,14 @@ def main(argv=None) -> int:
     py = sys.executable
     teacher_cfg = dict(cfg.get("teacher", {}))
     teacher_path = args.teacher or cfg.get("teacher_path", "")
+    given_teacher = bool(teacher_path)  # not trained here: it may come without a split.json
     teacher_filters = teacher_cfg.get("base_filters", 16)
+    if given_teacher:  # run names say the given teacher's real width (its sidecar names the model, e.g. "unet8")
+        try:
+            model_name = json.loads(Path(teacher_path + ".json").read_text()).get("model_name", "")
+        except (OSError, ValueError):
+            model_name = ""
+        teacher_filters = int(model_name[4:]) if model_name.startswith("unet") and model_name[4:].isdigit() else teacher_filters
     runs = student_runs(cfg, teacher_filters)
     ens_seeds = cfg.get("ensemble_seeds", [])
     print(f"sweep {cfg['name']}: {len(runs)} student runs + {'given' if teacher_path else 'one'} teacher"
@@ -192,7 +199,7 @@ def main(argv=None) -> int:
         cmd = [py, "distill_train.py", "--data", data, "--out", str(rdir), "--seed", str(r["seed"]), "--lam", str(r["lam"]),
                "--base-filters", str(r["base_filters"]), *flags(student_fixed)]
         # the teacher's split (a black-box cache names no teacher, so it is passed too)
-        pass_split = (r["lam"] == 0 or r["blackbox"]) and (split.exists() or not args.teacher)
+        pass_split = (r["lam"] == 0 or r["blackbox"]) and (split.exists() or not given_teacher)
         cmd += ["--split-file", str(split)] if pass_split else []
         needs = [split] if pass_split and r["blackbox"] else []
         if r["lam"] > 0:

@@ -182,3 +182,22 @@ def test_shipped_configs_expand(path):
         o = json.loads(other.read_text())
         if o["name"] == cfg["name"]:  # same runs/<name> dir: the same teacher and data, or runs would mix
             assert (o.get("teacher"), o.get("data"), o.get("teacher_cache")) == (cfg.get("teacher"), cfg.get("data"), cfg.get("teacher_cache"))
+
+
+def test_given_teacher_without_split_file(sweep, tmp_path):
+    """A config's teacher_path with no split.json beside it: the baseline and KD runs share the seed's split."""
+    import shutil
+
+    root, _ = sweep
+    for f in ("teacher.keras", "teacher.keras.json"):
+        if (root / "out" / "teacher" / f).exists():
+            shutil.copy(root / "out" / "teacher" / f, tmp_path / f)
+    cfg = {"name": "given", "data": str(root / "out" / "data"), "teacher_path": str(tmp_path / "teacher.keras"),
+           "student": {"base_filters": 2, **SHAPE}, "grid": {"lam": [0, 0.9]}, "seeds": [0]}
+    (tmp_path / "given.json").write_text(json.dumps(cfg))
+    p = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config", str(tmp_path / "given.json"), "--out", str(tmp_path / "out")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    splits = [json.loads((tmp_path / "out" / r / "split.json").read_text())
+              for r in ("unet2_baseline_s0", "unet2_from_unet4_T2_l0.9_sT_s0")]  # named after the given teacher
+    assert splits[0] == splits[1]
