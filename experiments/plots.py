@@ -47,9 +47,11 @@ def score_vs(df: pd.DataFrame, x: str, metrics=("mean_iou", "kaggle_map"), ax=No
 
 def t_lambda(df: pd.DataFrame, metrics=("mean_iou", "kaggle_map"), title: str = ""):
     """Scores against T (left) and against lambda (right), one row per metric."""
-    fig, axes = plt.subplots(len(metrics), 2, figsize=(12, 3.8 * len(metrics)), squeeze=False)
+    fig, axes = plt.subplots(len(metrics), 2, figsize=(16, 3.8 * len(metrics)), squeeze=False)
     score_vs(df, "temperature", metrics, ax=axes[:, 0])
     score_vs(df, "lam", metrics, ax=axes[:, 1])
+    for a in axes.flat:  # beside the axes, not over the points
+        a.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -63,12 +65,15 @@ def config_scores(df: pd.DataFrame, metrics=("mean_iou", "kaggle_map"), title: s
     df = df.assign(config=df.apply(label, axis=1))
     students = df[df.kind == "student"]
     configs = list(dict.fromkeys(students.sort_values(["lam", "n_teachers", "unlabelled"] if "n_teachers" in df else ["lam", "unlabelled"]).config))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(max(6, 1.1 * len(configs)) * len(metrics), 4.5))
+    rows = len(configs) > 6  # many configurations: one metric per row, so the figure stays readable
+    fig, axes = plt.subplots(len(metrics) if rows else 1, 1 if rows else len(metrics),
+                             figsize=(max(6, 1.1 * len(configs)) * (1 if rows else len(metrics)), 4.5 * (len(metrics) if rows else 1)))
     for a, m in zip(np.atleast_1d(axes), metrics):
         for k, c in enumerate(configs):
+            color = plt.get_cmap("tab20")((2 * k + k // 10) % 20)  # 20 distinct colours: dark ones first, then light
             v = students.loc[students.config == c, m].to_numpy()
-            a.scatter(np.full(len(v), k) + np.linspace(-0.08, 0.08, len(v)), v, s=18, color=f"C{k}", alpha=0.7)
-            a.errorbar(k + 0.22, v.mean(), yerr=v.std(ddof=1) if len(v) > 1 else 0, fmt="o", color=f"C{k}", capsize=4)
+            a.scatter(np.full(len(v), k) + np.linspace(-0.08, 0.08, len(v)), v, s=18, color=color, alpha=0.7)
+            a.errorbar(k + 0.22, v.mean(), yerr=v.std(ddof=1) if len(v) > 1 else 0, fmt="o", color=color, capsize=4)
         for k, (c, g) in enumerate(df[df.kind == "teacher"].groupby("run")):
             a.axhline(g[m].iloc[0], color="k", ls=":", lw=1, label=f"{c} ({g.params.iloc[0]:,} params)" if k < 3 else None)
         a.set_xticks(range(len(configs)), [c.replace(" KD", "\nKD").replace(" lam=", "\nlam=").replace(" +unl", "\n+unl")
