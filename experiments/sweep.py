@@ -134,8 +134,8 @@ def main(argv=None) -> int:
     teacher_filters = teacher_cfg.get("base_filters", 16)
     if given_teacher:  # run names say the given teacher's real width (its sidecar names the model, e.g. "unet8")
         try:
-            model_name = json.loads(Path(teacher_path + ".json").read_text()).get("model_name", "")
-        except (OSError, ValueError):
+            model_name = str(json.loads(Path(teacher_path + ".json").read_text()).get("model_name", ""))
+        except (OSError, ValueError, AttributeError):  # no or unreadable sidecar: the config's width
             model_name = ""
         teacher_filters = int(model_name[4:]) if model_name.startswith("unet") and model_name[4:].isdigit() else teacher_filters
     runs = student_runs(cfg, teacher_filters)
