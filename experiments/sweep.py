@@ -208,10 +208,12 @@ def main(argv=None) -> int:
             cmd += ["--teacher-cache", str(bb_dir / "cache")] + (["--no-flip"] if r["blackbox"] == "noflip" else [])
             needs += [bb_dir / "cache" / "meta.json"]
         elif r["lam"] > 0:
-            cmd += ["--teacher", *(ensemble if r["ensemble"] else [teacher_path])]
-            cmd += ["--teacher-cache", str(ens_cache if r["ensemble"] else cache_dir)] if cfg.get("teacher_cache") else []
-            needs += [Path(t) for t in (ensemble if r["ensemble"] else [teacher_path])]
-            needs += [(ens_cache if r["ensemble"] else cache_dir) / "meta.json"] if cfg.get("teacher_cache") else []
+            members, cdir = (ensemble, ens_cache) if r["ensemble"] else ([teacher_path], cache_dir)
+            cmd += ["--teacher", *members]
+            needs += [Path(t) for t in members]
+            if cfg.get("teacher_cache"):
+                cmd += ["--teacher-cache", str(cdir)]
+                needs += [cdir / "meta.json"]
         if r["unlabelled"]:
             cmd += ["--unlabelled", data]
         jobs.append((r["name"], rdir, rdir / "metrics.json", cmd, needs))
