@@ -11,7 +11,7 @@
 --split val (default for a model): the validation ids of the split.json next to the model (or next
 to the .tflite's source model); all: every labelled image in --data; or a split.json / text file of
 ids. Predictions are cropped (or resized) back to 101x101 before scoring; threshold 0.5 unless the
-model's sidecar says otherwise. Metrics: see common/metrics.py. --save-probabilities also writes each
+model's sidecar says otherwise. Metrics: see metrics/segmentation.py. --save-probabilities also writes each
 scored image's 101x101 probability map as a 16-bit PNG (p * 65535): what a black-box teacher hands
 over (`python -m teacher.cache --from-probabilities DIR`); the folder appears complete or not at all.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from common.cli import UserError, run
-from common.metrics import score_masks
+from metrics.segmentation import score_masks
 
 
 def select(data, split: str, model_path: Path | None):
@@ -38,11 +38,14 @@ def select(data, split: str, model_path: Path | None):
         candidates = []
         if model_path is not None:
             candidates.append(model_path.parent / "split.json")
-            side = model_path.with_name(model_path.name + ".json")
-            if side.exists():
-                src = json.loads(side.read_text()).get("source")
-                if src:
-                    candidates.append(Path(src).parent / "split.json")
+            from pi.sidecar import SidecarError, read_sidecar
+
+            try:
+                side = read_sidecar(model_path)
+            except SidecarError as e:
+                raise UserError(str(e)) from None
+            if side is not None and isinstance(side.get("source"), str):
+                candidates.append(Path(side["source"]).parent / "split.json")
         for c in candidates:
             if c.exists():
                 return data.subset(load_split(c)["val"]), "val"
@@ -54,24 +57,16 @@ def keras_probs(path: Path, images) -> tuple[np.ndarray, float]:
     from common.backend import choose_backend
 
     choose_backend()
-    import keras
+    from data.pipeline import prep_images
+    from models.files import load_keras_with_spec
+    from models.predict import predict_probs
 
-    import common.layers  # noqa: F401 - registers custom layers
-    from data.pipeline import crop_probs, make_spec, prep_images
-
-    try:
-        model = keras.saving.load_model(path)
-    except Exception as e:  # noqa: BLE001
-        raise UserError(f"{path} is not a Keras model: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    if len(model.outputs) != 1:
-        raise UserError(f"{path} has {len(model.outputs)} outputs; evaluate the single-output inference model")
-    side = path.with_name(path.name + ".json")
-    spec = json.loads(side.read_text()) if side.exists() else make_spec(int(model.inputs[0].shape[1]), "pad")
-    return crop_probs(model.predict(prep_images(images, spec), batch_size=64, verbose=0), spec), spec["threshold"]
+    model, spec = load_keras_with_spec(path)
+    return predict_probs(model, prep_images(images, spec), spec), spec["threshold"]
 
 
 def tflite_probs(path: Path, images, threads: int) -> tuple[np.ndarray, float]:
-    from common.tflite import TFLiteModel
+    from models.files import TFLiteModel
 
     m = TFLiteModel(path, threads=threads)
     return m.predict_probs(images), float(m.spec.get("threshold", 0.5))

@@ -24,39 +24,16 @@ from common.backend import require_tensorflow
 
 require_tensorflow()
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from common import io  # noqa: E402
-from common.cli import UserError, run  # noqa: E402
+from common import io
+from common.cli import UserError, run
 
 FORMATS = ("fp32", "fp16", "int8")
-
-
-def load_model_and_spec(path: Path):
-    import keras
-
-    import common.layers  # noqa: F401 - registers the custom layers
-    from data.pipeline import make_spec
-
-    if not path.exists():
-        raise UserError(f"model file {path} does not exist")
-    try:
-        model = keras.saving.load_model(path)
-    except Exception as e:  # noqa: BLE001
-        raise UserError(f"{path} is not a Keras model: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    sidecar = path.with_name(path.name + ".json")
-    if sidecar.exists():
-        spec = json.loads(sidecar.read_text())
-    else:
-        spec = make_spec(int(model.inputs[0].shape[1]), "pad")
-    if len(model.outputs) != 1:
-        raise UserError(f"{path} has {len(model.outputs)} outputs; export the single-output inference model (student.keras / teacher.keras)")
-    return model, spec
 
 
 def logits_head(model):
@@ -115,13 +92,13 @@ def main(argv=None) -> int:
         if taken:
             raise UserError(f"{taken[0]} exists; pass --overwrite to replace it")
 
-    from common.metrics import score_masks
-    from common.tflite import TFLiteModel
     from data.pipeline import crop_probs, prep_images
     from data.split import load_split
     from data.tgs import load_data
+    from metrics.segmentation import score_masks
+    from models.files import TFLiteModel, load_keras_with_spec
 
-    model, spec = load_model_and_spec(model_path)
+    model, spec = load_keras_with_spec(model_path)
     data = load_data(args.data)
     split_path = Path(args.split) if args.split else model_path.parent / "split.json"
     if split_path.exists():

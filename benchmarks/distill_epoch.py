@@ -15,32 +15,31 @@ from common.backend import choose_backend
 
 choose_backend()
 
-import argparse  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import time
+from pathlib import Path
 
-import keras  # noqa: E402
+import keras
 
-from common import io  # noqa: E402
-from common.cli import run  # noqa: E402
-from common.layers import DistillationLoss, IdentityLoss  # noqa: E402
-from common.runs import batches, training_graph  # noqa: E402
-from data.pipeline import make_spec  # noqa: E402
-from data.split import load_split  # noqa: E402
-from data.tgs import load_data  # noqa: E402
-from student.model import build_student  # noqa: E402
-from teacher.cache import TeacherCache  # noqa: E402
-from teacher.soft import load_teacher, soft_teacher  # noqa: E402
+from common import io
+from common.cli import run
+from data.split import load_split
+from data.tgs import load_data
+from distill.graph import build_training_graph
+from distill.losses import IdentityLoss
+from distill.teachers import TeacherLogits
+from models.registry import build_model
+from pi.sidecar import make_spec
+from training.runs import batches
 
 
-def time_mode(mode, train, val, spec, teacher, cache, batch_size):
+def time_mode(mode, train, val, spec, sources, batch_size):
     keras.utils.set_random_seed(0)
-    tb, _, _ = batches(train, val, spec, batch_size, 0, True, cache=cache if mode == "kd_cache" else None)
-    depth = sum(isinstance(layer, keras.layers.MaxPooling2D) for layer in teacher.layers)  # the teacher's depth
-    student = build_student((spec["input_size"],) * 2 + (1,), 4, depth, 2.0)
-    lam = 0.0 if mode == "baseline" else 0.9
-    graph = training_graph(student, DistillationLoss(lam, 2.0), soft_teacher(teacher, 2.0) if mode == "kd_in_graph" else None,
-                           cached_teacher=mode == "kd_cache")
+    source = sources.get(mode)
+    tb = batches(train, val, spec, batch_size, 0, True, cache=source.cache if source is not None else None).train
+    depth = sum(isinstance(layer, keras.layers.MaxPooling2D) for layer in sources["kd_in_graph"].models[0].layers)  # the teacher's depth
+    student = build_model("unet", (spec["input_size"],) * 2 + (1,), 4, depth, name="unet4")
+    graph = build_training_graph(student, source, temperature=2.0, lam=0.0 if mode == "baseline" else 0.9)
     graph.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=IdentityLoss())
     graph.fit(tb, epochs=1, verbose=0, steps_per_epoch=3)  # warm-up (first-call compilation, allocators)
     t0 = time.perf_counter()
@@ -58,17 +57,17 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
-    teacher = load_teacher(args.teacher)
+    in_graph = TeacherLogits.from_models([args.teacher])
+    teacher = in_graph.models[0]
     spec = make_spec(int(teacher.inputs[0].shape[1]))
-    cache = TeacherCache(args.cache)
-    cache.check([args.teacher], spec)
+    sources = {"kd_in_graph": in_graph, "kd_cache": TeacherLogits.from_cache(args.cache, spec, [args.teacher])}
     split = load_split(Path(args.teacher).parent / "split.json")
     data = load_data(args.data)
     full = len(split["train"])
     train, val = data.subset(split["train"][: args.images]), data.subset(split["val"][:64])
     rows = []
     for mode in ("baseline", "kd_in_graph", "kd_cache"):
-        ips = time_mode(mode, train, val, spec, teacher, cache, args.batch_size)
+        ips = time_mode(mode, train, val, spec, sources, args.batch_size)
         rows.append({"mode": mode, "img_per_s": round(ips, 1), "s_per_epoch": round(full / ips, 1)})
     for r in rows:
         r["ratio_to_baseline"] = round(rows[0]["img_per_s"] / r["img_per_s"], 2)

@@ -23,6 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from common.cli import UserError, run
+from data.pipeline import crop_probs
+from data.split import load_split
+from data.tgs import load_data
+from distill.cache import TeacherCache
+from metrics.segmentation import score_masks
 
 
 def _kl(p, q, eps=1e-7):
@@ -32,9 +37,6 @@ def _kl(p, q, eps=1e-7):
 
 def compare_views(logits: np.ndarray, masks: np.ndarray | None, spec: dict, temperature: float = 2.0) -> dict:
     """logits (N, 2, S, S[, 1]) in the cache's layout; masks (N, 101, 101) bool or None."""
-    from common.metrics import score_masks
-    from data.pipeline import crop_probs
-
     z = np.asarray(logits, np.float32)
     z = z[..., 0] if z.ndim == 5 else z
     z0 = crop_probs(z[:, 0, ..., None], spec)  # the image's own frame
@@ -58,10 +60,6 @@ def main(argv=None) -> int:
     ap.add_argument("--split", required=True, help="split.json: the validation images are compared")
     ap.add_argument("--temperature", type=float, default=2.0)
     args = ap.parse_args(argv)
-    from data.split import load_split
-    from data.tgs import load_data
-    from teacher.cache import TeacherCache
-
     cache = TeacherCache(args.cache)
     if not cache.meta["teachers"]:
         raise UserError(f"{args.cache} holds black-box probabilities: its view 1 is already the mirrored map, nothing to compare")

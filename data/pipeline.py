@@ -1,7 +1,7 @@
 """Preprocessing and batches for training.
 
 Preprocessing is `pi.tgs_common.preprocess`, the same numpy code the Raspberry Pi runs, driven by
-one spec dict (input size, pad or resize) that is saved next to every model. Augmentation is a
+one spec dict (`pi.sidecar.make_spec`: input size, pad or resize) that is saved next to every model. Augmentation is a
 horizontal flip only: seismic sections have an up and a down, so no vertical flips.
 """
 
@@ -10,22 +10,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from pi.tgs_common import ORIG_SIZE, postprocess, preprocess
-
-
-def make_spec(input_size: int = 128, resize_mode: str = "pad", threshold: float = 0.5, output: str = "probability") -> dict:
-    """The preprocessing contract between training, evaluation, export and the Pi (the sidecar)."""
-    if resize_mode not in ("pad", "resize"):
-        raise ValueError(f"resize_mode must be 'pad' or 'resize', not {resize_mode!r}")
-    return {
-        "format": "tgs-seg-sidecar/1",
-        "orig_size": ORIG_SIZE,
-        "input_size": int(input_size),
-        "resize_mode": resize_mode,
-        "scale": 1.0 / 255.0,
-        "threshold": float(threshold),
-        "output": output,
-    }
+from pi.tgs_common import postprocess, preprocess
 
 
 def prep_images(images: np.ndarray, spec: dict) -> np.ndarray:

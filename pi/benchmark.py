@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-from infer import Parser, UserError, cli, load_model, write_atomic  # noqa: E402
-from runner import quantize  # noqa: E402
+import numpy as np
+from infer import Parser, UserError, cli, load_model, write_atomic
+from runner import quantize
 
 
 def count_macs(interp) -> int | None:

@@ -6,15 +6,16 @@ and by the project's evaluate.py / export_tflite.py, so every place runs a model
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 try:
+    from .sidecar import SidecarError, check_spec, make_spec, read_sidecar
     from .tgs_common import postprocess, preprocess
 except ImportError:  # run as a plain script folder on the Pi
+    from sidecar import SidecarError, check_spec, make_spec, read_sidecar
     from tgs_common import postprocess, preprocess
 
 
@@ -42,18 +43,6 @@ def load_interpreter_class():
     return Interpreter
 
 
-def read_sidecar(model_path: Path, input_size: int) -> tuple[dict, bool]:
-    """The preprocessing contract written at export; (spec, found)."""
-    side = model_path.with_name(model_path.name + ".json")
-    if side.exists():
-        try:
-            return json.loads(side.read_text()), True
-        except ValueError as e:
-            raise ModelError(f"sidecar {side} is not valid JSON: {e}") from None
-    spec = {"orig_size": 101, "input_size": input_size, "resize_mode": "pad", "scale": 1 / 255, "threshold": 0.5, "output": "probability"}
-    return spec, False
-
-
 class TFLiteSegmenter:
     def __init__(self, path, threads: int = 1, spec: dict | None = None):
         self.path = Path(path)
@@ -70,7 +59,12 @@ class TFLiteSegmenter:
         self.inp = self.interp.get_input_details()[0]
         self.out = self.interp.get_output_details()[0]
         size = int(self.inp["shape"][1])
-        self.spec, self.has_sidecar = (spec, True) if spec is not None else read_sidecar(self.path, size)
+        try:
+            found = check_spec(spec, f"spec given for {self.path}") if spec is not None else read_sidecar(self.path)
+        except SidecarError as e:
+            raise ModelError(str(e)) from None
+        self.has_sidecar = found is not None
+        self.spec = found if found is not None else make_spec(size, "pad")
         if int(self.spec["input_size"]) != size:
             raise ModelError(f"sidecar of {self.path} says input {self.spec['input_size']}, the model takes {size}")
         sig = self.inp.get("shape_signature", self.inp["shape"])

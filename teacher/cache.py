@@ -18,93 +18,34 @@ from common.backend import choose_backend
 
 choose_backend()
 
-import argparse  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from common import io  # noqa: E402
-from common.cli import UserError, run  # noqa: E402
-
-FORMAT = "tgs-teacher-cache/1"
-
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from common import io
+from common.cli import UserError, run
+from common.io import file_sha256
+from data.pipeline import prep_images
+from data.tgs import load_data, load_unlabelled, read_png
+from distill.cache import FORMAT, normalise_weights
+from distill.teachers import ensemble_logits, load_teacher
+from models.files import model_spec
+from pi.sidecar import make_spec
+from pi.tgs_common import ORIG_SIZE, pad_amounts
 
 
-class TeacherCache:
-    def __init__(self, path):
-        self.path = Path(path)
-        meta_path, arr_path = self.path / "meta.json", self.path / "logits.npy"
-        if not meta_path.exists() or not arr_path.exists():
-            raise UserError(f"{self.path} is not a teacher cache (needs meta.json and logits.npy)")
-        try:
-            self.meta = json.loads(meta_path.read_text())
-            self.logits = np.load(arr_path, mmap_mode="r")
-        except (OSError, ValueError) as e:
-            raise UserError(f"cannot read teacher cache {self.path}: {e}") from None
-        if self.meta.get("format") != FORMAT or self.logits.shape[0] != len(self.meta["ids"]):
-            raise UserError(f"teacher cache {self.path} is damaged or of another format")
-        self.index = {i: k for k, i in enumerate(self.meta["ids"])}
-
-    def check(self, teachers, spec: dict) -> None:
-        """Refuse a cache made from other teacher files or other preprocessing."""
-        if teachers and not self.meta["teachers"]:
-            raise UserError(f"teacher cache {self.path} holds black-box probabilities, not the output of {', '.join(map(str, teachers))}")
-        if teachers:
-            want = sorted(file_sha256(t) for t in teachers)
-            if want != sorted(t["sha256"] for t in self.meta["teachers"]):
-                raise UserError(f"teacher cache {self.path} was made from other teacher file(s) than {', '.join(map(str, teachers))}")
-        for k in ("input_size", "resize_mode"):
-            if self.meta["spec"][k] != spec[k]:
-                raise UserError(f"teacher cache {self.path} has {k}={self.meta['spec'][k]}, the run uses {spec[k]}")
-
-    def take(self, ids) -> np.ndarray:
-        """(N, 2, S, S, 1) float16 logits for these ids, in order."""
-        missing = [i for i in ids if i not in self.index]
-        if missing:
-            raise UserError(f"teacher cache {self.path} does not cover {len(missing)} of the run's images (first: {missing[0]})")
-        sel = np.array([self.index[i] for i in ids], dtype=np.int64)
-        return np.asarray(self.logits[sel])[..., None]
-
-
-def teacher_logits(teachers, x: np.ndarray, batch_size: int = 64, weights=None) -> np.ndarray:
-    """Mean (or weighted mean) logits of the teachers for x (N, S, S, 1) -> (N, S, S)."""
-    from tqdm import tqdm
-
-    from common.train import predict
-    from common.unet import logits_model
-
-    heads = [logits_model(t) for t in teachers]
-    out = np.empty(x.shape[:3], np.float32)
-    for s in tqdm(range(0, len(x), batch_size), desc="teacher logits", unit="batch", leave=False):
-        xb = x[s : s + batch_size]
-        out[s : s + batch_size] = np.average([predict(h, xb, batch_size)[..., 0] for h in heads], axis=0, weights=weights)
-    return out
-
-
-def build_cache(teacher_paths, data_paths, unlabelled_paths, out: Path, overwrite: bool) -> dict:
-    from data.pipeline import prep_images
-    from data.tgs import load_data, load_unlabelled
-    from teacher.soft import load_teacher
-
+def build_cache(teacher_paths, data_paths, unlabelled_paths, out: Path, overwrite: bool, weights=None) -> dict:
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"cache dir {out} is not empty; pass --overwrite to replace it")
     teachers = [load_teacher(t) for t in teacher_paths]
     shapes = {tuple(t.inputs[0].shape[1:]) for t in teachers}
     if len(shapes) > 1:
         raise UserError(f"the teachers take different input sizes: {sorted(shapes)}")
-    side = Path(teacher_paths[0]).with_name(Path(teacher_paths[0]).name + ".json")
-    from data.pipeline import make_spec
-
-    spec = json.loads(side.read_text()) if side.exists() else make_spec(int(teachers[0].inputs[0].shape[1]), "pad")
+    if weights and len(weights) != len(teachers):
+        raise UserError(f"--teacher-weights has {len(weights)} values for {len(teachers)} teacher(s)")
+    w = normalise_weights(weights or [1.0] * len(teachers))
+    spec = model_spec(teacher_paths[0], teachers[0])
     parts = [load_data(p) for p in data_paths] + [load_unlabelled(u) for u in unlabelled_paths]
     ids, images = [], []
     for p in parts:
@@ -115,10 +56,10 @@ def build_cache(teacher_paths, data_paths, unlabelled_paths, out: Path, overwrit
     x = prep_images(np.stack(images), spec)
     out.mkdir(parents=True, exist_ok=True)
     io.acquire_lock(out)  # a second cache job on the same dir (another sweep) is refused, not interleaved
-    logits = np.stack([teacher_logits(teachers, x), teacher_logits(teachers, x[:, :, ::-1])], axis=1).astype(np.float16)
+    logits = np.stack([ensemble_logits(teachers, x, weights=w), ensemble_logits(teachers, x[:, :, ::-1], weights=w)], axis=1).astype(np.float16)
     with io.atomic_path(out / "logits.npy", suffix=".npy") as tmp:
         np.save(tmp, logits)
-    meta = {"format": FORMAT, "teachers": [{"path": str(t), "sha256": file_sha256(t)} for t in teacher_paths],
+    meta = {"format": FORMAT, "teachers": [{"path": str(t), "sha256": file_sha256(t)} for t in teacher_paths], "weights": w,
             "spec": spec, "n": len(ids), "views": ["image", "hflip"], "ids": ids}
     io.write_json(out / "meta.json", meta)
     io.release_lock(out)
@@ -133,8 +74,6 @@ def read_probability_map(path: Path, sizes: tuple[int, int]) -> np.ndarray:
         except (OSError, ValueError) as e:
             raise UserError(f"cannot read probability map {path}: {e}") from None
     else:
-        from data.tgs import read_png
-
         a = read_png(path, "probability map")
         a = a[..., 0] if a.ndim == 3 else a
         p = a.astype(np.float64) / (65535.0 if a.dtype == np.uint16 else 255.0)
@@ -153,10 +92,6 @@ def build_cache_from_probabilities(prob_dir: Path, data_paths, unlabelled_paths,
     A 101x101 map is reflect-padded to the input size like the images. No flipped view exists, so
     view 1 is the mirrored map: the teacher is assumed to be flip-equivariant (see the README).
     """
-    from data.pipeline import make_spec
-    from data.tgs import load_data, load_unlabelled
-    from pi.tgs_common import ORIG_SIZE, pad_amounts
-
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"cache dir {out} is not empty; pass --overwrite to replace it")
     if not prob_dir.is_dir():
@@ -190,6 +125,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--teacher", action="append", help="teacher .keras (repeat for an ensemble)")
+    ap.add_argument("--teacher-weights", type=float, nargs="+", default=None, help="ensemble weights, one per --teacher (default equal)")
     src.add_argument("--from-probabilities", help="folder of <id>.png (8/16-bit) or <id>.npy probability maps from a black-box teacher")
     ap.add_argument("--input-size", type=int, default=128, help="with --from-probabilities: the students' input size")
     ap.add_argument("--data", action="append", required=True, help="labelled data folder or .npz (repeatable)")
@@ -203,7 +139,7 @@ def main(argv=None) -> int:
                                               args.overwrite)
         what = f"black-box probabilities from {args.from_probabilities}"
     else:
-        meta = build_cache(args.teacher, args.data, args.unlabelled, out, args.overwrite)
+        meta = build_cache(args.teacher, args.data, args.unlabelled, out, args.overwrite, args.teacher_weights)
         what = f"logits of {len(args.teacher)} teacher(s)"
     size = (out / "logits.npy").stat().st_size / 1e6
     print(f"cached {what} for {meta['n']} images x 2 views (float16, {size:.1f} MB) -> {out}")

@@ -11,9 +11,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import subprocess  # noqa: E402
+import subprocess
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(scope="session")

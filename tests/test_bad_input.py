@@ -24,7 +24,7 @@ def env(tmp_path_factory):
     """A small valid data set, a tiny teacher without and with a `logits` layer, broken files."""
     import keras
 
-    from common.unet import build_unet
+    from models.unet import build_unet
 
     root = tmp_path_factory.mktemp("bad")
     ids, _, _ = write_kaggle(root / "good", n=12)

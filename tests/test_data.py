@@ -7,9 +7,10 @@ import pytest
 from PIL import Image
 
 from common.cli import UserError
-from data.pipeline import Batches, make_spec, prep_images, prep_masks
+from data.pipeline import Batches, prep_images, prep_masks
 from data.split import stratified_split
 from data.tgs import load_data, load_npz, load_tgs_dir, save_npz
+from pi.sidecar import make_spec
 from pi.tgs_common import postprocess, rle_decode, rle_encode
 
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from common.metrics import kaggle_per_image, score_masks
+from metrics.segmentation import kaggle_per_image, score_masks
 
 
 def _mask(cells):
@@ -46,7 +46,7 @@ def test_all_empty_set_is_perfect():
 
 
 def test_calibration_figures_and_best_temperature():
-    from teacher.calibration import calibration
+    from metrics.calibration import calibration
 
     rng = np.random.default_rng(0)
     true_logits = rng.normal(0, 2, 200000)
@@ -62,7 +62,7 @@ def test_calibration_figures_and_best_temperature():
 
 def test_flip_equivariance_measures_the_mirrored_map_error():
     from benchmarks.flip_equivariance import compare_views
-    from data.pipeline import make_spec
+    from pi.sidecar import make_spec
 
     spec = make_spec(128, "pad")
     rng = np.random.default_rng(0)

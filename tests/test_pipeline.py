@@ -41,8 +41,6 @@ def test_students_share_the_teachers_split(runs):
 def test_saved_student_is_the_student_alone(runs):
     import keras
 
-    import common.layers  # noqa: F401
-
     student = keras.saving.load_model(runs["kd"] / "student.keras")
     teacher = keras.saving.load_model(runs["teacher"] / "teacher.keras")
     assert len(student.outputs) == 1 and student.count_params() < teacher.count_params() / 3
@@ -76,23 +74,25 @@ def test_evaluate_pred_masks(tmp_path, synth_dir):
 def test_cache_and_in_graph_teacher_give_the_same_losses(runs, synth_dir):
     import keras
 
-    from common.layers import DistillationLoss
-    from common.runs import training_graph
-    from data.pipeline import Batches, make_spec, prep_images, prep_masks
+    from data.pipeline import Batches, prep_images, prep_masks
     from data.tgs import load_data
-    from student.model import build_student
-    from teacher.cache import TeacherCache
-    from teacher.soft import soft_teacher
+    from distill.graph import build_training_graph
+    from distill.teachers import TeacherLogits
+    from models.registry import build_model
+    from pi.sidecar import make_spec
 
-    teacher = keras.saving.load_model(runs["teacher"] / "teacher.keras")
     spec = make_spec(104)
     d = load_data(synth_dir, progress=False)
     x, y = prep_images(d.images[:16], spec), prep_masks(d.masks[:16], spec)
-    t = TeacherCache(runs["cache"]).take(d.ids[:16])
-    student = build_student((104, 104, 1), 2, 3, temperature=2.0)
-    loss = DistillationLoss(0.9, 2.0, "T2", name="loss")
-    in_graph = training_graph(student, loss, soft_teacher(teacher, 2.0))
-    cached = training_graph(student, loss, cached_teacher=True)
+    teacher = runs["teacher"] / "teacher.keras"
+    from_model = TeacherLogits.from_models([teacher])
+    from_cache = TeacherLogits.from_cache(runs["cache"], spec, [teacher])
+    assert from_model.label == from_cache.label == "unet4"
+    t = from_cache.cache.take(d.ids[:16])
+    student = build_model("unet", (104, 104, 1), 2, 3)
+    in_graph = build_training_graph(student, from_model, temperature=2.0, lam=0.9, scale="T2")
+    cached = build_training_graph(student, from_cache, temperature=2.0, lam=0.9, scale="T2")
+    assert cached.get_layer("teacher_soft").temperature == in_graph.get_layer("soft_teacher").get_layer("teacher_soft").temperature == 2.0  # one head swap for both
     feed, _ = Batches(x, y, 16, shuffle=False, flip=True, seed=1, t=t)[0]  # flips use the cached flipped view
     a = keras.ops.convert_to_numpy(in_graph({"image": feed["image"], "mask": feed["mask"]}))
     b = keras.ops.convert_to_numpy(cached(feed))
@@ -155,8 +155,8 @@ def test_black_box_cache_from_probability_maps(runs, synth_dir, tmp_path):
 def test_ensemble_teacher_averages_logits(runs):
     import keras
 
-    from common.unet import logits_model
-    from teacher.soft import soft_teacher
+    from distill.teachers import soft_teacher
+    from models.registry import logits_model
 
     t = keras.saving.load_model(runs["teacher"] / "teacher.keras")
     s = keras.saving.load_model(runs["kd"] / "student.keras")  # any model with `logits` and the same input

@@ -1,14 +1,19 @@
-"""The loss layer against numpy, gradients, head swap, student outputs, .keras round trips."""
+"""The loss layer against numpy, gradients, head swap, the training graph, .keras round trips."""
 
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
-from common.layers import DistillationLoss, IdentityLoss, LossPart, TemperatureSigmoid, scale_factor
-from common.unet import build_unet, logits_model
-from student.model import build_student, inference_model
-from teacher.soft import soft_teacher
+from distill.graph import build_training_graph
+from distill.losses import DistillationLoss, IdentityLoss, LossPart, scale_factor
+from distill.teachers import TeacherLogits, TemperatureSigmoid, soft_teacher
+from models.registry import build_model, logits_model
+from models.unet import build_unet
+
+
+def build_student(input_shape, base_filters, depth):
+    return build_model("unet", input_shape, base_filters, depth, name=f"unet{base_filters}")
 
 
 def np_bce(t, p):
@@ -100,19 +105,23 @@ def test_head_swapped_teacher_is_sigmoid_of_logits_over_T():
     assert not soft_teacher(teacher, 2.0).trainable_weights
 
 
-def test_student_outputs_and_soft_term_agree():
+def test_graph_soft_term_is_bce_of_head_swapped_teacher_and_student_over_T():
+    """The graph's soft part equals BCE(sigmoid(z_t/T), sigmoid(z/T)) computed in numpy from both models' logits;
+    the student has one output (the hard mask), T is given once and reaches the teacher head and the loss."""
     keras.utils.set_random_seed(0)
     T = 4.0
-    student = build_student((32, 32, 1), base_filters=2, depth=2, temperature=T)
+    student = build_student((32, 32, 1), 2, 2)
+    teacher = build_unet((32, 32, 1), base_filters=2, depth=2, name="t")
+    assert len(student.outputs) == 1 and student.output_shape == (None, 32, 32, 1)
+    graph = build_training_graph(student, TeacherLogits("t", models=[teacher]), temperature=T, lam=1.0, scale="1")
+    assert graph.get_layer("soft_teacher").get_layer("teacher_soft").temperature == graph.get_layer("loss").temperature == T
     x = np.random.default_rng(0).random((2, 32, 32, 1)).astype(np.float32)
-    hard, soft = (ops.convert_to_numpy(o) for o in student(x))
     z = ops.convert_to_numpy(logits_model(student)(x))
-    np.testing.assert_allclose(hard, sigmoid(z), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(soft, sigmoid(z / T), rtol=1e-5, atol=1e-6)
-    t_soft = np.random.default_rng(1).random(soft.shape).astype(np.float32)
-    out = ops.convert_to_numpy(DistillationLoss(1.0, T)([np.zeros_like(soft), z, t_soft]))
-    np.testing.assert_allclose(out[:, 2], np_bce(t_soft, soft).mean(axis=(1, 2, 3)), rtol=1e-4)
-    assert [o.name for o in inference_model(student).outputs] and inference_model(student).output_shape == (None, 32, 32, 1)
+    zt = ops.convert_to_numpy(logits_model(teacher)(x))
+    np.testing.assert_allclose(ops.convert_to_numpy(student(x)), sigmoid(z), rtol=1e-5, atol=1e-6)
+    out = ops.convert_to_numpy(graph({"image": x, "mask": np.zeros_like(x)}))
+    np.testing.assert_allclose(out[:, 2], np_bce(sigmoid(zt / T), sigmoid(z / T)).mean(axis=(1, 2, 3)), rtol=1e-4)
+    np.testing.assert_allclose(out[:, 0], out[:, 2], rtol=1e-6)  # lam = 1, s(T) = 1
 
 
 def test_unet_param_counts_and_names():
@@ -127,12 +136,11 @@ def test_unet_param_counts_and_names():
 
 
 def test_keras_round_trip_of_every_custom_object(tmp_path):
-    from common.runs import training_graph
-
     keras.utils.set_random_seed(0)
-    student = build_student((32, 32, 1), base_filters=2, depth=2, temperature=2.0)
-    teacher = soft_teacher(build_unet((32, 32, 1), base_filters=2, depth=2, name="t"), 2.0)
-    graph = training_graph(student, DistillationLoss(0.7, 2.0, "T2", dice=True, name="loss"), teacher)
+    student = build_student((32, 32, 1), 2, 2)
+    t_model = build_unet((32, 32, 1), base_filters=2, depth=2, name="t")
+    teacher = soft_teacher(t_model, 2.0)
+    graph = build_training_graph(student, TeacherLogits("t", models=[t_model]), temperature=2.0, lam=0.7, scale="T2", dice=True)
     graph.compile(optimizer="adam", loss=IdentityLoss(), metrics=[LossPart(1, "hard"), LossPart(2, "soft")])
     x = np.random.default_rng(0).random((2, 32, 32, 1)).astype(np.float32)
     feed = {"image": x, "mask": (x > 0.5).astype(np.float32)}

@@ -1,6 +1,8 @@
-"""Registered Keras layers, loss and metrics of the distillation graph (no Lambda, no closures).
+"""The distillation loss: a registered Keras layer in the training graph, plus its identity loss and parts.
 
-Everything here reloads from `.keras` files with `safe_mode=True` once this module is imported.
+No Lambda, no closures: everything here reloads from `.keras` files with `safe_mode=True` once this
+module is imported. Feature-distillation losses go beside `DistillationLoss`, each with its formula
+and paper in the docstring and a numpy golden-value test (tests/test_losses.py).
 """
 
 from __future__ import annotations
@@ -25,44 +27,6 @@ def scale_factor(rule: str, temperature: float) -> float:
 def bce_with_logits(target, logits):
     """Elementwise BCE(target, sigmoid(logits)), stable for any logit: max(z,0) - z*t + log1p(exp(-|z|))."""
     return ops.maximum(logits, 0.0) - logits * target + ops.log1p(ops.exp(-ops.abs(logits)))
-
-
-@keras.saving.register_keras_serializable(package="kdseg")
-class TemperatureSigmoid(keras.layers.Layer):
-    """sigmoid(logits / T): the soft output of student and head-swapped teacher."""
-
-    def __init__(self, temperature: float = 1.0, **kwargs):
-        super().__init__(**kwargs)
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
-
-    def call(self, logits):
-        return ops.sigmoid(logits / self.temperature)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "temperature": self.temperature}
-
-
-@keras.saving.register_keras_serializable(package="kdseg")
-class WeightedSum(keras.layers.Layer):
-    """sum_i w_i * x_i: the averaged logits of a teacher ensemble (weights sum to 1)."""
-
-    def __init__(self, weights=(0.5, 0.5), **kwargs):
-        super().__init__(**kwargs)
-        self.w = [float(v) for v in weights]
-
-    def call(self, inputs):
-        return sum(w * x for w, x in zip(self.w, inputs))
-
-    def compute_output_shape(self, input_shapes):
-        return input_shapes[0]
-
-    def get_config(self):
-        return {**super().get_config(), "weights": self.w}
 
 
 @keras.saving.register_keras_serializable(package="kdseg")

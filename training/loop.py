@@ -7,33 +7,34 @@ epoch (by `monitor`) is saved atomically; history.csv is rewritten atomically.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
+import pandas as pd
 
 from common import io
 from common.cli import UserError
-from common.layers import IdentityLoss, LossPart
-from common.metrics import score_masks
-from data.pipeline import crop_probs
+from data.pipeline import Batches
+from distill.losses import IdentityLoss, LossPart
+from metrics.segmentation import score_masks
+from models.predict import predict_probs
 
 
-def predict(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """model.predict, also under a JAX data-parallel distribution (where every batch must split evenly over the devices)."""
-    n = len(x)
-    dist = keras.distribution.distribution() if keras.backend.backend() == "jax" else None
-    if dist is not None:  # pad the last batch with zeros, drop their outputs
-        batch_size *= int(np.prod(dist.device_mesh.shape))
-        x = np.concatenate([x, np.zeros((-n % batch_size,) + x.shape[1:], x.dtype)])
-    return model.predict(x, batch_size=batch_size, verbose=0)[:n]
+@dataclass
+class TrainingData:
+    """What one run trains and validates on: batches, the validation images and masks, the preprocessing spec."""
 
-
-def predict_probs(model, x: np.ndarray, spec: dict, batch_size: int = 64) -> np.ndarray:
-    """Model probabilities on the original 101x101 pixels, (N, 101, 101) float32."""
-    return crop_probs(predict(model, x, batch_size), spec)
+    train: Batches
+    val: Batches
+    val_x: np.ndarray  # preprocessed validation images (N, S, S, 1)
+    val_masks: np.ndarray  # (N, 101, 101) bool, original pixels
+    spec: dict
 
 
 def evaluate_probs(probs: np.ndarray, masks: np.ndarray, threshold: float = 0.5) -> dict:
@@ -59,6 +60,10 @@ class ValScore(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         train_time = self.t_train if self.t_train is not None else time.perf_counter() - self.t0
         self.wall += time.perf_counter() - self.t0  # training + validation, summed over epochs (kept across --resume)
+        bad = {k: v for k, v in (logs or {}).items() if k in ("loss", "val_loss") and not np.isfinite(v)}
+        if bad:  # a diverged run must not be saved and reported as a result
+            raise UserError(f"training diverged at epoch {epoch + 1}: {', '.join(f'{k} = {v}' for k, v in bad.items())} "
+                            "(lower --lr, or check --temperature and the data)")
         scores = evaluate_probs(predict_probs(self.infer_model, self.val_x, self.spec), self.val_masks, self.spec["threshold"])
         logs = logs if logs is not None else {}
         logs.update({f"val_{k}": v for k, v in scores.items() if k != "n_images"})
@@ -70,8 +75,6 @@ class ValScore(keras.callbacks.Callback):
         if improved:
             self.best, self.best_epoch = scores[self.monitor], epoch + 1
             io.save_model(self.infer_model, self.model_path)
-        import pandas as pd
-
         io.write_text(self.history_path, pd.DataFrame(self.rows).to_csv(index=False))
         print(f"  val mean_iou {scores['mean_iou']:.4f}  kaggle_map {scores['kaggle_map']:.4f}" + ("  (best, saved)" if improved else ""), flush=True)
         save_checkpoint(self.model, self.history_path.parent, {"epoch": epoch + 1, "best": self.best, "best_epoch": self.best_epoch,
@@ -84,15 +87,14 @@ CKPT_WEIGHTS, CKPT_STATE = "checkpoint.weights.h5", "checkpoint.json"
 def save_checkpoint(train_model, run_dir: Path, state: dict) -> None:
     """Weights and optimizer state of the training graph, then the epoch state (both atomic).
 
-    The state file is written last and names the epoch, so a kill between the two leaves a
-    weights file one epoch ahead of the state; the resume check below refuses that mismatch.
+    The weights file is stamped with its epoch before it is renamed into place; the state file is
+    written last and names the epoch, so a kill between the two leaves a weights file one epoch ahead
+    of the state, which the resume check below refuses.
     """
     with io.atomic_path(run_dir / CKPT_WEIGHTS, suffix=".weights.h5") as tmp:
         train_model.save_weights(tmp)
-    import h5py
-
-    with h5py.File(run_dir / CKPT_WEIGHTS, "a") as f:
-        f.attrs["epoch"] = state["epoch"]
+        with h5py.File(tmp, "a") as f:
+            f.attrs["epoch"] = state["epoch"]
     io.write_json(run_dir / CKPT_STATE, state)
 
 
@@ -101,10 +103,6 @@ def load_checkpoint(train_model, run_dir: Path) -> dict | None:
     wpath, spath = run_dir / CKPT_WEIGHTS, run_dir / CKPT_STATE
     if not (wpath.exists() and spath.exists()):
         return None
-    import json
-
-    import h5py
-
     state = json.loads(spath.read_text())
     with h5py.File(wpath, "r") as f:
         if int(f.attrs.get("epoch", -1)) != state["epoch"]:
@@ -114,26 +112,26 @@ def load_checkpoint(train_model, run_dir: Path) -> dict | None:
     return state
 
 
-def fit(train_model, infer_model, train_batches, val_batches, val_x, val_masks, spec, run_dir: Path, model_name: str,
-        epochs: int, lr: float, weight_decay: float = 1e-4, monitor: str = "mean_iou", resume: bool = False,
-        tensorboard: bool = False) -> dict:
+def fit(train_model, infer_model, data: TrainingData, cfg, run_dir: Path, model_name: str, resume: bool = False) -> dict:
     """Train `train_model` (outputs [total, hard, soft] per sample) and keep the best `infer_model`.
 
+    cfg gives epochs, lr, weight_decay, monitor and tensorboard (a training.config.TrainConfig).
     Every epoch ends with a checkpoint (weights, optimizer, epoch, history); `resume` continues
     from it: the data order and flips are seeded per epoch, so the rest of the run is the same.
     """
-    steps = epochs * len(train_batches)
+    train_batches = data.train
+    steps = cfg.epochs * len(train_batches)
     warmup = max(1, steps // 10)
-    schedule = keras.optimizers.schedules.CosineDecay(lr / 10, steps - warmup, alpha=0.01, warmup_target=lr, warmup_steps=warmup)
+    schedule = keras.optimizers.schedules.CosineDecay(cfg.lr / 10, steps - warmup, alpha=0.01, warmup_target=cfg.lr, warmup_steps=warmup)
     train_model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay),
+        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay),
         loss=IdentityLoss(),
         metrics=[LossPart(1, "hard"), LossPart(2, "soft")],
     )
     model_path = run_dir / model_name
-    cb = ValScore(infer_model, val_x, val_masks, spec, model_path, run_dir / "history.csv", monitor, len(train_batches.x))
+    cb = ValScore(infer_model, data.val_x, data.val_masks, data.spec, model_path, run_dir / "history.csv", cfg.monitor, len(train_batches.x))
     callbacks = [cb]
-    if tensorboard:  # after ValScore, so the validation scores it adds to the epoch's logs are logged too
+    if cfg.tensorboard:  # after ValScore, so the validation scores it adds to the epoch's logs are logged too
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False))
     start, wall0 = 0, 0.0
     state = load_checkpoint(train_model, run_dir) if resume else None
@@ -142,12 +140,12 @@ def fit(train_model, infer_model, train_batches, val_batches, val_x, val_masks, 
         wall0 = cb.wall = state.get("wall_s", 0.0)
         train_batches.epoch = start
         train_batches._order()
-        print(f"resuming after epoch {start} of {epochs} (best {monitor} {cb.best:.4f} at epoch {cb.best_epoch})", flush=True)
+        print(f"resuming after epoch {start} of {cfg.epochs} (best {cfg.monitor} {cb.best:.4f} at epoch {cb.best_epoch})", flush=True)
     elif resume:
         print("no checkpoint to resume from: starting at epoch 1", flush=True)
     t0 = time.perf_counter()
-    if start < epochs:
-        train_model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=start, callbacks=callbacks,
+    if start < cfg.epochs:
+        train_model.fit(train_batches, validation_data=data.val, epochs=cfg.epochs, initial_epoch=start, callbacks=callbacks,
                         verbose=1 if sys.stdout.isatty() else 2)
     wall = wall0 + time.perf_counter() - t0
     best = keras.saving.load_model(model_path)
@@ -155,7 +153,7 @@ def fit(train_model, infer_model, train_batches, val_batches, val_x, val_masks, 
     rows = cb.rows
     return {
         "best_epoch": cb.best_epoch,
-        "epochs": epochs,
+        "epochs": cfg.epochs,
         "train_wall_s": round(wall, 1),
         "train_img_per_s": round(float(np.median([r["train_img_per_s"] for r in rows])), 1),
     }

@@ -1,4 +1,4 @@
-"""The one U-Net builder, used for teacher and student at different widths.
+"""The U-Net builder (architecture "unet" of models.registry), used for teacher and student at different widths.
 
 Classic Kaggle TGS U-Net: `depth` poolings, two Conv-BN-ReLU per level, transposed-conv (or
 bilinear-upsample + conv) decoder, a named linear 1x1 conv `logits`, then a sigmoid. With
@@ -62,12 +62,3 @@ def build_unet(
     logits = layers.Conv2D(1, 1, name="logits")(x)
     probs = layers.Activation("sigmoid", name=output_name)(logits)
     return keras.Model(inputs, probs, name=name)
-
-
-def logits_model(model: keras.Model, name: str | None = None) -> keras.Model:
-    """Sub-model sharing weights: model input -> its `logits` layer output."""
-    try:
-        logits = model.get_layer("logits").output
-    except ValueError:
-        raise ValueError(f"model {model.name!r} has no layer named 'logits'") from None
-    return keras.Model(model.inputs[0], logits, name=name or f"{model.name}_logits")

@@ -1,0 +1,99 @@
+"""Read a teacher-output cache (written by `python -m teacher.cache`): logits per image id and view.
+
+CACHE/logits.npy (N, 2, S, S) float16, memory-mapped (view 0: the image, view 1: the flipped image,
+in flipped orientation); CACHE/meta.json: format, teacher files and their SHA-256, ensemble weights,
+preprocessing spec, ids. `TeacherCache.check` refuses a cache that was made from other teacher files,
+other weights or other preprocessing than the run asks for.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from common.cli import UserError
+from common.io import file_sha256
+
+FORMAT = "tgs-teacher-cache/1"
+
+
+class TeacherCache:
+    def __init__(self, path):
+        self.path = Path(path)
+        meta_path, arr_path = self.path / "meta.json", self.path / "logits.npy"
+        if not meta_path.exists() or not arr_path.exists():
+            raise UserError(f"{self.path} is not a teacher cache (needs meta.json and logits.npy)")
+        try:
+            self.meta = json.loads(meta_path.read_text())
+            self.logits = np.load(arr_path, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot read teacher cache {self.path}: {e}") from None
+        if self.meta.get("format") != FORMAT or self.logits.shape[0] != len(self.meta["ids"]):
+            raise UserError(f"teacher cache {self.path} is damaged or of another format")
+        self.index = {i: k for k, i in enumerate(self.meta["ids"])}
+
+    @property
+    def weights(self) -> list[float]:
+        """The ensemble weights the cached logits were averaged with (normalised; equal when unrecorded)."""
+        n = len(self.meta["teachers"])
+        return normalise_weights(self.meta.get("weights") or [1.0] * n) if n else []
+
+    @property
+    def label(self) -> str:
+        """What the soft target is, for run names: "unet8", "unet8x2" (ensemble), "unet8x2w0.75-0.25", "blackbox"."""
+        if not self.meta["teachers"]:
+            return "blackbox"
+        return ensemble_label([self.meta["spec"].get("model_name", "cached")] * len(self.meta["teachers"]), self.weights)
+
+    def check(self, teachers, spec: dict, weights=None) -> None:
+        """Refuse a cache made from other teacher files, other ensemble weights or other preprocessing."""
+        if teachers and not self.meta["teachers"]:
+            raise UserError(f"teacher cache {self.path} holds black-box probabilities, not the output of {', '.join(map(str, teachers))}")
+        if weights and not teachers:
+            raise UserError("--teacher-weights with --teacher-cache needs the --teacher files too (the weights pair with them)")
+        if teachers:
+            want = [file_sha256(t) for t in teachers]
+            have = [t["sha256"] for t in self.meta["teachers"]]
+            if sorted(want) != sorted(have):
+                raise UserError(f"teacher cache {self.path} was made from other teacher file(s) than {', '.join(map(str, teachers))}")
+            if weights:
+                asked = dict(zip(want, normalise_weights(weights)))
+                cached = dict(zip(have, self.weights))
+                if any(abs(asked[h] - cached[h]) > 1e-6 for h in have):
+                    raise UserError(f"teacher cache {self.path} averaged its teachers with weights "
+                                    f"{' '.join(f'{w:g}' for w in self.weights)}, not --teacher-weights {' '.join(f'{w:g}' for w in weights)}; "
+                                    "build a cache with `python -m teacher.cache ... --teacher-weights` or leave --teacher-cache out")
+        for k in ("input_size", "resize_mode"):
+            if self.meta["spec"][k] != spec[k]:
+                raise UserError(f"teacher cache {self.path} has {k}={self.meta['spec'][k]}, the run uses {spec[k]}")
+
+    def take(self, ids) -> np.ndarray:
+        """(N, 2, S, S, 1) float16 logits for these ids, in order."""
+        missing = [i for i in ids if i not in self.index]
+        if missing:
+            raise UserError(f"teacher cache {self.path} does not cover {len(missing)} of the run's images (first: {missing[0]})")
+        sel = np.array([self.index[i] for i in ids], dtype=np.int64)
+        return np.asarray(self.logits[sel])[..., None]
+
+
+
+
+def normalise_weights(weights) -> list[float]:
+    w = [float(x) for x in weights]
+    if not w or min(w) < 0 or sum(w) <= 0 or not all(np.isfinite(w)):
+        raise UserError(f"ensemble weights {w} must be non-negative numbers with a positive sum")
+    return [x / sum(w) for x in w]
+
+
+def ensemble_label(names, weights=None) -> str:
+    """Run-name part for a soft target from these teachers: unet8, unet8x2, unet8_unet16, unet8x2w0.75-0.25."""
+    names = list(names)
+    if not names:
+        return "none"
+    base = names[0] if len(names) == 1 else (f"{names[0]}x{len(names)}" if len(set(names)) == 1 else "_".join(names))
+    w = normalise_weights(weights) if weights else None
+    if w and len(w) > 1 and max(w) - min(w) > 1e-9:
+        base += "w" + "-".join(f"{x:.3g}" for x in w)
+    return base

@@ -1,0 +1,34 @@
+"""The one builder of the training graph: (student, teacher logits source, T, lambda, s(T)) -> loss.
+
+    inputs {"image", "mask"[, "teacher_logits"]}
+      student:  image -> student logits z
+      teacher:  TeacherLogits.soft_target: teacher logits z_t -> head swap sigmoid(z_t / T)   (omitted for the baseline)
+      loss:     DistillationLoss(lam, T, s(T)) [mask, z, sigmoid(z_t / T)] -> per sample [total, hard, soft]
+
+T is given once, here, and reaches both the teacher's head and the loss layer. The graph is
+compiled with an identity loss (training.loop); only the student is saved and exported.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from distill.losses import DistillationLoss
+from distill.teachers import TeacherLogits
+from models.registry import logits_model
+
+
+def build_training_graph(student: keras.Model, teacher: TeacherLogits | None = None, temperature: float = 1.0, lam: float = 0.0,
+                         scale: str = "T", dice: bool = False) -> keras.Model:
+    """The training graph; lam = 0 without a teacher is the hard-only baseline (and the teacher's own training)."""
+    shape = tuple(student.inputs[0].shape[1:])
+    image = keras.Input(shape, name="image")
+    mask = keras.Input(shape[:2] + (1,), name="mask")
+    inputs = {"image": image, "mask": mask}
+    parts = [mask, logits_model(student)(image)]
+    if teacher is not None:
+        extra, soft = teacher.soft_target(image, temperature)
+        inputs.update(extra)
+        parts.append(soft)
+    loss = DistillationLoss(lam, temperature, scale, dice=dice, name="loss")
+    return keras.Model(inputs, loss(parts), name="train_graph")

@@ -1,0 +1,111 @@
+"""Distil a frozen teacher into a small student (or train the hard-only baseline): `python distill_train.py`.
+
+See distill_train.py for the commands and what they print. Steps: check the config; make the soft
+target's source (distill.teachers.TeacherLogits: in-graph teachers or a cache); read the data and
+the split (the teacher run's split.json by default); build the student and the training graph
+(distill.graph); fit (training.loop); score the student and its soft target; write metrics.json.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import io
+from common.cli import UserError, run
+from common.config import parse_args, show
+from common.distribute import data_parallel, describe
+from data.tgs import TgsData, load_unlabelled
+from distill.graph import build_training_graph
+from distill.teachers import TeacherLogits
+from metrics.calibration import calibration
+from pi.sidecar import make_spec, sidecar_path
+from student.config import DistillConfig, validate
+from student.model import build_student
+from training.loop import evaluate_probs, fit
+from training.runs import RunSpec, batches, final_metrics, load_split_data, start_run, write_metrics
+
+
+def main(argv=None, doc: str = __doc__) -> int:
+    cfg, opts = parse_args(DistillConfig, argv, doc, required=("data",), multi=("unlabelled", "teacher", "teacher_weights"))
+    validate(cfg)
+    show(cfg)
+    # before any model exists (teachers included): with N devices every model lives in the data-parallel scope
+    scope, parallel = data_parallel(cfg.devices, cfg.batch_size)
+    if parallel["replicas"] > 1 and cfg.unlabelled and cfg.n_unlabelled % parallel["replicas"]:
+        raise UserError(f"--n-unlabelled {cfg.n_unlabelled} must be a multiple of --devices {cfg.devices}")
+    with scope:
+        return distill(cfg, opts, parallel)
+
+
+def soft_target_source(cfg: DistillConfig, spec: dict) -> TeacherLogits | None:
+    """The one soft-target path: a cache, or the teacher file(s) in the graph; None for a baseline without a teacher."""
+    weights = [float(w) for w in cfg.teacher_weights] or None
+    if cfg.teacher_cache and cfg.lam > 0:
+        return TeacherLogits.from_cache(cfg.teacher_cache, spec, cfg.teacher, weights)
+    if cfg.teacher:
+        return TeacherLogits.from_models(cfg.teacher, weights, cfg.input_size)
+    return None
+
+
+def unlabelled_images(folders) -> TgsData | None:
+    if not folders:
+        return None
+    parts = [load_unlabelled(u) for u in folders]
+    return TgsData(sum((p.ids for p in parts), []), np.concatenate([p.images for p in parts]), None, np.concatenate([p.depths for p in parts]))
+
+
+def distill(cfg: DistillConfig, opts, parallel: dict) -> int:
+    t0 = time.perf_counter()
+    spec = make_spec(cfg.input_size, cfg.resize_mode)
+    source = soft_target_source(cfg, spec)
+    split_file = cfg.split_file
+    first = Path(source.paths[0]) if source is not None and source.paths else None
+    if first is None and source is not None and source.cache is not None and source.cache.meta["teachers"]:
+        first = Path(source.cache.meta["teachers"][0]["path"])
+    if not split_file and first is not None and (first.parent / "split.json").exists():
+        split_file = str(first.parent / "split.json")
+    train, val, split = load_split_data(cfg.data, split_file, cfg.val_fraction, cfg.split_seed, cfg.max_train)
+    unlabelled = unlabelled_images(cfg.unlabelled)
+    if unlabelled is not None:
+        print(f"unlabelled: {len(unlabelled)} images, {cfg.n_unlabelled} per batch (soft term only)", flush=True)
+    cache = source.cache if source is not None else None
+    data = batches(train, val, spec, cfg.batch_size, cfg.seed, cfg.flip, unlabelled, cfg.n_unlabelled, cache, parallel["replicas"])
+    name = RunSpec.from_config(cfg, source.label if source is not None else "").name
+    run_dir = start_run(cfg, Path(cfg.out or Path("runs") / name), opts, split, parallel)
+    metrics = train_student(cfg, opts, run_dir, source, data, val, parallel)
+    write_metrics(run_dir, metrics, t0)
+    return 0
+
+
+def train_student(cfg: DistillConfig, opts, run_dir: Path, source: TeacherLogits | None, data, val: TgsData, parallel: dict) -> dict:
+    """Build the student and its training graph, fit, and score it and its soft target."""
+    spec = data.spec
+    # the soft target's own score and calibration on the validation split (reported next to the student's)
+    t_logits = source.val_logits(data.val_x, data.val.t, spec) if source is not None else None
+    cal = calibration(t_logits, val.masks) if source is not None else None
+    T = cfg.temperature
+    if T == "auto":  # validation labels pick one scalar, as temperature scaling does (see the README)
+        T = cal["best_temperature"]
+        print(f"temperature auto: T = {T:g} (the soft target's NLL-optimal temperature on the {len(val)} validation images)", flush=True)
+    student = build_student(cfg)
+    print(f"student: {student.name}, {student.count_params():,} params; teacher: " + (source.describe() if source else "none")
+          + describe(parallel), flush=True)
+    graph = build_training_graph(student, source, temperature=T, lam=cfg.lam, scale=cfg.scale)
+    io.write_json(sidecar_path(run_dir / "student.keras"), {**spec, "model_name": student.name})
+    info = fit(graph, student, data, cfg, run_dir, "student.keras", opts.resume)
+    spec_run = RunSpec.from_config(cfg, source.label if source is not None else "", resolved_temperature=float(T))
+    metrics = {"model": student.name, "params": student.count_params(), "run": run_dir.name, "label": spec_run.label,
+               "parallel": parallel, "temperature": T, **info, **final_metrics(student, val, data.val_x, spec)}
+    if source is not None:
+        where = {"cache": str(source.cache.path)} if source.cache is not None else {"params": sum(t.count_params() for t in source.models)}
+        metrics["teacher"] = {**where, "label": source.label, "kind": source.kind, "paths": list(cfg.teacher), "n_teachers": source.n_teachers,
+                              "weights": source.weights, "val": evaluate_probs(1 / (1 + np.exp(-t_logits)), val.masks, spec["threshold"]),
+                              "calibration": cal}
+    return metrics
+
+
+if __name__ == "__main__":
+    run(main)

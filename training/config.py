@@ -1,0 +1,72 @@
+"""The training fields that teacher and student runs share: one frozen dataclass, one set of checks.
+
+`teacher.train.TeacherConfig` and `student.config.DistillConfig` extend `TrainConfig`; each script
+prints its config at start and saves it as RUN_DIR/config.json (with versions, backend and devices).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from common.cli import UserError, check_range
+from models.registry import arch_names
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str  # Kaggle TGS folder or .npz cache from data.prepare
+    out: str = ""  # run dir: config, split, history, model, metrics
+    arch: str = "unet"  # architecture from models.registry (python -c "import models.registry as r; print(r.arch_names())")
+    base_filters: int = 16  # width: filters of the first level, doubled at each level
+    depth: int = 4  # poolings; the input size must be divisible by 2**depth
+    upsample: str = "transpose"  # "transpose" (classic) or "bilinear" (int8-friendlier)
+    input_size: int = 128  # 101 reflect-padded to 128: divisible by 16, no interpolation
+    resize_mode: str = "pad"  # "pad" keeps the original pixels; "resize" interpolates
+    epochs: int = 30  # the best epoch is kept, so more is safe, only slower
+    batch_size: int = 32  # fits any GPU and a CPU
+    lr: float = 2e-3  # AdamW peak, cosine schedule with 10% warm-up
+    weight_decay: float = 1e-4  # AdamW decoupled decay
+    val_fraction: float = 0.1  # coverage-stratified validation share (when no split file is used)
+    split_seed: int = 0  # fixed across runs so teacher and students share one validation set
+    split_file: str = ""  # reuse a saved split.json instead of making one
+    seed: int = 0  # weights, shuffling and flips: vary it, keep the split
+    flip: bool = True  # horizontal flips only: seismic has an up and a down
+    monitor: str = "mean_iou"  # validation metric that picks the best epoch
+    tensorboard: bool = False  # also log each epoch to RUN_DIR/tensorboard (needs tensorflow + tensorboard)
+    devices: int = 1  # data-parallel replicas (GPUs); jax or tensorflow backend; batch_size must be a multiple
+    max_train: int = 0  # use only the first N training images (0 = all); for quick checks
+
+    @property
+    def model_name(self) -> str:
+        """The model's name in files and run names: arch + width, e.g. unet4."""
+        return f"{self.arch}{self.base_filters}"
+
+
+def validate_common(cfg: TrainConfig) -> None:
+    """Checks shared by teacher and student configs; each failure names the flag and value."""
+    if cfg.arch not in arch_names():
+        raise UserError(f"--arch {cfg.arch!r} is not an architecture; choose one of {', '.join(arch_names())}")
+    if cfg.monitor not in ("mean_iou", "kaggle_map", "salt_iou"):
+        raise UserError(f"--monitor {cfg.monitor!r} must be mean_iou, kaggle_map or salt_iou")
+    if cfg.upsample not in ("transpose", "bilinear"):
+        raise UserError(f"--upsample {cfg.upsample!r} must be 'transpose' or 'bilinear'")
+    if cfg.resize_mode not in ("pad", "resize"):
+        raise UserError(f"--resize-mode {cfg.resize_mode!r} must be 'pad' or 'resize'")
+    for name in ("epochs", "batch_size", "base_filters", "depth", "devices"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("seed", "split_seed", "max_train"):
+        if getattr(cfg, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.input_size % 2**cfg.depth or (cfg.resize_mode == "pad" and not 101 <= cfg.input_size <= 200):
+        raise UserError(f"--input-size {cfg.input_size} must be divisible by 2**depth = {2**cfg.depth}"
+                        + (" and in [101, 200] (reflect padding of 101x101 images)" if cfg.resize_mode == "pad" else ""))
+    check_range("--lr", cfg.lr, 0, 1, lo_open=True)
+    if not math.isfinite(cfg.weight_decay) or cfg.weight_decay < 0:
+        raise UserError(f"--weight-decay must be a finite number >= 0, got {cfg.weight_decay}")
+    if cfg.tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("tensorboard") is None:
+            raise UserError("--tensorboard needs the tensorflow and tensorboard packages (Keras writes its logs through tf.summary)")

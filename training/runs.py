@@ -1,0 +1,188 @@
+"""Run directories and what teacher and student runs share: data and split set-up, metrics.json, run names.
+
+A run dir holds config.json (the config, versions, backend and devices), split.json, history.csv,
+the model and its sidecar, metrics.json; `RunSpec` is the one place that names a run (its directory
+name and its human label), used by distill_train.py, the sweep, the results table and the plots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from common import io
+from common.cli import UserError, check_range
+from common.config import environment
+from data.pipeline import Batches, prep_images, prep_masks
+from data.split import load_split, stratified_split
+from data.tgs import TgsData, load_data
+from metrics.segmentation import kaggle_per_image
+from models.predict import predict_probs
+from training.loop import TrainingData, evaluate_probs
+
+
+def start_run(cfg, run_dir: Path, opts, split: dict | None = None, parallel: dict | None = None) -> Path:
+    """Claim the run dir (lock, --overwrite / --resume rules), set seeds, save config and split.
+
+    Called after the inputs are checked, so bad input leaves no run dir behind."""
+    run_dir = io.prepare_run_dir(run_dir, opts.overwrite, opts.resume)
+    keras.utils.set_random_seed(cfg.seed)
+    new = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    if opts.resume and (run_dir / "config.json").exists():
+        old = json.loads((run_dir / "config.json").read_text())
+        old.pop("environment", None)
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if diff:
+            raise UserError(f"--resume with a different config than {run_dir / 'config.json'}: {', '.join(diff)}")
+    if opts.resume and (run_dir / "metrics.json").exists():
+        raise UserError(f"run {run_dir} is finished (metrics.json); nothing to resume")
+    env = environment()
+    if parallel is not None:
+        env["replicas"] = parallel["replicas"]
+        env["parallel_devices"] = [str(d) for d in parallel.get("devices", [])]
+    io.write_json(run_dir / "config.json", {**new, "environment": env})
+    if split is not None:
+        io.write_json(run_dir / "split.json", split)
+    return run_dir
+
+
+def load_split_data(data_path, split_file, val_fraction: float, split_seed: int, max_train: int = 0):
+    """Load data, make or read the split. Returns (train, val, split); save the split with the run."""
+    data = load_data(data_path)
+    if data.masks is None or len(data) == 0:
+        raise UserError(f"{data_path} holds no labelled images")
+    if split_file:
+        split = load_split(split_file)
+    else:
+        check_range("val_fraction", val_fraction, 0, 1, lo_open=True, hi_open=True)
+        split = stratified_split(data.ids, data.masks, val_fraction, split_seed)
+    train, val = data.subset(split["train"]), data.subset(split["val"])
+    if max_train:
+        train = train.subset(train.ids[:max_train])
+    print(f"data: {len(train)} train / {len(val)} val images from {data.source}", flush=True)
+    return train, val, split
+
+
+def batches(train: TgsData, val: TgsData, spec: dict, batch_size: int, seed: int, flip: bool, unlabelled: TgsData | None = None,
+            n_unlabelled: int = 0, cache=None, replicas: int = 1) -> TrainingData:
+    """Training and validation batches; with a teacher cache, each carries the teacher's logits."""
+    x, y = prep_images(train.images, spec), prep_masks(train.masks, spec)
+    vx, vy = prep_images(val.images, spec), prep_masks(val.masks, spec)
+    ux = prep_images(unlabelled.images, spec) if unlabelled is not None else None
+    t = vt = ut = None
+    if cache is not None:
+        t, vt = cache.take(train.ids), cache.take(val.ids)
+        ut = cache.take(unlabelled.ids) if unlabelled is not None else None
+    tb = Batches(x, y, batch_size, shuffle=True, flip=flip, seed=seed, unlabelled_x=ux, n_unlabelled=n_unlabelled, t=t, unlabelled_t=ut,
+                 multiple_of=replicas)
+    vb = Batches(vx, vy, 64 * replicas, shuffle=False, flip=False, t=vt, multiple_of=replicas)
+    return TrainingData(tb, vb, vx, val.masks, spec)
+
+
+def final_metrics(model, val: TgsData, vx: np.ndarray, spec: dict) -> dict:
+    """Validation metrics of the best model, plain and with horizontal-flip test-time augmentation."""
+    p = predict_probs(model, vx, spec)
+    pf = predict_probs(model, vx[:, :, ::-1], spec)[:, :, ::-1]
+    t = spec["threshold"]
+    return {
+        "val": evaluate_probs(p, val.masks, t),
+        "val_flip_tta": evaluate_probs((p + pf) / 2, val.masks, t),
+        # per-image Kaggle scores in split order: paired comparisons between runs (experiments/)
+        "val_ids": list(val.ids),
+        "val_kaggle_per_image": np.round(kaggle_per_image(p > t, val.masks), 4).tolist(),
+    }
+
+
+def write_metrics(run_dir: Path, metrics: dict, t_start: float) -> None:
+    metrics["wall_s"] = round(time.perf_counter() - t_start, 1)
+    io.write_json(run_dir / "metrics.json", metrics)
+    for f in ("checkpoint.weights.h5", "checkpoint.json"):  # the run is finished: nothing left to resume
+        (run_dir / f).unlink(missing_ok=True)
+    v = metrics["val"]
+    print(f"done: val mean_iou {v['mean_iou']:.4f}  salt_iou {v['salt_iou']:.4f}  kaggle_map {v['kaggle_map']:.4f}  "
+          f"({metrics['params']:,} params, best epoch {metrics['best_epoch']}, {metrics['train_img_per_s']} img/s) -> {run_dir}", flush=True)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run is, in one place: its directory name and its human label.
+
+    baseline:  unet4_baseline_s0                          "unet4 baseline"
+    distilled: unet4_from_unet8x2_T2_l0.9_sT_unl_s0       "unet4 KD T=2 lam=0.9 s=T +unl ens2"
+    teacher:   (named by --out)                           "teacher unet8"
+    `teacher` is the soft target's label (distill.cache.ensemble_label: unet8, unet8x2, blackbox).
+    """
+
+    model: str  # the trained model's name: arch + width, e.g. unet4
+    kind: str = "student"  # "student" or "teacher"
+    teacher: str = ""  # the soft target's label; "" for a baseline without a teacher
+    lam: float = 0.0
+    temperature: float | str = 2.0  # a number, or "auto"
+    scale: str = "T"
+    unlabelled: bool = False
+    flip: bool = True
+    seed: int = 0
+    resolved_temperature: float | None = None  # what "auto" resolved to (labels only)
+
+    @property
+    def distilled(self) -> bool:
+        return self.kind == "student" and self.lam > 0
+
+    @property
+    def name(self) -> str:
+        if self.kind == "teacher":
+            return f"{self.model}_teacher_s{self.seed}"
+        flip = "" if self.flip else "_noflip"
+        if not self.distilled:
+            return f"{self.model}_baseline{flip}_s{self.seed}"
+        T = "auto" if self.temperature == "auto" else f"{float(self.temperature):g}"
+        return f"{self.model}_from_{self.teacher}_T{T}_l{self.lam:g}_s{self.scale}{'_unl' if self.unlabelled else ''}{flip}_s{self.seed}"
+
+    @property
+    def label(self) -> str:
+        if self.kind == "teacher":
+            return f"teacher {self.model}"
+        flip = "" if self.flip else " noflip"
+        if not self.distilled:
+            return f"{self.model} baseline{flip}"
+        if self.temperature == "auto":
+            T = f"auto({self.resolved_temperature:.2f})" if self.resolved_temperature is not None else "auto"
+        else:
+            T = f"{float(self.temperature):g}"
+        m = re.search(r"x(\d+)(w[\d.\-]+)?$", self.teacher)
+        ens = (f" ens{m.group(1)}" + (" weighted" if m.group(2) else "")) if m else ""
+        return (f"{self.model} KD T={T} lam={self.lam:g} s={self.scale}" + (" +unl" if self.unlabelled else "") + ens
+                + (" blackbox" if self.teacher == "blackbox" else "") + flip)
+
+    @classmethod
+    def from_config(cls, cfg: dict, teacher: str = "", kind: str = "student", resolved_temperature=None) -> RunSpec:
+        """From a config (a dataclass or its config.json dict) and the soft target's label."""
+        cfg = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+        model = f"{cfg.get('arch', 'unet')}{cfg.get('base_filters')}"
+        if kind == "teacher":
+            return cls(model, "teacher", seed=cfg.get("seed", 0))
+        lam = float(cfg.get("lam", 0.0))
+        return cls(model, kind, teacher if lam > 0 else "", lam, cfg.get("temperature", 2.0) if lam > 0 else 2.0,
+                   cfg.get("scale", "T") if lam > 0 else "T", bool(cfg.get("unlabelled")), bool(cfg.get("flip", True)), cfg.get("seed", 0),
+                   resolved_temperature)
+
+    @classmethod
+    def from_run_dir(cls, run: Path) -> RunSpec:
+        """From a finished run dir's config.json and metrics.json (runs of earlier versions included)."""
+        cfg = json.loads((Path(run) / "config.json").read_text())
+        met = json.loads((Path(run) / "metrics.json").read_text())
+        if (Path(run) / "teacher.keras").exists():
+            return cls.from_config(cfg, kind="teacher")
+        teacher = met.get("teacher", {}).get("label")
+        if teacher is None:  # a run of an earlier version: the label from the number of teachers and the cache
+            n = len(cfg.get("teacher") or [])
+            teacher = "blackbox" if cfg.get("teacher_cache") and not n else f"teacher{'x' + str(n) if n > 1 else ''}"
+        T = met.get("temperature")
+        return cls.from_config(cfg, teacher, resolved_temperature=float(T) if isinstance(T, (int, float)) else None)
