@@ -84,7 +84,12 @@ def main(argv=None) -> int:
     if args.calib < 1:
         raise UserError(f"--calib must be >= 1, got {args.calib}")
     model_path, out = Path(args.model), Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    for up in (out, *out.parents):  # a file on the way would end in a raw FileExistsError/NotADirectoryError
+        if up.exists():
+            if not up.is_dir():
+                raise UserError(f"--out {out} exists and is not a directory" if up == out
+                                else f"--out {out}: {up} exists and is not a directory")
+            break
     name = args.name or model_path.stem
     targets = {f: out / f"{name}_{f}.tflite" for f in formats}
     if not args.overwrite:
@@ -118,6 +123,7 @@ def main(argv=None) -> int:
              "mean_iou": base["mean_iou"], "kaggle_map": base["kaggle_map"], "d_mean_iou": 0.0, "d_kaggle_map": 0.0,
              "max_abs_diff": 0.0, "pixel_agreement": 1.0}]
     export_model = logits_head(model) if args.output == "logits" else model
+    out.mkdir(parents=True, exist_ok=True)  # only now: bad input above leaves nothing behind
     for fmt, path in targets.items():
         t0 = time.perf_counter()
         convert(export_model, fmt, path, calib, args.int8_io)

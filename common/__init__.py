@@ -1,1 +1,1 @@
-"""Shared pieces: errors and CLI wrapper, atomic I/O and run dirs, U-Net builder, layers, metrics."""
+"""Plumbing only: CLI errors (cli), atomic I/O and run-dir locks (io), config parsing (config), backend and device choice (backend, distribute)."""

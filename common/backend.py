@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib.util
 import os
 
+from common.cli import UserError
+
 
 def choose_backend() -> str:
     """Set KERAS_BACKEND (if unset) to the fastest installed backend and return it."""
@@ -30,3 +32,16 @@ def require_tensorflow() -> None:
         raise RuntimeError("keras was imported with another backend before require_tensorflow()")
     os.environ["KERAS_BACKEND"] = "tensorflow"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+
+def set_precision(precision: str) -> None:
+    """Keras' global dtype policy for the models built next: float32, or mixed_bfloat16 (bfloat16 compute,
+    float32 variables; the loss layer and the teacher head stay float32). Call before building models."""
+    import keras  # here, not at the top: the backend is chosen before keras is imported
+
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision!r} must be one of {', '.join(PRECISIONS)}")
+    keras.config.set_dtype_policy(precision)

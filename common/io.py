@@ -12,6 +12,8 @@ import atexit
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,10 +25,14 @@ RESULT_FILES = ("metrics.json", "history.csv", "teacher.keras", "student.keras")
 
 @contextmanager
 def atomic_path(path, suffix=None):
-    """Yield a temp path next to `path`; on success rename it onto `path`, else delete it."""
+    """Yield a temp path next to `path`; on success rename it onto `path`, else delete it.
+
+    The temp name carries the writer's pid (`.NAME.tmpPID.XXXX.SUFFIX`): after a successful
+    replace, the temp files of the same target left by killed writers (pid no longer alive) are
+    deleted, so a SIGKILL mid-write costs disk space only until the next successful write."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{_tmp_prefix(path.name)}{os.getpid()}.", suffix=suffix or path.suffix)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -36,6 +42,114 @@ def atomic_path(path, suffix=None):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    remove_stale_temps(path)
+
+
+def _tmp_prefix(name: str) -> str:
+    return f".{name}.tmp"
+
+
+def _stale(name: str, pattern: str) -> bool:
+    """True when `name` matches `pattern` (its group 1 a pid) and that pid is a dead process (not this one)."""
+    m = re.fullmatch(pattern, name)
+    return m is not None and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1)))
+
+
+def remove_stale_temps(path) -> list[Path]:
+    """Delete the temp files of `atomic_path(path)` and temp dirs of `atomic_dir(path)` that killed
+    writers left behind (their pid is dead); returns what it deleted."""
+    path = Path(path)
+    patterns = (re.escape(_tmp_prefix(path.name)) + r"(\d+)\.[a-z0-9_]{8}.*",  # mkstemp's 8 random characters
+                re.escape(_partial_prefix(path.name)) + r"(\d+)")
+    gone, start = [], f".{path.name}."
+    try:
+        siblings = [p for p in path.parent.iterdir() if p.name.startswith(start)]
+    except OSError:
+        return gone
+    for p in siblings:
+        if any(_stale(p.name, pat) for pat in patterns):
+            try:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                gone.append(p)
+            except FileNotFoundError:
+                pass  # another process cleaned it first
+    return gone
+
+
+def fsync_path(path) -> None:
+    """fsync a file, or a directory (its entries: the names of what was created or renamed in it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _partial_prefix(name: str) -> str:
+    return f".{name}.partial-"
+
+
+def _aside_prefix(name: str) -> str:
+    return f".{name}.old-"
+
+
+def recover_dir(path) -> None:
+    """Undo what a writer of `atomic_dir(path)` killed mid-swap left: its old dir renamed aside
+    with no new one in place is renamed back; stale partial dirs and set-aside dirs are deleted.
+
+    Call it while holding the lock that serialises writers of `path`."""
+    path = Path(path)
+    aside = re.escape(_aside_prefix(path.name)) + r"(\d+)"
+    try:
+        siblings = sorted(path.parent.iterdir())
+    except OSError:
+        return
+    for p in siblings:
+        if not _stale(p.name, aside):
+            continue
+        if not os.path.lexists(path):
+            os.rename(p, path)  # killed between "old aside" and "new in place": the old dir comes back
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+    remove_stale_temps(path)
+
+
+@contextmanager
+def atomic_dir(path):
+    """Yield a new empty temp dir next to `path` (`.NAME.partial-PID`); on success fsync its files and
+    swap it into place: the old `path` is renamed aside, the new dir renamed onto `path`, the old one
+    deleted. A reader sees the old dir or the new one, never a mix of their files; a kill mid-swap
+    is undone by `recover_dir` on the next start. On failure the temp dir is deleted.
+
+    Writers of the same `path` must hold one lock (the temp names carry only the pid)."""
+    path = Path(path)
+    if os.path.lexists(path) and not path.is_dir():
+        raise UserError(f"{path} exists and is not a directory")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f"{_partial_prefix(path.name)}{os.getpid()}"
+    aside = path.parent / f"{_aside_prefix(path.name)}{os.getpid()}"
+    if aside.exists() and not os.path.lexists(path):  # left by a dead process whose pid this one reuses
+        os.rename(aside, path)
+    recover_dir(path)
+    for p in (tmp, aside):
+        shutil.rmtree(p, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        for f in tmp.iterdir():
+            if f.is_file():
+                fsync_path(f)
+        fsync_path(tmp)
+        if os.path.lexists(path):
+            os.rename(path, aside)
+            os.rename(tmp, path)
+            fsync_path(path.parent)
+            shutil.rmtree(aside, ignore_errors=True)  # one left behind is deleted by the next recover_dir
+        else:
+            os.rename(tmp, path)
+        fsync_path(path.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def file_sha256(path) -> str:
@@ -98,33 +212,49 @@ def prepare_run_dir(run_dir, overwrite: bool, resume: bool = False) -> Path:
 _LOCKS: set[Path] = set()
 
 
-def acquire_lock(run_dir: Path) -> None:
-    lock = run_dir / ".lock"
+def sibling_lock(path) -> Path:
+    """The lock file of a dir that is replaced as a whole (`atomic_dir`): `.NAME.lock` next to it,
+    so it survives the swap. `is_locked(path)` sees it as well as `path/.lock`."""
+    path = Path(path)
+    return path.parent / f".{path.name}.lock"
+
+
+def acquire_lock(run_dir: Path, sibling: bool = False, what: str = "run dir") -> None:
+    """Take `run_dir/.lock` (or, with sibling, `sibling_lock(run_dir)`); refuse one a live process holds."""
+    run_dir = Path(run_dir)
+    lock = sibling_lock(run_dir) if sibling else run_dir / ".lock"
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-        pid = lock.read_text().strip() if lock.exists() else "?"
+        try:
+            pid = lock.read_text().strip()
+        except OSError:
+            pid = "?"
         if pid.isdigit() and not _alive(int(pid)):
             lock.unlink(missing_ok=True)  # stale lock of a killed run
-            return acquire_lock(run_dir)
-        raise UserError(f"run dir {run_dir} is in use by another run (pid {pid}, lock file {lock})") from None
+            return acquire_lock(run_dir, sibling, what)
+        raise UserError(f"{what} {run_dir} is in use by another run (pid {pid}, lock file {lock})") from None
     with os.fdopen(fd, "w") as f:
         f.write(str(os.getpid()))
     _LOCKS.add(lock)
 
 
 def is_locked(run_dir: Path) -> bool:
-    """True while a live process holds run_dir's lock (a stale lock of a killed run does not count)."""
-    lock = Path(run_dir) / ".lock"
-    try:
-        pid = lock.read_text().strip()
-    except OSError:
-        return False
-    return lock not in _LOCKS and (not pid.isdigit() or _alive(int(pid)))
+    """True while a live process holds run_dir's lock (a stale lock of a killed run does not count).
+
+    Both kinds count: `run_dir/.lock` (a run) and `sibling_lock(run_dir)` (a dir being rebuilt)."""
+    for lock in (Path(run_dir) / ".lock", sibling_lock(run_dir)):
+        try:
+            pid = lock.read_text().strip()
+        except OSError:
+            continue
+        if lock not in _LOCKS and (not pid.isdigit() or _alive(int(pid))):
+            return True
+    return False
 
 
-def release_lock(run_dir: Path) -> None:
-    lock = Path(run_dir) / ".lock"
+def release_lock(run_dir: Path, sibling: bool = False) -> None:
+    lock = sibling_lock(run_dir) if sibling else Path(run_dir) / ".lock"
     if lock in _LOCKS:
         lock.unlink(missing_ok=True)
         _LOCKS.discard(lock)

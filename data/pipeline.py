@@ -60,24 +60,34 @@ class Batches(keras.utils.PyDataset):
         return int(np.ceil(self.n_used / self.batch_size))
 
     def __getitem__(self, i):
+        """One batch, assembled image by image into preallocated arrays (one copy per image, flips included)."""
         idx = np.sort(self.perm[: self.n_used][i * self.batch_size : (i + 1) * self.batch_size])
-        xb, yb = self.x[idx], self.y[idx]
-        tb = self.t[idx] if self.t is not None else None
+        parts = [(self.x, self.y, self.t, idx)]
         if self.n_unlabelled:
             start = (i * self.n_unlabelled) % len(self.ux)
             uidx = np.sort(np.take(self.uperm, np.arange(start, start + self.n_unlabelled), mode="wrap"))
-            xb = np.concatenate([xb, self.ux[uidx]])
-            yb = np.concatenate([yb, np.full((len(uidx),) + yb.shape[1:], -1.0, np.float32)])
-            if tb is not None:
-                tb = np.concatenate([tb, self.ut[uidx]])
-        f = np.random.default_rng([self.seed, self.epoch, i]).random(len(xb)) < 0.5 if self.flip else np.zeros(len(xb), bool)
-        if f.any():
-            xb, yb = xb.copy(), yb.copy()
-            xb[f], yb[f] = xb[f, :, ::-1], yb[f, :, ::-1]
+            parts.append((self.ux, None, self.ut, uidx))
+        n = sum(len(p[3]) for p in parts)
+        f = np.random.default_rng([self.seed, self.epoch, i]).random(n) < 0.5 if self.flip else np.zeros(n, bool)
+        xb = np.empty((n,) + self.x.shape[1:], np.float32)
+        yb = np.empty((n,) + self.y.shape[1:], np.float32)
+        tb = np.empty((n,) + self.t.shape[2:], np.float32) if self.t is not None else None
+        k = 0
+        for x, y, t, ids in parts:
+            for j in ids:
+                flip = f[k]
+                xb[k] = x[j, :, ::-1] if flip else x[j]
+                if y is not None:
+                    yb[k] = y[j, :, ::-1] if flip else y[j]
+                else:
+                    yb[k] = -1.0  # unlabelled: soft term only
+                if tb is not None:
+                    tb[k] = t[j, 1 if flip else 0]  # the teacher's output on the flipped image, already in flipped orientation
+                k += 1
         feed = {"image": xb, "mask": yb}
         if tb is not None:
-            feed["teacher_logits"] = np.where(f[:, None, None, None], tb[:, 1], tb[:, 0]).astype(np.float32)
-        return feed, np.zeros((len(xb), 1), np.float32)
+            feed["teacher_logits"] = tb
+        return feed, np.zeros((n, 1), np.float32)
 
     def on_epoch_end(self):
         self.epoch += 1

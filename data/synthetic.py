@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
+from common.cli import UserError, run
 from pi.tgs_common import rle_encode
 
 SIZE = 101
@@ -144,8 +145,6 @@ def generate(out_dir, n_train: int = 400, n_test: int = 100, seed: int = 0, size
 
 
 def main(argv=None) -> int:
-    from common.cli import UserError
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="output folder (its train/ must not exist or be empty)")
     ap.add_argument("--n-train", type=int, default=400)
@@ -163,6 +162,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from common.cli import run
-
     run(main)

@@ -1,6 +1,7 @@
 """Read the Kaggle TGS Salt layout, and the compact `.npz` cache made by `data.prepare`.
 
-    DIR/train/images/<id>.png   101x101 8-bit images (RGB with equal channels in the real set)
+    DIR/train/images/<id>.png   101x101 8-bit grayscale images (RGB with equal channels in the real set),
+                                read by pi/image_io.py (the Pi's reader: its docstring has the table of modes)
     DIR/train/masks/<id>.png    101x101 masks, 16-bit 0/65535 in the real set; any non-zero = salt
     DIR/train.csv               id,rle_mask (1-indexed, column-major); used when masks/ is absent
     DIR/depths.csv              id,z (optional)
@@ -11,6 +12,7 @@ Every problem is a one-line `UserError` naming the file or value.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 from dataclasses import dataclass
@@ -20,7 +22,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from common.cli import UserError
-from pi.tgs_common import ORIG_SIZE, rle_decode, to_gray
+from pi.image_io import ImageError, read_gray
+from pi.tgs_common import ORIG_SIZE, rle_decode
 
 
 @dataclass
@@ -45,7 +48,8 @@ class TgsData:
 
 
 def read_png(path: Path, what: str = "image") -> np.ndarray:
-    """Read a PNG as a numpy array; corrupt/truncated files raise a UserError naming the file."""
+    """Read a PNG as its raw numpy array (masks, probability maps: any bit depth, no mode rules);
+    corrupt/truncated files raise a UserError naming the file. Images go through `read_image`."""
     try:
         with Image.open(path) as im:
             im.load()
@@ -56,14 +60,11 @@ def read_png(path: Path, what: str = "image") -> np.ndarray:
 
 
 def read_image(path: Path) -> np.ndarray:
-    arr = read_png(path)
+    """A 101x101 8-bit grayscale PNG -> (101, 101) uint8, by the same rules as the Pi (pi/image_io.py's table)."""
     try:
-        gray = to_gray(arr)
-    except ValueError as e:
-        raise UserError(f"image {path}: {e}") from None
-    if gray.shape != (ORIG_SIZE, ORIG_SIZE):
-        raise UserError(f"image {path} is {gray.shape[1]}x{gray.shape[0]}, expected {ORIG_SIZE}x{ORIG_SIZE}")
-    return gray
+        return read_gray(path, ORIG_SIZE)
+    except ImageError as e:
+        raise UserError(str(e)) from None
 
 
 def read_mask(path: Path) -> np.ndarray:
@@ -84,12 +85,20 @@ def list_pngs(folder: Path, what: str) -> list[Path]:
     return files
 
 
+@contextlib.contextmanager
 def _progress(it, total, desc, show):
+    """`with _progress(...) as it: for x in it: ...`: a tqdm bar, closed (its line cleared) before an error
+    raised in the loop propagates, so `error: ...` is printed on a line of its own, not on the bar's."""
     if not show:
-        return it
+        yield it
+        return
     from tqdm import tqdm
 
-    return tqdm(it, total=total, desc=desc, unit="img", leave=False)
+    bar = tqdm(it, total=total, desc=desc, unit="img", leave=False)
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 def load_image_folder(folder, progress: bool = True) -> TgsData:
@@ -98,7 +107,8 @@ def load_image_folder(folder, progress: bool = True) -> TgsData:
     if (folder / "images").is_dir():
         folder = folder / "images"
     files = list_pngs(folder, "image")
-    images = np.stack([read_image(p) for p in _progress(files, len(files), f"reading {folder}", progress)])
+    with _progress(files, len(files), f"reading {folder}", progress) as bar:
+        images = np.stack([read_image(p) for p in bar])
     ids = [p.stem for p in files]
     return TgsData(ids, images, None, np.full(len(ids), np.nan, np.float32), str(folder))
 
@@ -161,24 +171,25 @@ def load_tgs_dir(path, progress: bool = True) -> TgsData:
         raise UserError(f"{root} has neither train/masks/ nor train.csv: no labels")
     images = np.empty((len(ids), ORIG_SIZE, ORIG_SIZE), np.uint8)
     masks = np.empty((len(ids), ORIG_SIZE, ORIG_SIZE), bool)
-    for k, p in enumerate(_progress(files, len(files), f"reading {root}", progress)):
-        images[k] = read_image(p)
-        if mask_dir.is_dir():
-            mp = mask_dir / p.name
-            if not mp.exists():
-                raise UserError(f"image {p} has no mask {mp}")
-            masks[k] = read_mask(mp)
-        if rles is not None:
-            if p.stem not in rles:
-                raise UserError(f"image {p} has no row in {csv_path}")
-            try:
-                m = rle_decode(rles[p.stem], (ORIG_SIZE, ORIG_SIZE))
-            except ValueError as e:
-                raise UserError(f"{csv_path}: bad RLE for {p.stem}: {e}") from None
-            if not mask_dir.is_dir():
-                masks[k] = m
-            elif not np.array_equal(m, masks[k]):
-                raise UserError(f"{csv_path}: RLE of {p.stem} disagrees with {mask_dir / p.name}")
+    with _progress(files, len(files), f"reading {root}", progress) as bar:
+        for k, p in enumerate(bar):
+            images[k] = read_image(p)
+            if mask_dir.is_dir():
+                mp = mask_dir / p.name
+                if not mp.exists():
+                    raise UserError(f"image {p} has no mask {mp}")
+                masks[k] = read_mask(mp)
+            if rles is not None:
+                if p.stem not in rles:
+                    raise UserError(f"image {p} has no row in {csv_path}")
+                try:
+                    m = rle_decode(rles[p.stem], (ORIG_SIZE, ORIG_SIZE))
+                except ValueError as e:
+                    raise UserError(f"{csv_path}: bad RLE for {p.stem}: {e}") from None
+                if not mask_dir.is_dir():
+                    masks[k] = m
+                elif not np.array_equal(m, masks[k]):
+                    raise UserError(f"{csv_path}: RLE of {p.stem} disagrees with {mask_dir / p.name}")
     depths = np.full(len(ids), np.nan, np.float32)
     if (root / "depths.csv").exists():
         z = read_depths(root / "depths.csv")

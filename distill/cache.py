@@ -2,12 +2,16 @@
 
 CACHE/logits.npy (N, 2, S, S) float16, memory-mapped (view 0: the image, view 1: the flipped image,
 in flipped orientation); CACHE/meta.json: format, teacher files and their SHA-256, ensemble weights,
-preprocessing spec, ids. `TeacherCache.check` refuses a cache that was made from other teacher files,
-other weights or other preprocessing than the run asks for.
+preprocessing spec, ids, and a fingerprint per image (a 64-bit BLAKE2b of its 101x101 uint8 pixels,
+aligned with ids). `TeacherCache.check` refuses a cache that was made from other teacher files,
+other weights or other preprocessing than the run asks for; `TeacherCache.take(ids, images)` one
+whose logits belong to other pixels under the same ids (caches of earlier versions have no
+fingerprints and are taken as they are).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -17,6 +21,12 @@ from common.cli import UserError
 from common.io import file_sha256
 
 FORMAT = "tgs-teacher-cache/1"
+FINGERPRINT = "blake2b-64 of the 101x101 uint8 image"
+
+
+def fingerprint(image) -> str:
+    """A 64-bit hash (16 hex digits) of one image's uint8 pixels: same ids, other pixels -> other fingerprints."""
+    return hashlib.blake2b(np.ascontiguousarray(image, dtype=np.uint8).tobytes(), digest_size=8).hexdigest()
 
 
 class TeacherCache:
@@ -30,7 +40,9 @@ class TeacherCache:
             self.logits = np.load(arr_path, mmap_mode="r")
         except (OSError, ValueError) as e:
             raise UserError(f"cannot read teacher cache {self.path}: {e}") from None
-        if self.meta.get("format") != FORMAT or self.logits.shape[0] != len(self.meta["ids"]):
+        fps = self.meta.get("fingerprints")
+        if (self.meta.get("format") != FORMAT or self.logits.shape[0] != len(self.meta["ids"])
+                or (fps is not None and len(fps) != len(self.meta["ids"]))):
             raise UserError(f"teacher cache {self.path} is damaged or of another format")
         self.index = {i: k for k, i in enumerate(self.meta["ids"])}
 
@@ -69,15 +81,25 @@ class TeacherCache:
             if self.meta["spec"][k] != spec[k]:
                 raise UserError(f"teacher cache {self.path} has {k}={self.meta['spec'][k]}, the run uses {spec[k]}")
 
-    def take(self, ids) -> np.ndarray:
-        """(N, 2, S, S, 1) float16 logits for these ids, in order."""
+    def take(self, ids, images=None) -> np.ndarray:
+        """(N, 2, S, S, 1) float16 logits for these ids, in order.
+
+        With images ((N, 101, 101) uint8, aligned with ids), refuse a cache whose logits were computed
+        from other pixels under one of these ids (a cache without fingerprints is not checked)."""
+        ids = list(ids)
         missing = [i for i in ids if i not in self.index]
         if missing:
             raise UserError(f"teacher cache {self.path} does not cover {len(missing)} of the run's images (first: {missing[0]})")
         sel = np.array([self.index[i] for i in ids], dtype=np.int64)
+        have = self.meta.get("fingerprints")
+        if images is not None and have is not None:
+            if len(images) != len(ids):
+                raise ValueError(f"take: {len(images)} images for {len(ids)} ids")
+            for i, k, im in zip(ids, sel, images):
+                if fingerprint(im) != have[k]:
+                    raise UserError(f"teacher cache {self.path} was made from other pixels for image {i} than the run's data "
+                                    "(same id, other image); rebuild it with `python -m teacher.cache` from this data")
         return np.asarray(self.logits[sel])[..., None]
-
-
 
 
 def normalise_weights(weights) -> list[float]:

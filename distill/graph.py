@@ -30,5 +30,5 @@ def build_training_graph(student: keras.Model, teacher: TeacherLogits | None = N
         extra, soft = teacher.soft_target(image, temperature)
         inputs.update(extra)
         parts.append(soft)
-    loss = DistillationLoss(lam, temperature, scale, dice=dice, name="loss")
+    loss = DistillationLoss(lam, temperature, scale, dice=dice, name="loss", dtype="float32")  # float32 under mixed precision too
     return keras.Model(inputs, loss(parts), name="train_graph")

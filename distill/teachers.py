@@ -96,7 +96,7 @@ def teacher_logits_model(teachers, weights=None) -> keras.Model:
 
 def head_swap(teacher_logits, temperature: float):
     """The design card's head: the teacher's output replaced by sigmoid(logits / T), named `teacher_soft`."""
-    return TemperatureSigmoid(temperature, name="teacher_soft")(teacher_logits)
+    return TemperatureSigmoid(temperature, name="teacher_soft", dtype="float32")(teacher_logits)
 
 
 def soft_teacher(teachers, temperature: float, weights=None) -> keras.Model:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -10,25 +11,31 @@ import numpy as np
 import pandas as pd
 
 
+def _line_label(run_label: str, x: str) -> str:
+    """A run's label (RunSpec) without the setting a line varies, T or lambda: the label of the runs on one line.
+
+    Against T, "T=auto(1.23)" stays "T=auto" (its points sit at the temperature it resolved to)."""
+    if x == "temperature":
+        return re.sub(r" T=(auto)(\([^)]*\))?| T=\S+", lambda m: " T=auto" if m.group(1) else "", run_label)
+    return re.sub(r" lam=\S+", "", run_label) if x == "lam" else run_label
+
+
 def score_vs(df: pd.DataFrame, x: str, metrics=("mean_iou", "kaggle_map"), ax=None):
     """Distilled students' scores against T or lambda, mean ± std over seeds, baseline and teacher as lines.
 
-    One line per setting of everything else (the other of T and lambda included), so a line never
-    averages over a factor that was varied."""
+    One line per setting of everything else (the run's label without x), so a line never averages over a factor
+    that was varied."""
+    from experiments.results import label
+
     students = df[(df.kind == "student") & (df.lam > 0)]
-    other = {"temperature": "lam", "lam": "temperature"}.get(x)
     fig, axes = (None, ax) if ax is not None else plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5))
     axes = np.atleast_1d(axes)
-    students = students.assign(**{k: students[k] if k in students else v for k, v in
-                                  (("n_teachers", 1), ("blackbox", False), ("flip", True), ("auto_T", False))})
+    labels = students["label"] if "label" in students else students.apply(label, axis=1)
+    students = students.assign(line=[_line_label(str(v), x) for v in labels])
     for a, m in zip(axes, metrics):
-        keys = ["scale", "unlabelled", "n_teachers", "blackbox", "flip", "auto_T"] + ([other] if other else [])
-        for (scale, unl, n_t, bb, flip, auto, *o), g in students.groupby(keys):
+        for line, g in students.groupby("line", sort=False):
             s = g.groupby(x)[m].agg(["mean", "std", "count"]).reset_index()
-            fixed = (f"lam={o[0]:g} " if other == "lam" else f"T={o[0]:.3g} " if other and not auto else "")
-            a.errorbar(s[x], s["mean"], yerr=s["std"].fillna(0), marker="o", capsize=3,
-                       label=fixed + f"s(T)={scale}" + (" +unl" if unl else "") + (f" ensemble of {n_t:g}" if n_t > 1 else "")
-                       + (" black box" if bb else "") + ("" if flip else " no flips") + (" T=auto" if auto else ""))
+            a.errorbar(s[x], s["mean"], yerr=s["std"].fillna(0), marker="o", capsize=3, label=line)
         base = df[(df.kind == "student") & (df.lam == 0)][m]
         if len(base):
             a.axhline(base.mean(), color="gray", ls="--", label=f"baseline ({len(base)} seeds)")
@@ -62,7 +69,7 @@ def config_scores(df: pd.DataFrame, metrics=("mean_iou", "kaggle_map"), title: s
     """One column per configuration: every seed a dot, mean ± std over seeds; teachers as dotted lines."""
     from experiments.results import label
 
-    df = df.assign(config=df.apply(label, axis=1))
+    df = df.assign(config=df["label"] if "label" in df else df.apply(label, axis=1))
     students = df[df.kind == "student"]
     configs = list(dict.fromkeys(students.sort_values(["lam", "n_teachers", "unlabelled"] if "n_teachers" in df else ["lam", "unlabelled"]).config))
     rows = len(configs) > 6  # many configurations: one metric per row, so the figure stays readable

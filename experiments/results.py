@@ -65,19 +65,30 @@ def load_runs(root) -> pd.DataFrame:
             "teacher_kaggle_map": teacher.get("val", {}).get("kaggle_map") if kind == "student" else row["kaggle_map"],
             "teacher_nll": cal.get("nll"), "teacher_ece": cal.get("ece"), "teacher_best_T": cal.get("best_temperature"),
         })
+        # after today's columns (other code reads them by name): the architecture and the run's label (RunSpec; runs of
+        # earlier versions, without metrics["teacher"]["label"], get one from their number of teachers and cache)
+        row.update(arch=cfg.get("arch", "unet"), label=label(run))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def run_spec_class():
+    """training.runs.RunSpec, the one place that names and labels a run (imported on first use: training.runs imports
+    Keras, so the backend is picked first)."""
+    from common.backend import choose_backend
+
+    choose_backend()
+    from training.runs import RunSpec
+
+    return RunSpec
+
+
 def label(r) -> str:
-    if r["kind"] == "teacher":
-        return f"teacher unet{r['base_filters']}"
-    if r["lam"] == 0:
-        return f"unet{r['base_filters']} baseline"
-    T = f"auto({r['temperature']:.2f})" if r.get("auto_T") else f"{r['temperature']:g}"
-    return (f"unet{r['base_filters']} KD T={T} lam={r['lam']:g} s={r['scale']}" + (" +unl" if r["unlabelled"] else "")
-            + (f" ens{int(r['n_teachers'])}" if r.get("n_teachers", 1) > 1 else "") + (" blackbox" if r.get("blackbox") else "")
-            + ("" if r.get("flip", True) else " noflip"))
+    """A run's human label (training.runs.RunSpec: "unet4 KD T=2 lam=0.9 s=T +unl ens2"); a row of load_runs or a run dir."""
+    if isinstance(r, (str, Path)):
+        return run_spec_class().from_run_dir(Path(r)).label
+    got = r.get("label")
+    return got if isinstance(got, str) and got else run_spec_class().from_run_dir(Path(r["path"])).label
 
 
 def _per_image(path) -> tuple[list, np.ndarray]:
@@ -100,7 +111,9 @@ def bootstrap_ci(diff: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float,
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """Per configuration: mean ± std over seeds; paired difference vs the baseline; gap closed."""
     df = df.copy()
-    df["config"] = df.apply(label, axis=1)
+    df["config"] = df["label"] if "label" in df else df.apply(label, axis=1)
+    if "arch" not in df:
+        df["arch"] = "unet"
     teacher_map = df.loc[df.kind == "teacher", "kaggle_map"].mean() if (df.kind == "teacher").any() else np.nan
     out = []
     for config, g in df.groupby("config", sort=False):
@@ -109,7 +122,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
              "kaggle_map": g["kaggle_map"].mean(), "kaggle_map_std": g["kaggle_map"].std(ddof=1) if len(g) > 1 else np.nan}
         first = g.iloc[0]
         if first["kind"] == "student" and first["lam"] > 0:
-            base = df[(df.kind == "student") & (df.lam == 0) & (df.base_filters == first["base_filters"])]
+            base = df[(df.kind == "student") & (df.lam == 0) & (df.base_filters == first["base_filters"]) & (df.arch == first["arch"])]
             pairs = [(d, base[base.seed == d.seed].iloc[0]) for d in g.itertuples() if (base.seed == d.seed).any()]
             pairs = [(d, b) for d, b in pairs if _paired_diff(d.path, b["path"]) is not None]  # same validation images only
             if pairs:

@@ -2,25 +2,30 @@
 
     python -m experiments.sweep --config experiments/configs/quick.json
     python -m experiments.sweep --config experiments/configs/cpu.json --data ../shared/data/tgs-salt
-    # prints the planned runs, a sweep-level progress bar with ETA (each run's full log goes to
-    # RUN_DIR/log.txt), then the summary table of experiments.results; writes SWEEP_DIR/results.csv
+    # prints the planned runs, a time estimate, a sweep-level progress bar with ETA (each run's full log
+    # goes to SWEEP_DIR/logs/<run>.txt), then the summary table of experiments.results; writes SWEEP_DIR/results.csv
 
     # two streams on one machine (a 2-core CPU runs two 1-thread jobs ~1.3x faster than one 2-thread job):
-    OMP_NUM_THREADS=1 python -m experiments.sweep --config experiments/configs/cpu.json --seeds 0 1 &
-    OMP_NUM_THREADS=1 python -m experiments.sweep --config experiments/configs/cpu.json --seeds 2
+    OMP_NUM_THREADS=1 python -m experiments.sweep --config experiments/configs/cpu.json --shard 1/2 &
+    OMP_NUM_THREADS=1 python -m experiments.sweep --config experiments/configs/cpu.json --shard 2/2; wait
+
+    # or hand the pending jobs to a scheduler (one shell command a line, to run from the repo root,
+    # teachers and caches first; a student job needs them finished):
+    python -m experiments.sweep --config experiments/configs/gpu.json --list > jobs.txt
 
 Config (JSON): {"name", "data": path or "synthetic", "synthetic": {n_train, n_test, seed},
 "teacher": {teacher.train flags} or "teacher_path", "ensemble_seeds": [seeds of extra teachers],
 "student": {distill_train flags}, "grid": GRID or [GRID, ...], "seeds": [...]}, where GRID is
 {"lam": [...], "temperature": [...], "scale": [...], "base_filters": [...], "unlabelled": [false, true],
-"ensemble": [false, true]}; a list of grids runs the union of their products (so a costly axis such as
-the ensemble need not multiply every other one). lam = 0 is the baseline (T, s(T), unlabelled and
-ensemble do not apply to it). "ensemble": true distils from the mean logits of the main teacher and
-the teachers trained with "ensemble_seeds" (same flags and split, other seeds). Every run is its own
-run dir under runs/<name>/ (or --out); a run with metrics.json is finished and skipped, an interrupted
-one (checkpoint.json) continues from its last finished epoch (--resume; started again if that fails).
+"ensemble": [false, true], "blackbox": [false, "mirrored", "noflip"]}; a list of grids runs the union
+of their products (so a costly axis such as the ensemble need not multiply every other one). lam = 0
+is the baseline (T, s(T), unlabelled and ensemble do not apply to it). "ensemble": true distils from
+the mean logits of the main teacher and the teachers trained with "ensemble_seeds" (same flags and
+split, other seeds). Every run is its own run dir under runs/<name>/ (or --out), named by
+training.runs.RunSpec; a run with metrics.json is finished and skipped, an interrupted one
+(checkpoint.json) continues from its last finished epoch (--resume; started again if that fails).
 Concurrent sweeps on one dir are safe: a run that another sweep is training (locked) is skipped and
-reported.
+reported; with --shard, a teacher or cache that another shard is making is waited for.
 """
 
 from __future__ import annotations
@@ -29,15 +34,39 @@ import argparse
 import itertools
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from common.cli import UserError, run
-from common.io import is_locked
+from common.io import acquire_lock, is_locked, release_lock
 
 ROOT = Path(__file__).resolve().parents[1]
+POLL_S = 3.0  # how often a shard looks again at a teacher or cache that another shard is making
+GRID_KEYS = ("lam", "temperature", "scale", "base_filters", "unlabelled", "ensemble", "blackbox")
+BLACKBOX = (False, "mirrored", "noflip")
+KINDS = ("teacher", "cache", "probabilities", "student")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One command of a sweep: its run dir, the file that says it finished, and the files it needs first."""
+
+    name: str
+    run_dir: Path
+    done: Path
+    cmd: tuple[str, ...]
+    needs: tuple[Path, ...] = ()
+    kind: str = "student"  # "teacher" | "cache" | "probabilities" | "student"
+
+    def argv(self, resume: bool | None = None) -> list[str]:
+        """The command as the sweep runs it: --resume after an interrupted run (checkpoint.json), else --overwrite."""
+        resume = (self.run_dir / "checkpoint.json").exists() if resume is None else resume
+        return [*self.cmd, "--resume" if resume else "--overwrite"]
 
 
 def load_config(path) -> dict:
@@ -51,6 +80,35 @@ def load_config(path) -> dict:
     return cfg
 
 
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--data", default="", help="override the config's data")
+    ap.add_argument("--out", default="", help="sweep dir (default runs/<name>)")
+    ap.add_argument("--teacher", default="", help="reuse this trained teacher .keras instead of training one")
+    ap.add_argument("--seeds", type=int, nargs="+", help="run only these of the config's student seeds (teachers always)")
+    ap.add_argument("--shard", default="", metavar="K/N",
+                    help="run only the K-th of N slices of the student runs (run i goes to slice i %% N + 1); the teachers and "
+                         "caches they need are made by whichever shard gets there first, the other shards wait for them")
+    ap.add_argument("--list", action="store_true",
+                    help="print the pending jobs, one shell command a line (to run from the repo root), teachers and caches first, and exit")
+    ap.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    return ap.parse_args(argv)
+
+
+def parse_shard(text: str) -> tuple[int, int] | None:
+    """--shard K/N -> (K, N), 1 <= K <= N; "" -> None."""
+    if not text:
+        return None
+    k, _, n = text.partition("/")
+    if not (k.strip().isdigit() and n.strip().isdigit()):
+        raise UserError(f"--shard {text!r} must be K/N, e.g. 1/2 (the first of two shards)")
+    k, n = int(k), int(n)
+    if n < 1 or not 1 <= k <= n:
+        raise UserError(f"--shard {text}: K must be between 1 and N, and N at least 1 (e.g. 1/{max(n, 2)} ... {max(n, 2)}/{max(n, 2)})")
+    return k, n
+
+
 def flags(d: dict) -> list[str]:
     out = []
     for k, v in d.items():
@@ -62,20 +120,23 @@ def flags(d: dict) -> list[str]:
     return out
 
 
-GRID_KEYS = ("lam", "temperature", "scale", "base_filters", "unlabelled", "ensemble", "blackbox")
-BLACKBOX = (False, "mirrored", "noflip")
+def student_runs(cfg: dict, teacher: str) -> list[dict]:
+    """Expand the grid (or the union of several grids); the baseline (lam = 0) once per width and seed.
 
+    `teacher` is the teacher's model name (e.g. unet8); each run's "spec" is its training.runs.RunSpec."""
+    from distill.cache import ensemble_label
+    from experiments.results import run_spec_class
 
-def student_runs(cfg: dict, teacher_filters: int) -> list[dict]:
-    """Expand the grid (or the union of several grids); the baseline (lam = 0) once per width and seed."""
+    RunSpec = run_spec_class()
     grids = cfg["grid"] if isinstance(cfg["grid"], list) else [cfg["grid"]]
     n_ens = 1 + len(cfg.get("ensemble_seeds", []))
+    student = cfg.get("student", {})
     seen, runs = set(), []
     for g in grids:
         unknown = set(g) - set(GRID_KEYS)
         if unknown:
             raise UserError(f"sweep grid has unknown axis {sorted(unknown)[0]!r} (known: {', '.join(GRID_KEYS)})")
-        grid = {"lam": [0.9], "temperature": [2.0], "scale": ["T"], "base_filters": [cfg.get("student", {}).get("base_filters", 4)],
+        grid = {"lam": [0.9], "temperature": [2.0], "scale": ["T"], "base_filters": [student.get("base_filters", 4)],
                 "unlabelled": [False], "ensemble": [False], "blackbox": [False], **g}
         if any(grid["ensemble"]) and n_ens < 2:
             raise UserError("sweep grid asks for \"ensemble\": true but the config has no \"ensemble_seeds\"")
@@ -91,109 +152,88 @@ def student_runs(cfg: dict, teacher_filters: int) -> list[dict]:
             if key in seen:
                 continue
             seen.add(key)
-            student = f"unet{width}"
-            teacher = "blackbox" if bb else f"unet{teacher_filters}" + (f"x{n_ens}" if ens else "")
-            t_name = "auto" if T == "auto" else f"{T:g}"
-            name = f"{student}_baseline_s{seed}" if lam == 0 else \
-                f"{student}_from_{teacher}_T{t_name}_l{lam:g}_s{scale}{'_unl' if unl else ''}{'_noflip' if bb == 'noflip' else ''}_s{seed}"
-            runs.append({"name": name, "lam": lam, "temperature": T, "scale": scale, "base_filters": width, "unlabelled": unl,
-                         "ensemble": ens, "blackbox": bb, "seed": seed})
+            source = "blackbox" if bb else ensemble_label([teacher] * (n_ens if ens else 1))
+            spec = RunSpec(f"{student.get('arch', 'unet')}{width}", "student", source if lam > 0 else "", float(lam), T, scale, bool(unl),
+                           bool(student.get("flip", True)) and bb != "noflip", seed)
+            runs.append({"name": spec.name, "spec": spec, "lam": lam, "temperature": T, "scale": scale, "base_filters": width,
+                         "unlabelled": unl, "ensemble": ens, "blackbox": bb, "seed": seed})
     # seed by seed, so an interrupted sweep already holds complete paired comparisons
     return sorted(runs, key=lambda r: r["seed"])
 
 
-def run_logged(cmd: list[str], log: Path) -> int:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as f:
-        f.write("$ " + " ".join(cmd) + "\n")
-        f.flush()
-        return subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+def sweep_dir(cfg: dict, args) -> Path:
+    return Path(args.out or ROOT / "runs" / cfg["name"])
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--data", default="", help="override the config's data")
-    ap.add_argument("--out", default="", help="sweep dir (default runs/<name>)")
-    ap.add_argument("--teacher", default="", help="reuse this trained teacher .keras instead of training one")
-    ap.add_argument("--seeds", type=int, nargs="+", help="run only these of the config's student seeds (teachers always)")
-    ap.add_argument("--dry-run", action="store_true", help="list the runs and exit")
-    args = ap.parse_args(argv)
-    cfg = load_config(args.config)
-    if args.seeds:
-        bad = sorted(set(args.seeds) - set(cfg["seeds"]))
-        if bad:
-            raise UserError(f"--seeds {bad[0]} is not among the config's seeds {cfg['seeds']}")
-        cfg["seeds"] = [s for s in cfg["seeds"] if s in args.seeds]
-    sweep = Path(args.out or ROOT / "runs" / cfg["name"])
+def data_dir(cfg: dict, args) -> str:
     data = args.data or cfg.get("data", "synthetic")
-    py = sys.executable
+    return str(sweep_dir(cfg, args) / "data") if data == "synthetic" else data
+
+
+def teacher_model(cfg: dict, teacher_path: str) -> str:
+    """The teacher's model name in run names: a given teacher's sidecar says it (e.g. "unet8"), else the config's arch and width."""
+    t = cfg.get("teacher", {})
+    name = f"{t.get('arch', 'unet')}{t.get('base_filters', 16)}"
+    if teacher_path:  # not trained here: run names say the given teacher's real model
+        try:
+            model_name = json.loads(Path(teacher_path + ".json").read_text()).get("model_name", "")
+        except (OSError, ValueError, AttributeError):  # no or unreadable sidecar: the config's
+            model_name = ""
+        name = model_name if isinstance(model_name, str) and model_name else name
+    return name
+
+
+def select_seeds(cfg: dict, seeds) -> dict:
+    if not seeds:
+        return cfg
+    bad = sorted(set(seeds) - set(cfg["seeds"]))
+    if bad:
+        raise UserError(f"--seeds {bad[0]} is not among the config's seeds {cfg['seeds']}")
+    return {**cfg, "seeds": [s for s in cfg["seeds"] if s in seeds]}
+
+
+def plan(cfg: dict, args) -> list[Job]:
+    """The sweep's jobs in dependency order: teachers, caches and black-box maps, then the student runs seed by seed.
+
+    Pure: reads the config (and a given teacher's sidecar), writes nothing. Applies --seeds and --shard."""
+    shard = parse_shard(getattr(args, "shard", ""))
+    cfg = select_seeds(cfg, args.seeds)
+    sweep, data, py = sweep_dir(cfg, args), data_dir(cfg, args), sys.executable
     teacher_cfg = dict(cfg.get("teacher", {}))
     teacher_path = args.teacher or cfg.get("teacher_path", "")
     given_teacher = bool(teacher_path)  # not trained here: it may come without a split.json
-    teacher_filters = teacher_cfg.get("base_filters", 16)
-    if given_teacher:  # run names say the given teacher's real width (its sidecar names the model, e.g. "unet8")
-        try:
-            model_name = str(json.loads(Path(teacher_path + ".json").read_text()).get("model_name", ""))
-        except (OSError, ValueError, AttributeError):  # no or unreadable sidecar: the config's width
-            model_name = ""
-        teacher_filters = int(model_name[4:]) if model_name.startswith("unet") and model_name[4:].isdigit() else teacher_filters
-    runs = student_runs(cfg, teacher_filters)
-    ens_seeds = cfg.get("ensemble_seeds", [])
-    print(f"sweep {cfg['name']}: {len(runs)} student runs + {'given' if teacher_path else 'one'} teacher"
-          + (f" + {len(ens_seeds)} more for the ensemble" if ens_seeds else "") + f" -> {sweep}", flush=True)
-    for r in runs:
-        print(f"  {r['name']}")
-    if args.dry_run:
-        return 0
-
-    if data == "synthetic":
-        syn = {"n_train": 600, "n_test": 150, "seed": 0, **cfg.get("synthetic", {})}
-        data = str(sweep / "data")
-        if not (Path(data) / "train").exists():
-            from data.synthetic import generate
-
-            generate(data, **syn)
-            print(f"synthetic data: {syn['n_train']} labelled + {syn['n_test']} unlabelled images in {data}", flush=True)
-    elif not Path(data).exists():
-        raise UserError(f"data {data} does not exist")
-
-    from tqdm import tqdm
-
+    runs = student_runs(cfg, teacher_model(cfg, teacher_path))
     jobs = []
-    if not teacher_path:
+    if not given_teacher:
         tdir = sweep / "teacher"
         teacher_path = str(tdir / "teacher.keras")
-        cmd = [py, "-m", "teacher.train", "--data", data, "--out", str(tdir), *flags(teacher_cfg)]
-        jobs.append(("teacher", tdir, tdir / "metrics.json", cmd, []))
-    elif not Path(teacher_path).exists():
-        raise UserError(f"teacher {teacher_path} does not exist")
+        cmd = (py, "-m", "teacher.train", "--data", data, "--out", str(tdir), *flags(teacher_cfg))
+        jobs.append(Job("teacher", tdir, tdir / "metrics.json", cmd, (), "teacher"))
     split = Path(teacher_path).parent / "split.json"
     ensemble = [teacher_path]
-    for s in ens_seeds:  # the ensemble's other members: same flags and split, another seed
+    for s in cfg.get("ensemble_seeds", []):  # the ensemble's other members: same flags and split, another seed
         tdir = sweep / f"teacher_s{s}"
         ensemble.append(str(tdir / "teacher.keras"))
-        cmd = [py, "-m", "teacher.train", "--data", data, "--out", str(tdir), *flags({**teacher_cfg, "seed": s}), "--split-file", str(split)]
-        jobs.append((f"teacher_s{s}", tdir, tdir / "metrics.json", cmd, [split]))
-    student_fixed = {k: v for k, v in cfg.get("student", {}).items() if k != "base_filters"}
-    cache_dir = Path(teacher_path).parent / "cache"
-    ens_cache = sweep / f"teacher_ensemble{len(ensemble)}" / "cache"
+        cmd = (py, "-m", "teacher.train", "--data", data, "--out", str(tdir), *flags({**teacher_cfg, "seed": s}), "--split-file", str(split))
+        jobs.append(Job(f"teacher_s{s}", tdir, tdir / "metrics.json", cmd, (split,), "teacher"))
+    cache_dir, ens_cache = Path(teacher_path).parent / "cache", sweep / f"teacher_ensemble{len(ensemble)}" / "cache"
     if cfg.get("teacher_cache"):  # teacher logits computed once: a KD epoch then costs what a baseline epoch costs
         caches = [("teacher_cache", [teacher_path], cache_dir, False)]
         caches += [("ensemble_cache", ensemble, ens_cache, True)] if any(r["ensemble"] for r in runs) else []
         for name, members, cdir, ens in caches:
             cmd = [py, "-m", "teacher.cache", *(a for t in members for a in ("--teacher", t)), "--data", data, "--out", str(cdir)]
             cmd += ["--unlabelled", data] if any(r["unlabelled"] and r["ensemble"] == ens for r in runs) else []
-            jobs.append((name, cdir, cdir / "meta.json", cmd, [Path(t) for t in members]))
+            jobs.append(Job(name, cdir, cdir / "meta.json", tuple(cmd), tuple(Path(t) for t in members), "cache"))
     bb_dir = sweep / "teacher_blackbox"
     if any(r["blackbox"] for r in runs):  # the teacher as a black box: its 16-bit probability maps, no flipped views
         probs = bb_dir / "probabilities"
-        cmd = [py, "evaluate.py", "--model", teacher_path, "--data", data, "--split", "all", "--save-probabilities", str(probs),
-               "--out", str(bb_dir / "teacher_scores.json")]
-        jobs.append(("blackbox_probabilities", bb_dir, probs, cmd, [Path(teacher_path)]))
-        cmd = [py, "-m", "teacher.cache", "--from-probabilities", str(probs), "--data", data, "--out", str(bb_dir / "cache"),
-               "--input-size", str(cfg.get("student", {}).get("input_size", 128))]
-        jobs.append(("blackbox_cache", bb_dir / "cache", bb_dir / "cache" / "meta.json", cmd, [probs]))
+        cmd = (py, "evaluate.py", "--model", teacher_path, "--data", data, "--split", "all", "--save-probabilities", str(probs),
+               "--out", str(bb_dir / "teacher_scores.json"))
+        jobs.append(Job("blackbox_probabilities", bb_dir, probs, cmd, (Path(teacher_path),), "probabilities"))
+        cmd = (py, "-m", "teacher.cache", "--from-probabilities", str(probs), "--data", data, "--out", str(bb_dir / "cache"),
+               "--input-size", str(cfg.get("student", {}).get("input_size", 128)))
+        jobs.append(Job("blackbox_cache", bb_dir / "cache", bb_dir / "cache" / "meta.json", cmd, (probs,), "cache"))
+    student_fixed = {k: v for k, v in cfg.get("student", {}).items() if k != "base_filters"}
     for r in runs:
         rdir = sweep / r["name"]
         cmd = [py, "distill_train.py", "--data", data, "--out", str(rdir), "--seed", str(r["seed"]), "--lam", str(r["lam"]),
@@ -201,7 +241,7 @@ def main(argv=None) -> int:
         # the teacher's split (a black-box cache names no teacher, so it is passed too)
         pass_split = (r["lam"] == 0 or r["blackbox"]) and (split.exists() or not given_teacher)
         cmd += ["--split-file", str(split)] if pass_split else []
-        needs = [split] if pass_split and r["blackbox"] else []
+        needs = [split] if pass_split else []
         if r["lam"] > 0:
             cmd += ["--temperature", str(r["temperature"]), "--scale", r["scale"]]
         if r["blackbox"]:  # distilled from the probability maps alone; "noflip" trains without flips, "mirrored" flips the maps
@@ -216,33 +256,191 @@ def main(argv=None) -> int:
                 needs += [cdir / "meta.json"]
         if r["unlabelled"]:
             cmd += ["--unlabelled", data]
-        jobs.append((r["name"], rdir, rdir / "metrics.json", cmd, needs))
+        jobs.append(Job(r["name"], rdir, rdir / "metrics.json", tuple(cmd), tuple(needs), "student"))
+    return shard_jobs(jobs, *shard) if shard else jobs
+
+
+def _needed(prereqs: list[Job], jobs: list[Job]) -> set[str]:
+    """Names of the prerequisite jobs that `jobs` need, directly or through each other (a need inside a job's run dir)."""
+    names, todo = set(), list(jobs)
+    while todo:
+        job = todo.pop()
+        for p in prereqs:
+            if p.name not in names and any(n == p.run_dir or p.run_dir in n.parents for n in job.needs):
+                names.add(p.name)
+                todo.append(p)
+    return names
+
+
+def shard_jobs(jobs: list[Job], k: int, n: int) -> list[Job]:
+    """Student job i goes to shard i % n + 1; every shard keeps the prerequisites its students need (and any no student needs)."""
+    students = [j for j in jobs if j.kind == "student"]
+    mine = [j for i, j in enumerate(students) if i % n == k - 1]
+    prereqs = [j for j in jobs if j.kind != "student"]
+    need_any, need_mine = _needed(prereqs, students), _needed(prereqs, mine)
+    return [j for j in prereqs if j.name in need_mine or j.name not in need_any] + mine
+
+
+def prepare_inputs(cfg: dict, args, say=print) -> None:
+    """Check that the data and a given teacher exist; make the synthetic data set if the config asks for it (once per sweep dir)."""
+    teacher = args.teacher or cfg.get("teacher_path", "")
+    if teacher and not Path(teacher).exists():
+        raise UserError(f"teacher {teacher} does not exist")
+    data = Path(data_dir(cfg, args))
+    if (args.data or cfg.get("data", "synthetic")) != "synthetic":
+        if not data.exists():
+            raise UserError(f"data {data} does not exist")
+        return
+    if (data / "train").exists():
+        return
+    from data.synthetic import generate
+
+    syn = {"n_train": 600, "n_test": 150, "seed": 0, **cfg.get("synthetic", {})}
+    tmp = data.with_name(f".{data.name}.{os.getpid()}")  # made aside and renamed: a shard never reads a half-written set
+    shutil.rmtree(tmp, ignore_errors=True)
+    generate(tmp, **syn)
+    try:
+        os.rename(tmp, data)
+    except OSError:  # another shard made it first (same seed, same images)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (data / "train").exists():
+            raise
+        return
+    say(f"synthetic data: {syn['n_train']} labelled + {syn['n_test']} unlabelled images in {data}")
+
+
+def describe(cfg: dict, args, jobs: list[Job]) -> str:
+    students = [j.name for j in jobs if j.kind == "student"]
+    ens = cfg.get("ensemble_seeds", [])
+    shard = f" (shard {args.shard})" if args.shard else ""
+    return (f"sweep {cfg['name']}{shard}: {len(students)} student runs + {'given' if args.teacher or cfg.get('teacher_path') else 'one'} teacher"
+            + (f" + {len(ens)} more for the ensemble" if ens else "") + f" -> {sweep_dir(cfg, args)}\n"
+            + "\n".join(f"  {n}" for n in students))
+
+
+def _duration(s: float) -> str:
+    if s >= 3600:
+        h, m = divmod(round(s / 60), 60)
+        return f"{h} h {m} min" if m else f"{h} h"
+    return f"{max(1, round(s / 60))} min" if s >= 90 else f"{s:.0f} s"
+
+
+def estimate(jobs: list[Job], sweep: Path) -> str:
+    """How many runs are left, and how long they take at the speed of the runs already finished in the sweep dir."""
+    todo = [j for j in jobs if j.kind in ("teacher", "student") and not j.done.exists()]
+    if not todo:
+        return "0 runs to go"
+    measured = {"teacher": [], "student": []}
+    for m in sorted(Path(sweep).glob("*/metrics.json")):
+        try:
+            met = json.loads(m.read_text())
+            wall, ips = float(met["wall_s"]), float(met.get("train_img_per_s") or "nan")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        measured["teacher" if (m.parent / "teacher.keras").exists() else "student"].append((wall, ips))
+    head = f"{len(todo)} run{'s' if len(todo) > 1 else ''} to go"
+    if not measured["student"]:
+        return f"{head}; time estimate: unknown before the first run"
+    mean_wall = {k: sum(w for w, _ in v) / len(v) for k, v in measured.items() if v}
+    unmeasured = [j for j in todo if j.kind not in mean_wall]
+    total = sum(mean_wall[j.kind] for j in todo if j.kind in mean_wall)
+    speeds = [i for _, i in measured["student"] if i == i]
+    speed = f" at the measured {sum(speeds) / len(speeds):.0f} img/s" if speeds else ""
+    return f"{head}; ~{_duration(total)}{speed}" + (f" (plus {len(unmeasured)} teacher run(s), not measured yet)" if unmeasured else "")
+
+
+def run_logged(cmd: list[str], log: Path) -> int:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        f.write("$ " + shlex.join(cmd) + "\n")
+        f.flush()
+        return subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _take(job: Job, claims: Path) -> bool:
+    """Claim a job: a lock (common.io) on claims/<job>, taken before its command starts, so two sweeps on one dir never
+    start the same job (the run dir's own lock is taken only later, by the command). False while another sweep holds the
+    claim or a process outside any sweep holds the run dir."""
+    (claims / job.name).mkdir(parents=True, exist_ok=True)
+    try:
+        acquire_lock(claims / job.name)
+    except UserError:
+        return False
+    if is_locked(job.run_dir):
+        release_lock(claims / job.name)
+        return False
+    return True
+
+
+def _claim(job: Job, claims: Path, wait: bool, say) -> str:
+    """"done", "busy" (another process runs it, or what it needs is missing) or "mine" (claimed: run it).
+
+    With wait, a job another process runs is looked at every POLL_S seconds until it is done or its lock is gone."""
+    waiting = False
+    while not job.done.exists():
+        missing = [str(n) for n in job.needs if not Path(n).exists()]
+        if missing:  # another sweep (or a person) is making what it needs right now
+            say(f"{job.name}: skipped, waiting for {missing[0]}")
+            return "busy"
+        if _take(job, claims):
+            if not job.done.exists():
+                return "mine"
+            release_lock(claims / job.name)  # finished between the first look and the claim
+            break
+        if not wait:
+            say(f"{job.name}: skipped, another process is running it")
+            return "busy"
+        if not waiting:
+            say(f"{job.name}: another process is making it; waiting for it")
+            waiting = True
+        time.sleep(POLL_S)
+    if waiting:
+        say(f"{job.name}: made by another process")
+    return "done"
+
+
+def _run_one(job: Job, log: Path, say) -> int:
+    t0 = time.perf_counter()
+    resumed = (job.run_dir / "checkpoint.json").exists()  # interrupted mid-run: go on from the last finished epoch
+    code = run_logged(job.argv(resumed), log)
+    if code and resumed:  # e.g. the config changed since, or the checkpoint is damaged: start this run again
+        failed_log = log.with_suffix(".resume-failed.txt")
+        os.replace(log, failed_log)
+        say(f"{job.name}: could not resume (see {failed_log}); starting it again")
+        code = run_logged(job.argv(False), log)
+    status = ("ok" + (" (resumed)" if resumed else "")) if code == 0 else f"FAILED (exit {code}, see {log})"
+    say(f"{job.name}: {status} in {time.perf_counter() - t0:.0f} s")
+    return code
+
+
+def run_jobs(jobs: list[Job], sweep: Path, desc: str = "sweep", wait: bool = False) -> tuple[list[str], list[str]]:
+    """Run the jobs in order; returns (failed, busy) job names.
+
+    A finished job (its done file) is skipped, an interrupted one resumed, one that another process runs (or that needs
+    what another process is making) skipped as busy; with wait, a teacher, cache or probability job that another process
+    is making is waited for instead. A failed prerequisite stops the sweep (UserError): the jobs after it need it."""
+    from tqdm import tqdm
+
     failed, busy = [], []
-    bar = tqdm(jobs, desc=f"sweep {cfg['name']}", unit="run", file=sys.stdout, dynamic_ncols=True)
-    for name, rdir, done, cmd, needs in bar:
-        bar.set_postfix_str(name)
-        if done.exists():
+    bar = tqdm(jobs, desc=desc, unit="run", file=sys.stdout, dynamic_ncols=True)
+    for job in bar:
+        bar.set_postfix_str(job.name)
+        state = _claim(job, Path(sweep) / ".claims", wait and job.kind != "student", tqdm.write)
+        if state != "mine":
+            busy += [job.name] if state == "busy" else []
             continue
-        missing = [str(n) for n in needs if not Path(n).exists()]
-        if is_locked(rdir) or missing:  # another sweep (or a person) is training this run, or what it needs, right now
-            tqdm.write(f"{name}: skipped, " + (f"waiting for {missing[0]}" if missing else "another process is running it"))
-            busy.append(name)
-            continue
-        t0 = time.perf_counter()
-        log = sweep / "logs" / f"{name}.txt"
-        resumed = (rdir / "checkpoint.json").exists()  # interrupted mid-run: go on from the last finished epoch
-        code = run_logged(cmd + ["--resume" if resumed else "--overwrite"], log)
-        if code and resumed:  # e.g. the config changed since, or the checkpoint is damaged: start this run again
-            failed_log = log.with_suffix(".resume-failed.txt")
-            os.replace(log, failed_log)
-            tqdm.write(f"{name}: could not resume (see {failed_log}); starting it again")
-            code = run_logged(cmd + ["--overwrite"], log)
-        status = ("ok" + (" (resumed)" if resumed else "")) if code == 0 else f"FAILED (exit {code}, see {log})"
-        tqdm.write(f"{name}: {status} in {time.perf_counter() - t0:.0f} s")
+        try:
+            code = _run_one(job, Path(sweep) / "logs" / f"{job.name}.txt", tqdm.write)
+        finally:
+            release_lock(Path(sweep) / ".claims" / job.name)
         if code:
-            failed.append(name)
-            if not name.startswith("unet"):  # a teacher, cache or probability job: the runs after it need it
-                raise UserError(f"{name} failed; see {sweep / 'logs' / (name + '.txt')}")
+            failed.append(job.name)
+            if job.kind != "student":
+                raise UserError(f"{job.name} failed; see {Path(sweep) / 'logs' / (job.name + '.txt')}")
+    return failed, busy
+
+
+def report(sweep: Path, failed: list[str], busy: list[str]) -> int:
     from experiments.results import format_summary, write_tables
 
     df, s = write_tables(sweep)
@@ -254,6 +452,29 @@ def main(argv=None) -> int:
     if failed:
         raise UserError(f"{len(failed)} run(s) failed: {', '.join(failed)}")
     return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cfg = load_config(args.config)
+    jobs = plan(cfg, args)
+    sweep = sweep_dir(cfg, args)
+    if args.list:  # the jobs still to do, as commands for GNU parallel or a job array; notes go to stderr
+        prepare_inputs(cfg, args, say=lambda m: print(m, file=sys.stderr))
+        pending = [j for j in jobs if not j.done.exists()]
+        mine = [j for j in pending if not (is_locked(j.run_dir) or is_locked(sweep / ".claims" / j.name))]
+        for job in mine:
+            print(shlex.join(job.argv()))
+        if len(mine) < len(pending):
+            print(f"left out {len(pending) - len(mine)} job(s) another process is running", file=sys.stderr)
+        return 0
+    print(describe(cfg, args, jobs), flush=True)
+    if args.dry_run:
+        return 0
+    prepare_inputs(cfg, args)
+    print(estimate(jobs, sweep), flush=True)
+    failed, busy = run_jobs(jobs, sweep, f"sweep {cfg['name']}" + (f" {args.shard}" if args.shard else ""), wait=bool(args.shard))
+    return report(sweep, failed, busy)
 
 
 if __name__ == "__main__":

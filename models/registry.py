@@ -36,3 +36,15 @@ def logits_model(model: keras.Model, name: str | None = None) -> keras.Model:
     except ValueError:
         raise ValueError(f"model {model.name!r} has no layer named 'logits'") from None
     return keras.Model(model.inputs[0], logits, name=name or f"{model.name}_logits")
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """The same architecture and weights with every layer in float32: what is saved and exported after a
+    mixed-precision run (the variables are float32 already; only the compute dtype changes)."""
+    config = model.get_config()
+    for layer in config["layers"]:
+        if "dtype" in layer.get("config", {}):
+            layer["config"]["dtype"] = "float32"
+    copy = keras.Model.from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy

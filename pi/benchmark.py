@@ -3,8 +3,8 @@
     python pi/benchmark.py --model student_int8.tflite --threads 1,2,4 --runs 50 --json bench.json
     # prints:
     # model                         size_kb    MMACs threads  median_ms   p90_ms  img_per_s
-    # student_int8.tflite             151.2    254.1       1       9.81    10.02      101.9
-    # student_int8.tflite             151.2    254.1       2       5.40     5.61      185.2
+    # student_int8.tflite             151.2     47.6       1       9.81    10.02      101.9
+    # student_int8.tflite             151.2     47.6       2       5.40     5.61      185.2
     # ...
     # bench.json: {"model", "size_kb", "macs", "runs", "warmup", "machine",
     #              "results": [{"threads", "median_ms", "p90_ms", "img_per_s", "macs"}, ...]}

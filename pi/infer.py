@@ -3,7 +3,8 @@
     python pi/infer.py --model student_int8.tflite --images test/images --out masks --submission sub.csv
     # prints: wrote 18000 masks to masks (salt in 11112 images), 3.1 ms/image (batch 8, 1 thread)
 
-Reads every <id>.png in --images (101x101, sorted), applies the preprocessing of the model's sidecar
+Reads every <id>.png in --images (101x101 8-bit grayscale, sorted; image_io.py's table says which PNG
+modes are accepted, the same as in training), applies the preprocessing of the model's sidecar
 (<model>.tflite.json, written by export_tflite.py: reflect-pad or resize to the input size; without
 it: pad to the model's input size, threshold 0.5, with a warning), runs the model (float32 or
 int8/uint8 tensors, --batch images per call where the model allows a dynamic batch), crops back to
@@ -27,8 +28,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
+from image_io import ImageError
+from image_io import read_gray as _read_gray
 from runner import ModelError, TFLiteSegmenter
-from tgs_common import ORIG_SIZE, rle_encode, to_gray
+from tgs_common import ORIG_SIZE, rle_encode
 
 
 class UserError(Exception):
@@ -41,16 +44,21 @@ class Parser(argparse.ArgumentParser):
 
 
 def progress(it, total, desc, enabled):
-    """A dependency-free progress bar on stderr."""
-    t0 = time.perf_counter()
-    for k, x in enumerate(it, 1):
-        yield x
-        if enabled and (k == total or k % max(1, total // 50) == 0):
-            rate = k / max(time.perf_counter() - t0, 1e-9)
-            sys.stderr.write(f"\r{desc} [{'#' * int(30 * k / total):30s}] {k}/{total} {rate:.1f}/s")
+    """A dependency-free progress bar on stderr. Use it as `with contextlib.closing(progress(...)) as bar:`
+    so that an error raised in the loop ends the bar's line before `error: ...` is printed."""
+    t0, drawn = time.perf_counter(), False
+    try:
+        for k, x in enumerate(it, 1):
+            yield x
+            if enabled and (k == total or k % max(1, total // 50) == 0):
+                rate = k / max(time.perf_counter() - t0, 1e-9)
+                sys.stderr.write(f"\r{desc} [{'#' * int(30 * k / total):30s}] {k}/{total} {rate:.1f}/s")
+                sys.stderr.flush()
+                drawn = True
+    finally:
+        if drawn:  # a bar line was started: end it, whether the loop finished or not
+            sys.stderr.write("\n")
             sys.stderr.flush()
-    if enabled:
-        sys.stderr.write("\n")
 
 
 @contextlib.contextmanager
@@ -96,22 +104,11 @@ def load_model(path: Path, threads: int) -> TFLiteSegmenter:
 
 
 def read_gray(path: Path) -> np.ndarray:
-    from PIL import Image
-
+    """A 101x101 8-bit grayscale PNG -> (101, 101) uint8 by image_io.py's rules (the training code's too)."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            im = im.convert("RGB") if im.mode in ("P", "PA", "CMYK", "YCbCr") else im.convert("L") if im.mode == "LA" else im
-            arr = np.array(im)
-    except Exception as e:  # noqa: BLE001 - PIL raises many kinds on a corrupt file
-        raise UserError(f"cannot read image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    try:
-        g = to_gray(arr)
-    except ValueError as e:
-        raise UserError(f"image {path}: {e}") from None
-    if g.shape != (ORIG_SIZE, ORIG_SIZE):
-        raise UserError(f"image {path} is {g.shape[1]}x{g.shape[0]}, expected {ORIG_SIZE}x{ORIG_SIZE}")
-    return g
+        return _read_gray(path, ORIG_SIZE)
+    except ImageError as e:
+        raise UserError(str(e)) from None
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -186,14 +183,15 @@ def main(argv=None) -> int:
     batch = args.batch if model.dynamic_batch else 1
     show = args.progress or sys.stderr.isatty()
     rows, n_salt, model_s = [], 0, 0.0
-    for s in progress(range(0, len(files), batch), -(-len(files) // batch), "infer", show):
-        t0 = time.perf_counter()
-        masks = model.predict_scores(gray[s : s + batch]) > model.threshold
-        model_s += time.perf_counter() - t0
-        for p, m in zip(files[s : s + batch], masks):
-            write_atomic(out / f"{p.stem}.png", png_bytes(m))
-            rows.append([p.stem, rle_encode(m)])
-            n_salt += bool(m.any())
+    with contextlib.closing(progress(range(0, len(files), batch), -(-len(files) // batch), "infer", show)) as bar:
+        for s in bar:
+            t0 = time.perf_counter()
+            masks = model.predict_scores(gray[s : s + batch]) > model.threshold
+            model_s += time.perf_counter() - t0
+            for p, m in zip(files[s : s + batch], masks):
+                write_atomic(out / f"{p.stem}.png", png_bytes(m))
+                rows.append([p.stem, rle_encode(m)])
+                n_salt += bool(m.any())
     if sub is not None:
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows([["id", "rle_mask"], *rows])

@@ -53,7 +53,11 @@ def rle_decode(rle, shape=(ORIG_SIZE, ORIG_SIZE)) -> np.ndarray:
 
 
 def to_gray(image) -> np.ndarray:
-    """(H,W), (H,W,1), (H,W,3) or (H,W,4) uint8 -> (H,W) uint8 (first channel: TGS RGB channels are equal)."""
+    """(H,W), (H,W,1), (H,W,3) or (H,W,4) uint8 -> (H,W) uint8 (first channel: TGS RGB channels are equal).
+
+    An array helper that checks neither colour nor alpha: image files are read by image_io.read_gray
+    (training and the Pi alike), which applies the rules; no program reads files through this.
+    """
     a = np.asarray(image)
     if a.dtype != np.uint8:
         if a.dtype == np.uint16:

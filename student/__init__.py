@@ -1,1 +1,1 @@
-"""Student: the small U-Net with a hard and a soft (temperature) output."""
+"""Student: its config (DistillConfig), the model that is saved and exported, and the distillation run behind distill_train.py."""

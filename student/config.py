@@ -30,7 +30,7 @@ def validate(cfg: DistillConfig) -> None:
         if cfg.lam == 0:
             raise UserError("--temperature auto needs a teacher and --lam > 0 (it is the teacher's NLL-optimal temperature)")
     elif isinstance(cfg.temperature, str) or not (cfg.temperature > 0 and math.isfinite(cfg.temperature)):
-        raise UserError(f"--temperature {cfg.temperature!r} must be a finite number > 0 or 'auto'")
+        raise UserError(f"--temperature {cfg.temperature!r} must be a number > 0 or 'auto' (finite)")
     if cfg.scale not in SCALE_RULES:
         raise UserError(f"--scale {cfg.scale!r} must be one of {', '.join(SCALE_RULES)}")
     if cfg.lam > 0 and not (cfg.teacher or cfg.teacher_cache):

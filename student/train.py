@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from common import io
+from common.backend import set_precision
 from common.cli import UserError, run
 from common.config import parse_args, show
+from common.devices import device_report
 from common.distribute import data_parallel, describe
 from data.tgs import TgsData, load_unlabelled
 from distill.graph import build_training_graph
@@ -33,7 +35,10 @@ def main(argv=None, doc: str = __doc__) -> int:
     validate(cfg)
     show(cfg)
     # before any model exists (teachers included): with N devices every model lives in the data-parallel scope
+    devices = device_report(cfg.accelerator)  # before the first epoch: the backend and what it trains on
+    set_precision(cfg.precision)
     scope, parallel = data_parallel(cfg.devices, cfg.batch_size)
+    parallel["device_report"] = devices  # config.json records the backend's devices
     if parallel["replicas"] > 1 and cfg.unlabelled and cfg.n_unlabelled % parallel["replicas"]:
         raise UserError(f"--n-unlabelled {cfg.n_unlabelled} must be a multiple of --devices {cfg.devices}")
     with scope:

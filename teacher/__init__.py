@@ -1,1 +1,1 @@
-"""Teacher: training (`python -m teacher.train`) and head replacement (`teacher.soft`)."""
+"""Teacher: training (`python -m teacher.train`), its output cache (`teacher.cache`) and calibration (`teacher.calibration`)."""

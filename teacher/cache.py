@@ -2,14 +2,26 @@
 
     python -m teacher.cache --teacher runs/cpu/teacher/teacher.keras --data cache/tgs.npz \
         --unlabelled cache/tgs.npz --out runs/cpu/teacher/cache
-    # prints: cached logits of unet8 for 4200 images x 2 views (float16, 275.3 MB) -> runs/cpu/teacher/cache
+    # prints: cached logits of 1 teacher(s) for 4200 images x 2 views (float16, 275.3 MB) -> runs/cpu/teacher/cache
+    #         (built in 212.4 s, peak RSS 2310 MB)
 
 `distill_train.py --teacher-cache CACHE` then trains with no teacher in the graph: the soft target
 is sigmoid(cached_logits / T), so one cache serves every T. Several --teacher files average their
 logits (an ensemble). The cache records each teacher file's SHA-256, the image ids and the
-preprocessing; a cache that does not cover the run's ids, or was made from other teachers than
---teacher names, is refused. Files: CACHE/logits.npy (N, 2, S, S) float16, loaded memory-mapped
-(view 0: the image, view 1: the flipped image, in flipped orientation); CACHE/meta.json.
+preprocessing, and a fingerprint of every image's pixels; a cache that does not cover the run's ids,
+was made from other teachers than --teacher names, or from other pixels under the same ids, is
+refused. Files: CACHE/logits.npy (N, 2, S, S) float16, loaded memory-mapped (view 0: the image,
+view 1: the flipped image, in flipped orientation); CACHE/meta.json (also `build_s`, the build time).
+
+Repeated values take either spelling: `--unlabelled A B` or `--unlabelled A --unlabelled B` (the
+same for --teacher and --data). An id in several inputs is cached once if its pixels agree, and
+refused if they differ.
+
+The cache dir is replaced as a whole: both files are written into `.CACHE.partial-<pid>` next to
+it, then swapped into place, so a kill at any moment leaves the old cache or the new one, never new
+logits under old meta (leftovers of killed builds are cleaned up on the next start). While a build
+runs, the lock file `.CACHE.lock` next to it refuses a second build of the same dir, and
+`common.io.is_locked(CACHE)` is true (the sweep skips the job).
 """
 
 from __future__ import annotations
@@ -19,6 +31,9 @@ from common.backend import choose_backend
 choose_backend()
 
 import argparse
+import resource
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,16 +43,68 @@ from common.cli import UserError, run
 from common.io import file_sha256
 from data.pipeline import prep_images
 from data.tgs import load_data, load_unlabelled, read_png
-from distill.cache import FORMAT, normalise_weights
+from distill.cache import FINGERPRINT, FORMAT, fingerprint, normalise_weights
 from distill.teachers import ensemble_logits, load_teacher
 from models.files import model_spec
 from pi.sidecar import make_spec
 from pi.tgs_common import ORIG_SIZE, pad_amounts
 
 
-def build_cache(teacher_paths, data_paths, unlabelled_paths, out: Path, overwrite: bool, weights=None) -> dict:
-    if out.exists() and any(out.iterdir()) and not overwrite:
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an --out that is a file (or under one), or a non-empty dir without --overwrite."""
+    for p in (out, *out.parents):
+        if p.exists() and not p.is_dir():
+            raise UserError(f"--out {out} exists and is not a directory" if p == out else f"--out {out}: {p} is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UserError(f"cache dir {out} is not empty; pass --overwrite to replace it")
+
+
+def collect_images(data_paths, unlabelled_paths):
+    """(ids, images (N, 101, 101) uint8, fingerprints) of every input, each id once, in input order.
+
+    An id in several inputs (e.g. --data D --unlabelled D) is kept once when its pixels agree, refused when they differ."""
+    parts = [(p, load_data(p)) for p in data_paths] + [(u, load_unlabelled(u)) for u in unlabelled_paths]
+    ids, images, fps, seen = [], [], [], {}
+    for src, part in parts:
+        for i, im in zip(part.ids, part.images):
+            fp = fingerprint(im)
+            if i not in seen:
+                seen[i] = (len(ids), src)
+                ids.append(i)
+                images.append(im)
+                fps.append(fp)
+            elif fps[seen[i][0]] != fp:
+                raise UserError(f"image id {i} is in {seen[i][1]} and in {src} with different pixels; "
+                                "a cache holds one image per id (rename one, or leave one input out)")
+    return ids, (np.stack(images) if images else np.empty((0, ORIG_SIZE, ORIG_SIZE), np.uint8)), fps
+
+
+@contextmanager
+def claim(out: Path, overwrite: bool):
+    """Hold the cache dir's lock (`.OUT.lock` next to it) while building; undo a killed build's leftovers."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    io.acquire_lock(out, sibling=True, what="cache dir")  # a second cache job on the same dir (another sweep) is refused
+    try:
+        if io.is_locked(out):  # a run of an earlier version locks OUT/.lock
+            raise UserError(f"cache dir {out} is in use by another run (lock file {out / '.lock'})")
+        io.recover_dir(out)
+        check_out(out, overwrite)  # again: another job may have finished it while this one was loading
+        yield
+    finally:
+        io.release_lock(out, sibling=True)
+
+
+def write_cache(out: Path, logits: np.ndarray, meta: dict) -> None:
+    """logits.npy and meta.json into a fresh dir, swapped into place as one (see the module doc)."""
+    with io.atomic_dir(out) as tmp:
+        np.save(tmp / "logits.npy", logits)
+        io.write_json(tmp / "meta.json", meta)
+
+
+def build_cache(teacher_paths, data_paths, unlabelled_paths, out: Path, overwrite: bool, weights=None) -> dict:
+    t0 = time.perf_counter()
+    out = Path(out)
+    check_out(out, overwrite)
     teachers = [load_teacher(t) for t in teacher_paths]
     shapes = {tuple(t.inputs[0].shape[1:]) for t in teachers}
     if len(shapes) > 1:
@@ -46,23 +113,14 @@ def build_cache(teacher_paths, data_paths, unlabelled_paths, out: Path, overwrit
         raise UserError(f"--teacher-weights has {len(weights)} values for {len(teachers)} teacher(s)")
     w = normalise_weights(weights or [1.0] * len(teachers))
     spec = model_spec(teacher_paths[0], teachers[0])
-    parts = [load_data(p) for p in data_paths] + [load_unlabelled(u) for u in unlabelled_paths]
-    ids, images = [], []
-    for p in parts:
-        for i, im in zip(p.ids, p.images):
-            if i not in ids:
-                ids.append(i)
-                images.append(im)
-    x = prep_images(np.stack(images), spec)
-    out.mkdir(parents=True, exist_ok=True)
-    io.acquire_lock(out)  # a second cache job on the same dir (another sweep) is refused, not interleaved
-    logits = np.stack([ensemble_logits(teachers, x, weights=w), ensemble_logits(teachers, x[:, :, ::-1], weights=w)], axis=1).astype(np.float16)
-    with io.atomic_path(out / "logits.npy", suffix=".npy") as tmp:
-        np.save(tmp, logits)
-    meta = {"format": FORMAT, "teachers": [{"path": str(t), "sha256": file_sha256(t)} for t in teacher_paths], "weights": w,
-            "spec": spec, "n": len(ids), "views": ["image", "hflip"], "ids": ids}
-    io.write_json(out / "meta.json", meta)
-    io.release_lock(out)
+    ids, images, fps = collect_images(data_paths, unlabelled_paths)
+    x = prep_images(images, spec)
+    with claim(out, overwrite):
+        logits = np.stack([ensemble_logits(teachers, x, weights=w), ensemble_logits(teachers, x[:, :, ::-1], weights=w)], axis=1).astype(np.float16)
+        meta = {"format": FORMAT, "teachers": [{"path": str(t), "sha256": file_sha256(t)} for t in teacher_paths], "weights": w,
+                "spec": spec, "n": len(ids), "views": ["image", "hflip"], "ids": ids, "fingerprint": FINGERPRINT, "fingerprints": fps,
+                "build_s": round(time.perf_counter() - t0, 1)}
+        write_cache(out, logits, meta)
     return meta
 
 
@@ -92,14 +150,13 @@ def build_cache_from_probabilities(prob_dir: Path, data_paths, unlabelled_paths,
     A 101x101 map is reflect-padded to the input size like the images. No flipped view exists, so
     view 1 is the mirrored map: the teacher is assumed to be flip-equivariant (see the README).
     """
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"cache dir {out} is not empty; pass --overwrite to replace it")
+    t0 = time.perf_counter()
+    out = Path(out)
+    check_out(out, overwrite)
     if not prob_dir.is_dir():
         raise UserError(f"probability folder {prob_dir} does not exist")
     spec = make_spec(input_size, "pad")
-    ids = []
-    for part in [load_data(p) for p in data_paths] + [load_unlabelled(u) for u in unlabelled_paths]:
-        ids += [i for i in part.ids if i not in set(ids)]
+    ids, _, fps = collect_images(data_paths, unlabelled_paths)
     logits = np.empty((len(ids), 2, input_size, input_size), np.float16)
     b, e = pad_amounts(ORIG_SIZE, input_size)
     for k, i in enumerate(ids):
@@ -112,28 +169,28 @@ def build_cache_from_probabilities(prob_dir: Path, data_paths, unlabelled_paths,
             p = np.pad(p, ((b, e), (b, e)), mode="reflect")
         z = np.log(np.clip(p, eps, 1 - eps) / (1 - np.clip(p, eps, 1 - eps)))
         logits[k, 0], logits[k, 1] = z, z[:, ::-1]
-    out.mkdir(parents=True, exist_ok=True)
-    with io.atomic_path(out / "logits.npy", suffix=".npy") as tmp:
-        np.save(tmp, logits)
-    meta = {"format": FORMAT, "teachers": [], "source": {"probabilities": str(prob_dir), "eps": eps, "flip_view": "mirrored map"},
-            "spec": {**spec, "model_name": "blackbox"}, "n": len(ids), "views": ["image", "hflip (mirrored)"], "ids": ids}
-    io.write_json(out / "meta.json", meta)
+    with claim(out, overwrite):
+        meta = {"format": FORMAT, "teachers": [], "source": {"probabilities": str(prob_dir), "eps": eps, "flip_view": "mirrored map"},
+                "spec": {**spec, "model_name": "blackbox"}, "n": len(ids), "views": ["image", "hflip (mirrored)"], "ids": ids,
+                "fingerprint": FINGERPRINT, "fingerprints": fps, "build_s": round(time.perf_counter() - t0, 1)}
+        write_cache(out, logits, meta)
     return meta
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--teacher", action="append", help="teacher .keras (repeat for an ensemble)")
+    src.add_argument("--teacher", action="extend", nargs="+", help="teacher .keras; several for an ensemble (--teacher A B or --teacher A --teacher B)")
     ap.add_argument("--teacher-weights", type=float, nargs="+", default=None, help="ensemble weights, one per --teacher (default equal)")
     src.add_argument("--from-probabilities", help="folder of <id>.png (8/16-bit) or <id>.npy probability maps from a black-box teacher")
     ap.add_argument("--input-size", type=int, default=128, help="with --from-probabilities: the students' input size")
-    ap.add_argument("--data", action="append", required=True, help="labelled data folder or .npz (repeatable)")
-    ap.add_argument("--unlabelled", action="append", default=[], help="unlabelled image folder or .npz (repeatable)")
+    ap.add_argument("--data", action="extend", nargs="+", required=True, help="labelled data folder(s) or .npz (--data A B or repeated)")
+    ap.add_argument("--unlabelled", action="extend", nargs="+", default=[], help="unlabelled image folder(s) or .npz (--unlabelled A B or repeated)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    check_out(out, args.overwrite)
     if args.from_probabilities:
         meta = build_cache_from_probabilities(Path(args.from_probabilities), args.data, args.unlabelled, args.input_size, out,
                                               args.overwrite)
@@ -142,7 +199,9 @@ def main(argv=None) -> int:
         meta = build_cache(args.teacher, args.data, args.unlabelled, out, args.overwrite, args.teacher_weights)
         what = f"logits of {len(args.teacher)} teacher(s)"
     size = (out / "logits.npy").stat().st_size / 1e6
-    print(f"cached {what} for {meta['n']} images x 2 views (float16, {size:.1f} MB) -> {out}")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+    print(f"cached {what} for {meta['n']} images x 2 views (float16, {size:.1f} MB) -> {out} "
+          f"(built in {meta['build_s']:.1f} s, peak RSS {rss:.0f} MB)", flush=True)
     return 0
 
 

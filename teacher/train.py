@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import io
+from common.backend import set_precision
 from common.cli import UserError, run
 from common.config import parse_args, show
+from common.devices import device_report
 from common.distribute import data_parallel, describe
 from distill.graph import build_training_graph
 from metrics.calibration import calibration
@@ -52,7 +54,10 @@ def main(argv=None) -> int:
     cfg, opts = parse_args(TeacherConfig, argv, __doc__, required=("data", "out"))
     validate(cfg)
     show(cfg)
+    devices = device_report(cfg.accelerator)  # before the first epoch: the backend and what it trains on
+    set_precision(cfg.precision)
     scope, parallel = data_parallel(cfg.devices, cfg.batch_size)  # before any model exists
+    parallel["device_report"] = devices  # config.json records the backend's devices
     t0 = time.perf_counter()
     spec = make_spec(cfg.input_size, cfg.resize_mode)
     train, val, split = load_split_data(cfg.data, cfg.split_file, cfg.val_fraction, cfg.split_seed, cfg.max_train)

@@ -62,7 +62,11 @@ def wrong_size(root, ids):
 
 
 def two_channels(root, ids):
-    Image.fromarray(np.zeros((101, 101, 2), np.uint8)[..., 0]).convert("LA").save(root / "train" / "images" / f"{ids[0]}.png")
+    """Gray + alpha with transparent pixels (an opaque LA image is read as gray, as on the Pi: pi/image_io.py)."""
+    la = np.zeros((101, 101, 2), np.uint8)
+    la[..., 1] = 255
+    la[:10, :10, 1] = 0
+    Image.fromarray(la, "LA").save(root / "train" / "images" / f"{ids[0]}.png")
 
 
 def sixteen_bit_image(root, ids):
@@ -103,7 +107,7 @@ def mask_wrong_size(root, ids):
 DATA_DAMAGE = [corrupt_png, truncated_png, wrong_size, two_channels, sixteen_bit_image, no_mask, csv_id_without_image,
                image_without_csv_row, malformed_rle, nan_depth, inf_depth, mask_wrong_size]
 DATA_NEEDLE = {"corrupt_png": "cannot read image", "truncated_png": "cannot read image", "wrong_size": "expected 101x101",
-               "two_channels": "image", "sixteen_bit_image": "16-bit", "no_mask": "has no mask",
+               "two_channels": "transparent", "sixteen_bit_image": "16-bit", "no_mask": "has no mask",
                "csv_id_without_image": "without an image", "image_without_csv_row": "has no row", "malformed_rle": "bad RLE",
                "nan_depth": "depth", "inf_depth": "depth", "mask_wrong_size": "mask"}
 
@@ -157,6 +161,17 @@ def _distill_cases(env):
         (["--data", g, "--teacher", str(r / "teacher104.keras"), "--teacher-weights", "1", "2"], "--teacher-weights"),
         (["--data", g, "--lam", "0", "--out", str(r / "afile" / "run")], "afile"),
         (["--data", g, "--lam", "0", "--split-file", str(r / "afile")], "split file"),
+        # non-finite or negative numbers: each trained to NaN, dropped an image or raised a raw ValueError before
+        (["--data", g, "--lam", "0", "--temperature", "inf"], "--temperature"),
+        (["--data", g, "--lam", "0", "--temperature", "nan"], "--temperature"),
+        (["--data", g, "--teacher", str(r / "teacher104.keras"), "--temperature", "inf"], "--temperature"),
+        (["--data", g, "--lam", "0", "--weight-decay", "nan"], "--weight-decay"),
+        (["--data", g, "--lam", "0", "--weight-decay", "-1"], "--weight-decay"),
+        (["--data", g, "--lam", "0", "--max-train", "-1"], "--max-train"),
+        (["--data", g, "--lam", "0", "--seed", "-1"], "--seed"),
+        (["--data", g, "--lam", "0", "--lr", "inf"], "--lr"),
+        (["--data", g, "--teacher", str(r / "teacher104.keras"), str(r / "teacher104.keras"), "--teacher-weights", "1", "nan"],
+         "--teacher-weights"),
     ]
 
 
@@ -169,7 +184,52 @@ def test_distill_train_bad_input(env, capsys):
         extra = [] if "--out" in argv else ["--out", str(out)]
         code, err = call(main, argv + extra + TINY, capsys)
         check(code, err, needle)
-        assert not (out / "metrics.json").exists() and not (out / "student.keras").exists()
+        assert not out.exists(), (argv, "run dir created")
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--weight-decay", "nan"], "--weight-decay"),
+    (["--weight-decay", "-1"], "--weight-decay"),
+    (["--max-train", "-1"], "--max-train"),
+    (["--seed", "-1"], "--seed"),
+    (["--lr", "inf"], "--lr"),
+    (["--lr", "nan"], "--lr"),
+])
+def test_teacher_train_bad_flags(env, argv, needle, capsys, tmp_path):
+    from teacher.train import main
+
+    code, err = call(main, ["--data", str(env["root"] / "good"), "--out", str(tmp_path / "run"), *TINY, *argv], capsys)
+    check(code, err, needle)
+    assert not (tmp_path / "run").exists()
+
+
+def test_teacher_cache_refuses_other_weights(env, capsys, tmp_path):
+    """A cache of the equal-weight ensemble of A and B serves --teacher-weights 1 1, not 0.9 0.1 (once silently used)."""
+    import keras
+
+    from distill_train import main
+    from models.unet import build_unet
+
+    teachers = []
+    for seed, name in ((1, "A"), (2, "B")):
+        keras.utils.set_random_seed(seed)
+        build_unet((104, 104, 1), 2, 3).save(tmp_path / f"{name}.keras")
+        teachers.append(str(tmp_path / f"{name}.keras"))
+    assert (tmp_path / "A.keras").read_bytes() != (tmp_path / "B.keras").read_bytes()
+    g, cache = str(env["root"] / "good"), tmp_path / "cache"
+    p = subprocess.run([sys.executable, "-m", "teacher.cache", "--teacher", teachers[0], "--teacher", teachers[1], "--data", g,
+                        "--out", str(cache)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    argv = ["--data", g, "--teacher", *teachers, "--teacher-cache", str(cache), "--lam", "0.9", *TINY, "--max-train", "16",
+            "--batch-size", "4"]  # one batch per epoch would hit the one-step schedule bug in training/loop.py
+    code, err = call(main, [*argv, "--teacher-weights", "0.9", "0.1", "--out", str(tmp_path / "w91")], capsys)
+    check(code, err, "--teacher-weights 0.9 0.1")
+    assert "weights 0.5 0.5" in err, err
+    assert not (tmp_path / "w91").exists()
+    code, err = call(main, [*argv, "--teacher-weights", "1", "1", "--out", str(tmp_path / "w11")], capsys)
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "w11" / "metrics.json").read_text())
+    assert metrics["teacher"]["kind"] == "cache" and metrics["teacher"]["weights"] == [0.5, 0.5]
 
 
 def test_evaluate_bad_input(env, capsys, tmp_path):
@@ -216,15 +276,112 @@ def test_other_entry_points(env, capsys, tmp_path):
     assert not (tmp_path / "c.npz").exists() and not (tmp_path / "cache" / "logits.npy").exists()
 
 
-def test_export_bad_input(env, tmp_path):
+# sidecars that ended in `unexpected TypeError/KeyError/ValueError` without naming the file
+BAD_SIDECARS = {"array": [1, 2], "no_input_size": {"resize_mode": "pad"}, "threshold_high": {"input_size": 104, "threshold": "high"}}
+
+
+def with_bad_sidecars(model: Path, folder: Path) -> dict:
+    """{case: copy of model in folder with that bad sidecar <copy>.json}."""
+    folder.mkdir(exist_ok=True)
+    out = {}
+    for case, side in BAD_SIDECARS.items():
+        m = folder / f"{case}{model.suffix}"
+        shutil.copy(model, m)
+        (folder / f"{m.name}.json").write_text(json.dumps(side))
+        out[case] = m
+    return out
+
+
+def check_sidecar_error(code, err, model: Path):
+    """exit 2, one line naming the sidecar file."""
+    assert code == 2, err
+    assert "Traceback" not in err and "unexpected" not in err, err
+    assert err.splitlines()[-1].startswith(f"error: sidecar {model}.json"), err
+
+
+# export_tflite.py needs the tensorflow backend, this process has torch: its cases run in ONE subprocess
+# (each through `common.cli.run(export_tflite.main, argv)`, exactly as `python export_tflite.py` does) to pay
+# TensorFlow's start-up once; stderr is captured per case.
+EXPORT_CASES = r"""
+import contextlib, io, json, sys
+sys.path.insert(0, sys.argv[1])
+import export_tflite
+from common.cli import run
+results = []
+for argv in json.loads(sys.argv[2]):
+    err, code = io.StringIO(), None
+    with contextlib.redirect_stderr(err):
+        try:
+            run(export_tflite.main, argv)
+        except SystemExit as e:
+            code = e.code
+    results.append([code, err.getvalue()])
+with open(sys.argv[3], "w") as f:
+    json.dump(results, f)
+"""
+
+
+@pytest.fixture(scope="module")
+def export_runs(env):
+    """Every export case (bad ones, then one good fp32 export of the tiny teacher): {name: (exit code, stderr)}."""
     r = env["root"]
-    for argv, needle in [
-        (["--model", str(r / "teacher104.keras"), "--data", str(r / "good"), "--out", str(tmp_path), "--quant", "int4"], "unknown format"),
-        (["--model", str(r / "garbage.keras"), "--data", str(r / "good"), "--out", str(tmp_path)], "not a Keras model"),
-    ]:
-        p = subprocess.run([sys.executable, "export_tflite.py", *argv], cwd=ROOT, capture_output=True, text=True, timeout=300)
-        check(p.returncode, p.stderr.strip(), needle)
-    assert not list(tmp_path.glob("*.tflite"))
+    g, out = str(r / "good"), r / "export"
+    sides = with_bad_sidecars(r / "teacher104.keras", r / "sidecars_keras")
+    cases = {
+        "int4": ["--model", str(r / "teacher104.keras"), "--data", g, "--out", str(out / "int4"), "--quant", "int4"],
+        "garbage": ["--model", str(r / "garbage.keras"), "--data", g, "--out", str(out / "garbage")],
+        "missing_model": ["--model", str(r / "missing.keras"), "--data", g, "--out", str(out / "missing_model")],
+        "out_is_file": ["--model", str(r / "teacher104.keras"), "--data", g, "--out", str(r / "afile")],
+        "out_under_file": ["--model", str(r / "teacher104.keras"), "--data", g, "--out", str(r / "afile" / "sub")],
+        **{f"sidecar_{c}": ["--model", str(m), "--data", g, "--out", str(out / c)] for c, m in sides.items()},
+        "good": ["--model", str(r / "teacher104.keras"), "--data", g, "--out", str(out / "good"), "--quant", "fp32", "--calib", "4"],
+    }
+    p = subprocess.run([sys.executable, "-c", EXPORT_CASES, str(ROOT), json.dumps(list(cases.values())), str(r / "export.json")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    results = dict(zip(cases, map(tuple, json.loads((r / "export.json").read_text()))))
+    return {"results": results, "sidecars": sides, "out": out, "tflite": out / "good" / "teacher104_fp32.tflite"}
+
+
+def test_export_bad_input(env, export_runs):
+    res, out = export_runs["results"], export_runs["out"]
+    check(*res["int4"], "unknown format")
+    check(*res["garbage"], "not a Keras model")
+    check(*res["missing_model"], "does not exist")
+    check(*res["out_is_file"], f"--out {env['root'] / 'afile'} exists and is not a directory")
+    check(*res["out_under_file"], "is not a directory")
+    assert (env["root"] / "afile").read_text() == "x"
+    for case, model in export_runs["sidecars"].items():
+        check_sidecar_error(*res[f"sidecar_{case}"], model)
+    # bad input creates no --out folder (it was made before --model was even looked at)
+    assert sorted(p.name for p in out.iterdir()) == ["good"], list(out.iterdir())
+    assert res["good"][0] == 0, res["good"][1]
+    assert export_runs["tflite"].is_file()
+
+
+def test_evaluate_bad_sidecar(env, capsys):
+    import evaluate
+
+    g = str(env["root"] / "good")
+    for case, model in with_bad_sidecars(env["root"] / "teacher104.keras", env["root"] / "sidecars_eval").items():
+        for split in ("all", "val"):  # all: the model loader; val: the split lookup reads the sidecar first
+            check_sidecar_error(*call(evaluate.main, ["--model", str(model), "--data", g, "--split", split], capsys), model)
+
+
+def test_tflite_bad_sidecar(env, export_runs, capsys, tmp_path):
+    """pi/infer.py (in the Pi's own environment) and evaluate.py on a .tflite with each bad sidecar."""
+    import evaluate
+
+    pi_python = os.environ.get("PI_PYTHON", sys.executable)
+    images = env["root"] / "good" / "train" / "images"
+    for case, model in with_bad_sidecars(export_runs["tflite"], tmp_path / "models").items():
+        p = subprocess.run([pi_python, str(ROOT / "pi" / "infer.py"), "--model", str(model), "--images", str(images),
+                            "--out", str(tmp_path / f"masks_{case}")], capture_output=True, text=True, timeout=300)
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+        check_sidecar_error(p.returncode, p.stderr.strip(), model)
+        assert not (tmp_path / f"masks_{case}").exists()
+        check_sidecar_error(*call(evaluate.main, ["--model", str(model), "--data", str(env["root"] / "good"), "--split", "all"],
+                                  capsys), model)
 
 
 def test_atomic_write_survives_a_failing_writer(tmp_path):
@@ -242,23 +399,52 @@ def test_atomic_write_survives_a_failing_writer(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temp file left behind
 
 
+KILL_CHILD = """
+import sys; sys.path.insert(0, sys.argv[1])
+from common import io
+big = {'x': list(range(200000))}
+i = 0
+while True:
+    print('start', i, flush=True)
+    big['i'] = i; io.write_json(sys.argv[2], big)
+    print('done', i, flush=True)
+    i += 1
+"""
+
+
 def test_kill_during_save_never_leaves_a_truncated_file(tmp_path):
-    """SIGKILL a process that rewrites a large JSON in a loop: the file is always whole."""
-    code = (
-        "import sys; sys.path.insert(0, %r)\n"
-        "from common import io\n"
-        "big = {'x': list(range(200000))}\n"
-        "i = 0\n"
-        "while True:\n"
-        "    big['i'] = i; io.write_json(%r, big); i += 1\n"
-    ) % (str(ROOT), str(tmp_path / "big.json"))
+    """SIGKILL a process that rewrites a large JSON in a loop, in the middle of a rewrite: the file is always whole.
+
+    The child prints `start i` before and `done i` after each write, so the last line it printed tells
+    where the kill landed; the test insists on kills that landed during a rewrite of an existing file."""
     import time
 
-    for delay in (0.4, 0.7, 1.1):
-        p = subprocess.Popen([sys.executable, "-c", code])
-        time.sleep(delay)
+    target, rng = tmp_path / "big.json", np.random.default_rng(0)
+    mid_rewrite = 0
+    for _ in range(12):  # bounded: stop after 3 kills that landed mid-rewrite
+        p = subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(ROOT), str(target)], stdout=subprocess.PIPE, text=True)
+        done_at = []
+        while True:
+            word, k = p.stdout.readline().split()
+            if word == "done":
+                done_at.append(time.perf_counter())
+            elif int(k) == 2:  # writes 0 and 1 are complete, write 2 begins
+                break
+        time.sleep((done_at[1] - done_at[0]) * rng.uniform(0.1, 0.9))  # a fraction of one write's time
         p.kill()
+        rest = p.stdout.read()
         p.wait()
-        if (tmp_path / "big.json").exists():
-            d = json.loads((tmp_path / "big.json").read_text())
-            assert len(d["x"]) == 200000
+        p.stdout.close()
+        lines = [line.split() for line in rest.splitlines(keepends=True) if line.endswith("\n")]
+        word, k = lines[-1] if lines else ("start", "2")
+        k = int(k)
+        d = json.loads(target.read_text())
+        assert len(d["x"]) == 200000
+        if word == "start":  # killed during write k of a file that write k-1 completed: old or new, never torn
+            assert d["i"] in (k - 1, k), (d["i"], k)
+            mid_rewrite += 1
+            if mid_rewrite == 3:
+                break
+        else:
+            assert d["i"] == k
+    assert mid_rewrite >= 1, "no kill landed during a rewrite"

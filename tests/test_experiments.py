@@ -137,14 +137,14 @@ def test_grid_union_seed_filter_and_bad_grids(tmp_path):
 
     cfg = {"seeds": [0, 1, 2], "ensemble_seeds": [1],
            "grid": [{"lam": [0, 0.9], "unlabelled": [False, True]}, {"lam": [0.9], "ensemble": [True]}]}
-    names = [r["name"] for r in student_runs(cfg, 8)]
+    names = [r["name"] for r in student_runs(cfg, "unet8")]
     assert len(names) == 12 and len(set(names)) == 12  # 4 configs x 3 seeds, the baseline once per seed
     assert names[:4] == ["unet4_baseline_s0", "unet4_from_unet8_T2_l0.9_sT_s0", "unet4_from_unet8_T2_l0.9_sT_unl_s0",
                          "unet4_from_unet8x2_T2_l0.9_sT_s0"]
     with pytest.raises(UserError, match="ensemble_seeds"):
-        student_runs({**cfg, "ensemble_seeds": []}, 8)
+        student_runs({**cfg, "ensemble_seeds": []}, "unet8")
     with pytest.raises(UserError, match="unknown axis 'lamda'"):
-        student_runs({**cfg, "grid": {"lamda": [0.5]}}, 8)
+        student_runs({**cfg, "grid": {"lamda": [0.5]}}, "unet8")
     (tmp_path / "c.json").write_text(json.dumps({"name": "c", **cfg}))
     p = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config", str(tmp_path / "c.json"), "--dry-run", "--seeds", "2"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -168,20 +168,164 @@ def test_is_locked_sees_live_and_stale_locks(tmp_path):
     assert not is_locked(tmp_path)  # stale: its process is gone
 
 
+# run names of the shipped presets, from the sweep before it planned its jobs (student_runs built them by hand):
+# RunSpec must keep every existing run dir's name, or a sweep would train finished runs again
+PRESETS = {
+    "cpu": (12, ["teacher", "teacher_s1", "teacher_cache", "ensemble_cache"],
+            ["unet4_baseline_s0", "unet4_from_unet8_T2_l0.9_sT_s0", "unet4_from_unet8_T2_l0.9_sT_unl_s0", "unet4_from_unet8x2_T2_l0.9_sT_s0",
+             "unet4_baseline_s1"]),
+    "cpu_ablations": (12, ["teacher", "teacher_cache", "blackbox_probabilities", "blackbox_cache"],
+                      ["unet4_baseline_s0", "unet4_from_unet8_Tauto_l0.9_sT_s0", "unet4_from_blackbox_T2_l0.9_sT_s0",
+                       "unet4_from_blackbox_T2_l0.9_sT_noflip_s0", "unet4_baseline_s1"]),
+    "cpu_grid": (12, ["teacher", "teacher_cache"],
+                 ["unet4_from_unet8_T2_l0.9_sT2_s0", "unet4_from_unet8_T4_l0.9_sT2_s0", "unet4_from_unet8_T1_l0.5_sT_s0",
+                  "unet4_from_unet8_T2_l1_sT_s0", "unet4_from_unet8_T2_l0.9_sT2_s1"]),
+    "gpu": (306, ["teacher", "teacher_s1", "teacher_cache", "ensemble_cache"],
+            ["unet2_baseline_s0", "unet4_baseline_s0", "unet2_from_unet16_T1_l0.5_sT_s0", "unet2_from_unet16_T1_l0.5_sT_unl_s0",
+             "unet4_from_unet16_T1_l0.5_sT_s0"]),
+    "quick": (6, ["teacher", "teacher_cache"],
+              ["unet4_baseline_s0", "unet4_from_unet8_T2_l0.9_sT_s0", "unet4_from_unet8_T2_l0.9_sT_unl_s0", "unet4_baseline_s1"]),
+}
+ELSEWHERE = {"cpu": ["unet4_from_unet8x2_T2_l0.9_sT_s2"], "cpu_ablations": ["unet4_from_blackbox_T2_l0.9_sT_noflip_s2"],
+             "cpu_grid": ["unet4_from_unet8_T2_l1_sT_s2"], "gpu": ["unet2_from_unet16_T8_l1_sT2_unl_s1", "unet4_from_unet16x2_T2_l0.9_sT2_unl_s2"],
+             "quick": ["unet4_from_unet8_T2_l0.9_sT_unl_s1"]}
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "experiments" / "configs").glob("*.json")), ids=lambda p: p.stem)
-def test_shipped_configs_expand(path):
-    """Every preset parses, names each run once, and presets sharing a sweep dir agree on the teacher."""
-    from experiments.sweep import load_config, student_runs
+def test_shipped_configs_plan_todays_run_names(path):
+    """Every preset plans its jobs (teachers and caches first), names each run once and as the sweep always has,
+    and presets sharing a sweep dir agree on the teacher."""
+    from experiments.sweep import load_config, parse_args, plan
 
     cfg = load_config(path)
-    runs = student_runs(cfg, cfg.get("teacher", {}).get("base_filters", 16))
-    names = [r["name"] for r in runs]
-    assert runs and len(names) == len(set(names))
+    jobs = plan(cfg, parse_args(["--config", str(path)]))
+    n, prereqs, first = PRESETS[path.stem]
+    names = [j.name for j in jobs if j.kind == "student"]
+    assert [j.name for j in jobs if j.kind != "student"] == prereqs and [j.kind for j in jobs[len(prereqs):]] == ["student"] * n
+    assert len(names) == len(set(names)) == n and names[:len(first)] == first and set(ELSEWHERE[path.stem]) <= set(names)
     assert all(n.endswith(tuple(f"_s{s}" for s in cfg["seeds"])) for n in names)
+    assert all(j.run_dir.name == j.name and j.done == j.run_dir / "metrics.json" and j.cmd[1] == "distill_train.py"
+               for j in jobs if j.kind == "student")
     for other in (ROOT / "experiments" / "configs").glob("*.json"):
         o = json.loads(other.read_text())
         if o["name"] == cfg["name"]:  # same runs/<name> dir: the same teacher and data, or runs would mix
             assert (o.get("teacher"), o.get("data"), o.get("teacher_cache")) == (cfg.get("teacher"), cfg.get("data"), cfg.get("teacher_cache"))
+
+
+def test_runspec_names_the_sweep_runs():
+    """The names the sweep plans are RunSpec's, and RunSpec.from_config of the student's config gives them back."""
+    from experiments.sweep import load_config, student_runs
+    from training.runs import RunSpec
+
+    cfg = load_config(ROOT / "experiments" / "configs" / "cpu_ablations.json")
+    for r in student_runs({**cfg, "ensemble_seeds": [1], "grid": [*cfg["grid"], {"ensemble": [True], "unlabelled": [True]}]}, "unet8"):
+        source = "blackbox" if r["blackbox"] else "unet8x2" if r["ensemble"] else "unet8"
+        student = {"base_filters": r["base_filters"], "lam": r["lam"], "temperature": r["temperature"], "scale": r["scale"],
+                   "unlabelled": r["unlabelled"], "flip": r["blackbox"] != "noflip", "seed": r["seed"]}
+        assert RunSpec.from_config(student, source).name == r["name"] == r["spec"].name
+
+
+def test_shards_split_the_students_and_keep_what_they_need(tmp_path):
+    from experiments.sweep import parse_args, plan
+
+    (tmp_path / "c.json").write_text(json.dumps({"name": "c", "data": "synthetic", "teacher_cache": True, "ensemble_seeds": [1],
+                                                 "grid": [{"lam": [0]}, {"lam": [0.9], "blackbox": ["noflip"]}], "seeds": [0, 1]}))
+    full = plan(json.loads((tmp_path / "c.json").read_text()), parse_args(["--config", str(tmp_path / "c.json")]))
+    students = [j.name for j in full if j.kind == "student"]
+    shards = [plan(json.loads((tmp_path / "c.json").read_text()), parse_args(["--config", str(tmp_path / "c.json"), "--shard", f"{k}/2"]))
+              for k in (1, 2)]
+    assert [j.name for j in shards[0] if j.kind == "student"] == students[0::2] == ["unet4_baseline_s0", "unet4_baseline_s1"]
+    assert [j.name for j in shards[1] if j.kind == "student"] == students[1::2]  # student i goes to shard i % N + 1
+    # the black-box maps only where black-box runs are; what no run needs (the ensemble's teacher, the unused cache) everywhere
+    assert [j.name for j in shards[0] if j.kind != "student"] == ["teacher", "teacher_s1", "teacher_cache"]
+    assert [j.name for j in shards[1] if j.kind != "student"] == [j.name for j in full if j.kind != "student"] == [
+        "teacher", "teacher_s1", "teacher_cache", "blackbox_probabilities", "blackbox_cache"]
+    assert not (tmp_path / "runs").exists() and not (ROOT / "runs" / "c").exists()  # planning writes nothing
+
+
+def test_time_estimate_from_finished_runs(tmp_path):
+    from experiments.sweep import Job, estimate
+
+    jobs = [Job(n, tmp_path / n, tmp_path / n / "metrics.json", ("true",), (), k)
+            for n, k in [("teacher", "teacher"), ("teacher_cache", "cache"), ("a", "student"), ("b", "student"), ("c", "student")]]
+    assert estimate(jobs, tmp_path) == "4 runs to go; time estimate: unknown before the first run"
+    for n, wall, ips in [("teacher", 1200.0, 20.0), ("a", 1800.0, 55.0)]:
+        (tmp_path / n).mkdir()
+        (tmp_path / n / "metrics.json").write_text(json.dumps({"wall_s": wall, "train_img_per_s": ips}))
+    (tmp_path / "teacher" / "teacher.keras").write_text("")
+    assert estimate(jobs, tmp_path) == "2 runs to go; ~1 h at the measured 55 img/s"
+    (tmp_path / "b" / "metrics.json").parent.mkdir()
+    (tmp_path / "b" / "metrics.json").write_text(json.dumps({"wall_s": 3000.0, "train_img_per_s": 45.0}))
+    assert estimate(jobs, tmp_path) == "1 run to go; ~40 min at the measured 50 img/s"
+    assert estimate(jobs[:2], tmp_path) == "0 runs to go"
+
+
+@pytest.mark.parametrize("shard", ["3/2", "0/2", "a/b", "1/0", "1/2/3", "-1/2"])
+def test_bad_shard_is_one_line_and_writes_nothing(tmp_path, shard):
+    (tmp_path / "c.json").write_text(json.dumps({"name": "c", "grid": {"lam": [0, 0.9]}, "seeds": [0]}))
+    p = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "out"),
+                        f"--shard={shard}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stdout == "" and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert p.stderr.startswith("error: --shard") and not (tmp_path / "out").exists()
+
+
+def test_list_prints_the_pending_commands(sweep, tmp_path):
+    """--list: one shell command per job still to do, teachers and caches first, with the sweep's --overwrite/--resume."""
+    import shlex
+
+    root, _ = sweep
+
+    def listing(config, *argv):
+        p = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config", str(config), "--list", *map(str, argv)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-2000:]
+        return [shlex.split(line) for line in p.stdout.splitlines()]
+
+    assert listing(root / "tiny.json", "--out", root / "out") == []  # a finished sweep: nothing to do
+    cfg = json.loads((root / "tiny.json").read_text())
+    (tmp_path / "more.json").write_text(json.dumps({**cfg, "seeds": [0, 1, 2]}))
+    more = listing(tmp_path / "more.json", "--out", root / "out")  # one more seed: its student runs, nothing else
+    assert [Path(c[c.index("--out") + 1]).name for c in more] == [
+        "unet2_baseline_s2", "unet2_from_unet4_T2_l0.9_sT_s2", "unet2_from_unet4_T2_l0.9_sT_unl_s2", "unet2_from_unet4x2_T2_l0.9_sT_s2",
+        "unet2_from_unet4_Tauto_l0.9_sT_s2", "unet2_from_blackbox_T2_l0.9_sT_s2", "unet2_from_blackbox_T2_l0.9_sT_noflip_s2"]
+    assert all(c[0] == sys.executable and c[1] == "distill_train.py" and c[-1] == "--overwrite" for c in more)
+    assert not (root / "out" / "unet2_baseline_s2").exists()
+    fresh = tmp_path / "fresh"  # a new sweep dir with one interrupted run: every job, that one with --resume
+    (fresh / "unet2_baseline_s0").mkdir(parents=True)
+    (fresh / "unet2_baseline_s0" / "checkpoint.json").write_text("{}")
+    jobs = listing(root / "tiny.json", "--out", fresh, "--data", root / "out" / "data")
+    assert len(jobs) == 20 and [c[1:3] for c in jobs[:6]] == [["-m", "teacher.train"]] * 2 + [["-m", "teacher.cache"]] * 2 + [
+        ["evaluate.py", "--model"], ["-m", "teacher.cache"]] and all(c[1] == "distill_train.py" for c in jobs[6:])
+    assert [c[-1] for c in jobs].count("--resume") == 1 and jobs[6][jobs[6].index("--out") + 1].endswith("unet2_baseline_s0")
+    assert jobs[6][-1] == "--resume" and sorted(p.name for p in fresh.iterdir()) == ["unet2_baseline_s0"]  # --list writes nothing
+
+
+def test_two_shards_on_one_sweep_dir(tmp_path):
+    """--shard 1/2 and --shard 2/2 at once on one dir: the teacher is trained once (the other shard waits for it) and
+    every student run once."""
+    cfg = {"name": "shards", "data": "synthetic", "synthetic": {"n_train": 48, "n_test": 16, "seed": 2},
+           "teacher": {"base_filters": 2, **SHAPE}, "teacher_cache": True, "student": {"base_filters": 2, **SHAPE},
+           "grid": {"lam": [0, 0.9]}, "seeds": [0]}
+    (tmp_path / "shards.json").write_text(json.dumps(cfg))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    procs = [subprocess.Popen([sys.executable, "-m", "experiments.sweep", "--config", str(tmp_path / "shards.json"), "--out", str(tmp_path / "out"),
+                               "--shard", f"{k}/2"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for k in (1, 2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(o[0][-2000:] + o[1][-2000:] for o in outs)
+    stdout = "".join(o[0] for o in outs)
+    runs = ["unet2_baseline_s0", "unet2_from_unet2_T2_l0.9_sT_s0"]
+    for name in ["teacher", "teacher_cache", *runs]:  # each job run by one shard, once
+        assert stdout.count(f"{name}: ok in") == 1, stdout
+        log = (tmp_path / "out" / "logs" / f"{name}.txt").read_text()
+        assert sum(line.startswith("$ ") for line in log.splitlines()) == 1
+    for name in ["teacher", *runs]:
+        log = (tmp_path / "out" / "logs" / f"{name}.txt").read_text()
+        assert sum(line.startswith("done: ") for line in log.splitlines()) == 1
+    assert "skipped" not in stdout and "run the sweep again" not in stdout
+    df = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert sorted(df.run) == sorted(["teacher", *runs]) and (df.groupby("run").size() == 1).all()
+    assert len(list((tmp_path / "out" / "data" / "train" / "images").glob("*.png"))) == 48
+    assert not [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".data")]  # the losing shard's copy is gone
 
 
 def test_given_teacher_without_split_file(sweep, tmp_path):

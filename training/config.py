@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from common.backend import PRECISIONS
 from common.cli import UserError, check_range
+from common.devices import ACCELERATORS
 from models.registry import arch_names
 
 
@@ -35,6 +37,8 @@ class TrainConfig:
     monitor: str = "mean_iou"  # validation metric that picks the best epoch
     tensorboard: bool = False  # also log each epoch to RUN_DIR/tensorboard (needs tensorflow + tensorboard)
     devices: int = 1  # data-parallel replicas (GPUs); jax or tensorflow backend; batch_size must be a multiple
+    accelerator: str = "auto"  # auto: refuse to train on the CPU when an NVIDIA GPU is present but unseen; gpu: require one; cpu: intended
+    precision: str = "float32"  # or mixed_bfloat16 (bfloat16 compute on GPUs; loss layer, teacher head and saved model in float32)
     max_train: int = 0  # use only the first N training images (0 = all); for quick checks
 
     @property
@@ -65,6 +69,10 @@ def validate_common(cfg: TrainConfig) -> None:
     check_range("--lr", cfg.lr, 0, 1, lo_open=True)
     if not math.isfinite(cfg.weight_decay) or cfg.weight_decay < 0:
         raise UserError(f"--weight-decay must be a finite number >= 0, got {cfg.weight_decay}")
+    if cfg.accelerator not in ACCELERATORS:
+        raise UserError(f"--accelerator {cfg.accelerator!r} must be one of {', '.join(ACCELERATORS)}")
+    if cfg.precision not in PRECISIONS:
+        raise UserError(f"--precision {cfg.precision!r} must be one of {', '.join(PRECISIONS)}")
     if cfg.tensorboard:
         import importlib.util
 

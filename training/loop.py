@@ -24,6 +24,7 @@ from data.pipeline import Batches
 from distill.losses import IdentityLoss, LossPart
 from metrics.segmentation import score_masks
 from models.predict import predict_probs
+from models.registry import float32_copy
 
 
 @dataclass
@@ -74,7 +75,9 @@ class ValScore(keras.callbacks.Callback):
         improved = scores[self.monitor] > self.best
         if improved:
             self.best, self.best_epoch = scores[self.monitor], epoch + 1
-            io.save_model(self.infer_model, self.model_path)
+            # the saved model is float32 whatever the training precision: what export and the Pi expect
+            mixed = self.infer_model.dtype_policy.compute_dtype != "float32"
+            io.save_model(float32_copy(self.infer_model) if mixed else self.infer_model, self.model_path)
         io.write_text(self.history_path, pd.DataFrame(self.rows).to_csv(index=False))
         print(f"  val mean_iou {scores['mean_iou']:.4f}  kaggle_map {scores['kaggle_map']:.4f}" + ("  (best, saved)" if improved else ""), flush=True)
         save_checkpoint(self.model, self.history_path.parent, {"epoch": epoch + 1, "best": self.best, "best_epoch": self.best_epoch,
@@ -122,7 +125,7 @@ def fit(train_model, infer_model, data: TrainingData, cfg, run_dir: Path, model_
     train_batches = data.train
     steps = cfg.epochs * len(train_batches)
     warmup = max(1, steps // 10)
-    schedule = keras.optimizers.schedules.CosineDecay(cfg.lr / 10, steps - warmup, alpha=0.01, warmup_target=cfg.lr, warmup_steps=warmup)
+    schedule = keras.optimizers.schedules.CosineDecay(cfg.lr / 10, max(1, steps - warmup), alpha=0.01, warmup_target=cfg.lr, warmup_steps=warmup)
     train_model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay),
         loss=IdentityLoss(),

@@ -47,6 +47,7 @@ def start_run(cfg, run_dir: Path, opts, split: dict | None = None, parallel: dic
     if parallel is not None:
         env["replicas"] = parallel["replicas"]
         env["parallel_devices"] = [str(d) for d in parallel.get("devices", [])]
+        env["devices"] = parallel.get("device_report")
     io.write_json(run_dir / "config.json", {**new, "environment": env})
     if split is not None:
         io.write_json(run_dir / "split.json", split)
@@ -78,8 +79,8 @@ def batches(train: TgsData, val: TgsData, spec: dict, batch_size: int, seed: int
     ux = prep_images(unlabelled.images, spec) if unlabelled is not None else None
     t = vt = ut = None
     if cache is not None:
-        t, vt = cache.take(train.ids), cache.take(val.ids)
-        ut = cache.take(unlabelled.ids) if unlabelled is not None else None
+        t, vt = cache.take(train.ids, train.images), cache.take(val.ids, val.images)
+        ut = cache.take(unlabelled.ids, unlabelled.images) if unlabelled is not None else None
     tb = Batches(x, y, batch_size, shuffle=True, flip=flip, seed=seed, unlabelled_x=ux, n_unlabelled=n_unlabelled, t=t, unlabelled_t=ut,
                  multiple_of=replicas)
     vb = Batches(vx, vy, 64 * replicas, shuffle=False, flip=False, t=vt, multiple_of=replicas)

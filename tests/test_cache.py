@@ -1,0 +1,357 @@
+"""The teacher-output cache (`python -m teacher.cache` writes it, `distill.cache.TeacherCache` reads it):
+atomic replacement of the whole dir, locking, image fingerprints, id de-duplication, the CLI's
+spellings and bad --out, cleanup of temp files of killed writers, the final report line."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from common import io
+from common.cli import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A synthetic Kaggle folder (24 train + 8 test images) and two tiny teachers (other weights, same input)."""
+    import keras
+
+    from data.synthetic import generate
+    from models.unet import build_unet
+
+    root = tmp_path_factory.mktemp("cache")
+    generate(root / "tgs", n_train=24, n_test=8, seed=0)
+    keras.utils.set_random_seed(0)
+    build_unet((104, 104, 1), 2, 3).save(root / "a.keras")
+    keras.utils.set_random_seed(1)
+    build_unet((104, 104, 1), 2, 3).save(root / "b.keras")
+    return {"root": root, "data": root / "tgs", "test": root / "tgs" / "test" / "images", "a": root / "a.keras", "b": root / "b.keras"}
+
+
+def cache_main(argv):
+    from teacher.cache import main
+
+    return main([str(a) for a in argv])
+
+
+def build(env, out, *extra, teacher="a"):
+    assert cache_main(["--teacher", env[teacher], "--data", env["data"], "--out", out, *extra]) == 0
+    return json.loads((out / "meta.json").read_text())
+
+
+def cli(*args, code=None):
+    """python -m teacher.cache ... (or python -c code ...) in a subprocess, as a user runs it."""
+    cmd = [sys.executable, "-c", code] if code else [sys.executable, "-m", "teacher.cache"]
+    return subprocess.run([*cmd, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def leftovers(out: Path) -> list[str]:
+    """What a build leaves next to the cache dir besides the dir itself."""
+    return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}."))
+
+
+def snapshot(out: Path):
+    return json.loads((out / "meta.json").read_text()), (out / "logits.npy").read_bytes()
+
+
+# ---- 1. the pair logits.npy + meta.json is replaced as one ------------------------------------
+
+KILL_AFTER = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from common import io
+{patch}
+from teacher.cache import main
+main(sys.argv[1:])
+"""
+
+
+def test_kill_between_logits_and_meta_keeps_the_old_cache(env, tmp_path):
+    """SIGKILL after logits.npy is written, before meta.json (the old bug: new logits under old meta)."""
+    out = tmp_path / "cache"
+    build(env, out, teacher="a")
+    before = snapshot(out)
+    patch = "io.write_json = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)"
+    p = cli("--teacher", env["b"], "--data", env["data"], "--out", out, "--overwrite", code=KILL_AFTER.format(root=str(ROOT), patch=patch))
+    assert p.returncode == -9, p.stderr
+    assert snapshot(out) == before  # the old cache, whole: teacher a's logits under teacher a's meta
+    assert [n.split("-")[0] for n in leftovers(out)] == [".cache.lock", ".cache.partial"]  # its lock, its new logits aside
+    assert not io.is_locked(out)  # the lock of a dead process does not count
+    meta = build(env, out, "--overwrite", teacher="b")  # the next build cleans up what the killed one left
+    assert meta["teachers"][0]["sha256"] == io.file_sha256(env["b"]) and leftovers(out) == []
+
+
+def test_kill_mid_swap_restores_the_old_cache(env, tmp_path):
+    """SIGKILL after the old dir is renamed aside, before the new one is in place: the next start puts the old one back."""
+    from distill.cache import TeacherCache
+
+    out = tmp_path / "cache"
+    build(env, out, teacher="a")
+    before = snapshot(out)
+    patch = ("real = os.rename\n"
+             "def rename(a, b):\n"
+             "    real(a, b)\n"
+             "    if '.old-' in str(b): os.kill(os.getpid(), signal.SIGKILL)\n"
+             "io.os.rename = rename")
+    p = cli("--teacher", env["b"], "--data", env["data"], "--out", out, "--overwrite", code=KILL_AFTER.format(root=str(ROOT), patch=patch))
+    assert p.returncode == -9, p.stderr
+    assert not out.exists()  # a reader now gets "not a teacher cache", never a mix
+    with pytest.raises(UserError, match="not a teacher cache"):
+        TeacherCache(out)
+    with pytest.raises(UserError, match="not empty"):  # no --overwrite: the old cache is back, and kept
+        build(env, out, teacher="b")
+    assert snapshot(out) == before and leftovers(out) == []
+
+
+def test_failed_overwrite_leaves_the_old_cache_and_no_temp_dir(env, tmp_path, monkeypatch):
+    out = tmp_path / "cache"
+    build(env, out)
+    before = snapshot(out)
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(io, "write_json", boom)
+    with pytest.raises(RuntimeError):
+        build(env, out, "--overwrite", teacher="b")
+    assert snapshot(out) == before and leftovers(out) == []
+    assert not io.is_locked(out) and not io.sibling_lock(out).exists()  # the lock is released
+
+
+def test_stale_partial_dirs_of_dead_pids_are_removed(env, tmp_path):
+    out = tmp_path / "cache"
+    stale, live = tmp_path / f".cache.partial-{dead_pid()}", tmp_path / f".cache.partial-{os.getppid()}"
+    for d in (stale, live):
+        d.mkdir()
+        (d / "logits.npy").write_bytes(b"x" * 100)
+    build(env, out)
+    assert not stale.exists() and live.exists()  # a live process's build is not touched
+
+
+def test_lock_refuses_a_second_build_and_is_seen_by_the_sweep(env, tmp_path, monkeypatch):
+    import teacher.cache as tc
+
+    out = tmp_path / "cache"
+    seen = {}
+    real = tc.write_cache
+
+    def spy(o, logits, meta):
+        if seen:
+            return real(o, logits, meta)
+        # another process (the sweep) sees the dir as busy while this one builds
+        p = subprocess.run([sys.executable, "-c", f"from common.io import is_locked; print(is_locked({str(o)!r}))"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+        seen["other"] = p.stdout.strip()
+        with pytest.raises(UserError, match="in use"):  # a second build of the same dir is refused
+            build(env, out)
+        real(o, logits, meta)
+
+    monkeypatch.setattr(tc, "write_cache", spy)
+    build(env, out)
+    assert seen["other"] == "True"
+    assert not io.is_locked(out) and not io.sibling_lock(out).exists()  # released after the build
+
+    sleeper = subprocess.Popen(["sleep", "30"])  # a live process holds the lock: refused, nothing written
+    try:
+        io.sibling_lock(out).write_text(str(sleeper.pid))
+        assert io.is_locked(out)
+        with pytest.raises(UserError, match="in use"):
+            build(env, out, "--overwrite", teacher="b")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert json.loads((out / "meta.json").read_text())["teachers"][0]["sha256"] == io.file_sha256(env["a"])
+    assert not io.is_locked(out)  # stale now
+    build(env, out, "--overwrite", teacher="b")  # a stale lock is taken over
+
+
+def test_black_box_cache_is_atomic_too(env, tmp_path, monkeypatch):
+    from data.tgs import load_data
+    from distill.cache import TeacherCache
+
+    d = load_data(env["data"], progress=False)
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for i in d.ids:
+        np.save(maps / f"{i}.npy", np.full((101, 101), 0.25))
+    out = tmp_path / "bb"
+    argv = ["--from-probabilities", maps, "--data", env["data"], "--input-size", "104", "--out", out]
+    assert cache_main(argv) == 0
+    before = snapshot(out)
+    (tmp_path / f".bb.partial-{dead_pid()}").mkdir()
+    monkeypatch.setattr(io, "write_json", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError):
+        cache_main(argv + ["--overwrite"])
+    assert snapshot(out) == before and leftovers(out) == []
+    c = TeacherCache(out)
+    assert len(c.meta["fingerprints"]) == len(d.ids)
+    c.take(d.ids, d.images)
+
+
+# ---- 2. image fingerprints ---------------------------------------------------------------------
+
+def test_take_refuses_other_pixels_under_the_same_ids(env, tmp_path):
+    from data.tgs import load_data
+    from distill.cache import TeacherCache, fingerprint
+
+    out = tmp_path / "cache"
+    meta = build(env, out)
+    d = load_data(env["data"], progress=False)
+    assert meta["fingerprints"] == [fingerprint(im) for im in d.images] and meta["ids"] == d.ids
+    c = TeacherCache(out)
+    np.testing.assert_array_equal(c.take(d.ids[:5], d.images[:5]), c.take(d.ids[:5]))
+    other = d.images.copy()
+    other[3, 50, 50] ^= 1  # one pixel of one image
+    with pytest.raises(UserError, match=f"image {d.ids[3]} "):
+        c.take(d.ids, other)
+    c.take(d.ids)  # no images: ids only, as before
+
+    old = tmp_path / "old"  # a cache of an earlier version has no fingerprints: taken as it is
+    shutil.copytree(out, old)
+    m = json.loads((old / "meta.json").read_text())
+    del m["fingerprints"], m["fingerprint"]
+    (old / "meta.json").write_text(json.dumps(m))
+    TeacherCache(old).take(d.ids, other)
+
+
+def test_training_batches_pass_the_images(env, tmp_path):
+    """training.runs.batches checks the run's pixels against the cache (train, val and unlabelled)."""
+    from data.tgs import TgsData, load_data, load_unlabelled
+    from distill.cache import TeacherCache
+    from pi.sidecar import make_spec
+    from training.runs import batches
+
+    out = tmp_path / "cache"
+    build(env, out, "--unlabelled", env["test"])
+    c = TeacherCache(out)
+    d, u = load_data(env["data"], progress=False), load_unlabelled(env["test"], progress=False)
+    train, val = d.subset(d.ids[:16]), d.subset(d.ids[16:])
+    spec = make_spec(104)
+    batches(train, val, spec, 8, 0, True, u, 4, c)
+    for which in ("train", "val", "unlabelled"):
+        parts = {"train": train, "val": val, "unlabelled": u}
+        p = parts[which]
+        images = p.images.copy()
+        images[-1] = 255 - images[-1]
+        parts[which] = TgsData(p.ids, images, p.masks, p.depths, p.source)
+        with pytest.raises(UserError, match=f"image {p.ids[-1]} "):
+            batches(parts["train"], parts["val"], spec, 8, 0, True, parts["unlabelled"], 4, c)
+
+
+# ---- 3. de-duplication: linear, and refuses one id with two images --------------------------
+
+def test_duplicate_ids_same_pixels_kept_once_other_pixels_refused(env, tmp_path):
+    from data.tgs import load_data
+
+    d = load_data(env["data"], progress=False)
+    meta = build(env, tmp_path / "c1", "--unlabelled", env["data"], "--unlabelled", env["test"], "--data", env["data"])
+    assert len(meta["ids"]) == len(set(meta["ids"])) == 24 + 8 and meta["ids"][:24] == d.ids
+
+    same, other = tmp_path / "same", tmp_path / "other"
+    for f in (same, other):
+        shutil.copytree(env["test"], f)
+        shutil.copy(env["data"] / "train" / "images" / f"{d.ids[2]}.png", f)
+    Image.fromarray(255 - d.images[2]).save(other / f"{d.ids[2]}.png")
+    meta = build(env, tmp_path / "c2", "--unlabelled", same)
+    assert len(meta["ids"]) == 32 and meta["ids"].count(d.ids[2]) == 1
+    with pytest.raises(UserError, match=f"image id {d.ids[2]} is in .* with different pixels"):
+        build(env, tmp_path / "c3", "--unlabelled", other)
+    assert not (tmp_path / "c3").exists() and leftovers(tmp_path / "c3") == []
+
+
+def test_collect_images_is_linear(monkeypatch):
+    """30,000 ids twice (--data D --unlabelled D): well under a second (the old code compared each id with every other)."""
+    import teacher.cache as tc
+    from data.tgs import TgsData
+
+    n = 30_000
+    ids = [f"{k:010x}" for k in range(n)]
+    part = TgsData(ids, np.arange(n, dtype=np.uint32).view(np.uint8).reshape(n, 2, 2), None, np.zeros(n, np.float32))
+    monkeypatch.setattr(tc, "load_data", lambda p: part)
+    monkeypatch.setattr(tc, "load_unlabelled", lambda p: part)
+    t0 = time.perf_counter()
+    got, images, fps = tc.collect_images(["d"], ["d"])
+    assert time.perf_counter() - t0 < 5 and got == ids and len(images) == len(fps) == n
+
+
+# ---- 4. both spellings of repeated values ------------------------------------------------------
+
+def test_repeated_values_take_both_spellings(env, tmp_path):
+    a = build(env, tmp_path / "a", "--unlabelled", env["test"], env["data"])
+    b = build(env, tmp_path / "b", "--unlabelled", env["test"], "--unlabelled", env["data"])
+    assert a["ids"] == b["ids"] and len(a["ids"]) == 32
+    args = ["--data", env["data"], "--out"]
+    e1 = cache_main(["--teacher", env["a"], env["b"], "--teacher-weights", "1", "3", *args, tmp_path / "e1"])
+    e2 = cache_main(["--teacher", env["a"], "--teacher", env["b"], "--teacher-weights", "1", "3", *args, tmp_path / "e2"])
+    assert e1 == e2 == 0
+    m1, m2 = (json.loads((tmp_path / e / "meta.json").read_text()) for e in ("e1", "e2"))
+    assert m1["teachers"] == m2["teachers"] and m1["weights"] == m2["weights"] == [0.25, 0.75]
+    np.testing.assert_array_equal(np.load(tmp_path / "e1" / "logits.npy"), np.load(tmp_path / "e2" / "logits.npy"))
+    d2 = cache_main(["--teacher", env["a"], "--data", env["data"], env["data"], "--out", tmp_path / "d2"])
+    assert d2 == 0 and json.loads((tmp_path / "d2" / "meta.json").read_text())["ids"] == a["ids"][:24]
+
+
+# ---- 5. --out ------------------------------------------------------------------------------------
+
+def test_out_that_is_a_file_is_refused(env, tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("keep me")
+    p = cli("--teacher", env["a"], "--data", env["data"], "--out", f)
+    assert p.returncode == 2 and p.stderr.strip() == f"error: --out {f} exists and is not a directory", p.stderr
+    with pytest.raises(UserError, match=f"^--out {f / 'cache'}: {f} is not a directory$"):
+        build(env, f / "cache", "--overwrite")
+    assert f.read_text() == "keep me" and sorted(x.name for x in tmp_path.iterdir()) == ["afile"]
+
+    out = tmp_path / "cache"
+    out.mkdir()
+    (out / "notes.txt").write_text("x")
+    with pytest.raises(UserError, match="not empty; pass --overwrite"):
+        build(env, out)
+    assert sorted(x.name for x in out.iterdir()) == ["notes.txt"]
+
+
+# ---- 6. temp files of killed atomic writes ------------------------------------------------------
+
+def test_atomic_write_removes_temp_files_of_dead_writers(tmp_path):
+    target = tmp_path / "big.json"
+    dead, live = dead_pid(), os.getpid()
+    stale = tmp_path / f".big.json.tmp{dead}.abcd1234.json"
+    mine = tmp_path / f".big.json.tmp{live}.efgh5678.json"
+    alive_other = tmp_path / f".big.json.tmp{os.getppid()}.ijkl9012.json"
+    unrelated = tmp_path / f".other.json.tmp{dead}.mnop3456.json"
+    for f in (stale, mine, alive_other, unrelated):
+        f.write_bytes(b"x" * 1000)
+    io.write_json(target, {"ok": 1})
+    assert json.loads(target.read_text()) == {"ok": 1}
+    assert not stale.exists() and mine.exists() and alive_other.exists() and unrelated.exists()
+    with io.atomic_path(target) as tmp:
+        assert tmp.name.startswith(f".big.json.tmp{live}.")  # the writer's pid is in the temp name
+        tmp.write_text("{}")
+
+
+# ---- 7. the report line and build_s --------------------------------------------------------------
+
+def test_report_line_has_time_and_peak_rss(env, tmp_path, capsys):
+    out = tmp_path / "cache"
+    capsys.readouterr()
+    build(env, out, "--unlabelled", env["test"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and "32 images x 2 views" in lines[0] and "built in" in lines[0] and "peak RSS" in lines[0]
+    meta = json.loads((out / "meta.json").read_text())
+    assert isinstance(meta["build_s"], float) and meta["build_s"] >= 0
