@@ -1,0 +1,106 @@
+"""Training-step speed per Keras backend: steady-state img/s and the one-time compile (first-step) time.
+
+    OMP_NUM_THREADS=1 python -m benchmarks.train_speed --base-filters 16 4 --batch-size 32 128
+    KERAS_BACKEND=jax python -m benchmarks.train_speed --backends jax --base-filters 16 --batch-size 32 128 --steps 50   # a GPU box
+    # prints one row per backend, model and batch size: device, first step (s), img/s; --json FILE keeps them
+
+Each row runs in a fresh process with KERAS_BACKEND set, training the hard-loss graph of
+distill.graph (the baseline's graph: the student's own cost) on random images at the real input size
+(128x128x1), AdamW, for --steps timed steps after 3 warm-up steps. Backends that are not installed
+are skipped. The device is what the backend computes on (common.devices).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import io
+from common.cli import UserError, run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def measure(arch: str, base_filters: int, depth: int, batch_size: int, steps: int, size: int = 128) -> dict:
+    """In this process (backend already chosen): first-step and steady-state timings.
+
+    The imports are here so that the parent process, which only starts one child per backend, loads no backend."""
+    import keras
+    import numpy as np
+
+    from common.devices import backend_devices, describe
+    from distill.graph import build_training_graph
+    from distill.losses import IdentityLoss
+    from models.registry import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model(arch, (size, size, 1), base_filters, depth, name=f"{arch}{base_filters}")
+    graph = build_training_graph(model)
+    graph.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=IdentityLoss())
+    rng = np.random.default_rng(0)
+    x = rng.random((batch_size, size, size, 1), np.float32)
+    feed = {"image": x, "mask": (x > 0.5).astype(np.float32)}
+    dummy = np.zeros((batch_size, 1), np.float32)
+    t0 = time.perf_counter()
+    graph.train_on_batch(feed, dummy)
+    first = time.perf_counter() - t0
+    for _ in range(2):
+        graph.train_on_batch(feed, dummy)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = graph.train_on_batch(feed, dummy)
+    float(np.asarray(loss if not isinstance(loss, list) else loss[0]))  # wait for asynchronous backends
+    dt = time.perf_counter() - t0
+    backend = keras.backend.backend()
+    return {"backend": backend, "device": describe(backend_devices(backend)), "model": model.name, "params": model.count_params(),
+            "batch_size": batch_size, "first_step_s": round(first, 2), "img_per_s": round(steps * batch_size / dt, 1), "steps": steps,
+            "threads": os.environ.get("OMP_NUM_THREADS", "")}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backends", nargs="+", default=["torch", "jax", "tensorflow"])
+    ap.add_argument("--arch", default="unet")
+    ap.add_argument("--base-filters", type=int, nargs="+", default=[16, 4])
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, nargs="+", default=[32, 128])
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--json", default="", help="also write the rows to this file")
+    ap.add_argument("--one", default="", help=argparse.SUPPRESS)  # internal: one measurement in this process, JSON on stdout
+    args = ap.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure(args.arch, *json.loads(args.one), steps=args.steps)))
+        return 0
+    if args.steps < 1 or min(args.batch_size) < 1 or min(args.base_filters) < 1:
+        raise UserError("--steps, --batch-size and --base-filters must be >= 1")
+    rows = []
+    print(f"{'backend':10s} {'device':28s} {'model':8s} {'batch':>5s} {'first step s':>12s} {'img/s':>9s}", flush=True)
+    for backend in args.backends:
+        if importlib.util.find_spec(backend) is None:
+            print(f"{backend:10s} (not installed: skipped)")
+            continue
+        for f in args.base_filters:
+            for b in args.batch_size:
+                cmd = [sys.executable, "-m", "benchmarks.train_speed", "--arch", args.arch, "--steps", str(args.steps),
+                       "--one", json.dumps([f, args.depth, b])]
+                p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": backend,
+                                                                                       "TF_CPP_MIN_LOG_LEVEL": "3"})
+                if p.returncode:
+                    print(f"{backend:10s} failed: {(p.stderr.strip().splitlines() or ['?'])[-1]}")
+                    continue
+                r = json.loads(p.stdout.strip().splitlines()[-1])
+                rows.append(r)
+                print(f"{backend:10s} {r['device'][:28]:28s} {r['model']:8s} {b:5d} {r['first_step_s']:12.2f} {r['img_per_s']:9.1f}", flush=True)
+    if args.json:
+        io.write_json(args.json, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
