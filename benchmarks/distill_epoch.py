@@ -39,7 +39,7 @@ def time_mode(mode, train, val, spec, sources, batch_size):
     tb = batches(train, val, spec, batch_size, 0, True, cache=source.cache if source is not None else None).train
     depth = sum(isinstance(layer, keras.layers.MaxPooling2D) for layer in sources["kd_in_graph"].models[0].layers)  # the teacher's depth
     student = build_model("unet", (spec["input_size"],) * 2 + (1,), 4, depth, name="unet4")
-    graph = build_training_graph(student, source, temperature=2.0, lam=0.0 if mode == "baseline" else 0.9)
+    graph = build_training_graph(student, source, temperature=2.0, lam=0.0 if mode == "baseline" else 0.9, input_scale=spec["scale"])
     graph.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=IdentityLoss())
     graph.fit(tb, epochs=1, verbose=0, steps_per_epoch=3)  # warm-up (first-call compilation, allocators)
     t0 = time.perf_counter()

@@ -4,12 +4,16 @@
     # prints one row per setting and batch size: plain flips, + 16 unlabelled per batch, + cached teacher
     # logits, + both, + 2 replicas; img/s counts every image a batch carries (labelled and unlabelled)
 
-Synthetic arrays of the real shapes (2879 labelled, 1000 unlabelled, 128x128, float16 teacher views)
-stand in for the data: the cost is batch assembly, not reading files. Each setting assembles a whole
+Synthetic arrays of the real shapes and dtypes (2879 labelled, 1000 unlabelled, 128x128 uint8 images,
+float16 teacher views) stand in for the data: the cost is batch assembly, not reading files. Each setting assembles a whole
 epoch twice and keeps the faster pass.
 """
 
 from __future__ import annotations
+
+from common.backend import choose_backend
+
+choose_backend()
 
 import argparse
 import time
@@ -22,9 +26,10 @@ from data.pipeline import Batches
 
 def arrays(n: int, n_unl: int, size: int = 128, seed: int = 0):
     rng = np.random.default_rng(seed)
-    x = rng.random((n, size, size, 1), np.float32)
+    # as training.runs.batches makes them: padded uint8 images (the graph scales them), 0/1 float32 masks
+    x = rng.integers(0, 256, (n, size, size, 1), np.uint8)
     y = (rng.random((n, size, size, 1)) > 0.5).astype(np.float32)
-    ux = rng.random((n_unl, size, size, 1), np.float32)
+    ux = rng.integers(0, 256, (n_unl, size, size, 1), np.uint8)
     t = rng.normal(size=(n, 2, size, size, 1)).astype(np.float16)
     ut = rng.normal(size=(n_unl, 2, size, size, 1)).astype(np.float16)
     return x, y, ux, t, ut

@@ -18,6 +18,16 @@ def prep_images(images: np.ndarray, spec: dict) -> np.ndarray:
     return preprocess(images, spec)
 
 
+def prep_images_unscaled(images: np.ndarray, spec: dict) -> np.ndarray:
+    """uint8 (N, 101, 101) -> (N, S, S, 1) padded (uint8, a quarter of float32's bytes) or resized (float32), NOT scaled.
+
+    What the training batches carry: the training graph scales by spec["scale"] on its way in
+    (distill.graph, input_scale), which gives exactly prep_images' values for padded images.
+    """
+    x = preprocess(images, {**spec, "scale": 1.0})
+    return x.astype(np.uint8) if spec.get("resize_mode", "pad") == "pad" else x
+
+
 def prep_masks(masks: np.ndarray, spec: dict) -> np.ndarray:
     """bool (N, 101, 101) -> float32 (N, S, S, 1) targets, padded/resized exactly like the images."""
     return preprocess(masks.astype(np.uint8) * 255, spec)
@@ -40,12 +50,17 @@ class Batches(keras.utils.PyDataset):
     def __init__(self, x, y, batch_size=32, shuffle=True, flip=True, seed=0, unlabelled_x=None, n_unlabelled=0,
                  t=None, unlabelled_t=None, multiple_of=1, **kwargs):
         super().__init__(**kwargs)
-        self.x, self.y, self.t = x, y, t
+        self.x, self.t = x, t
+        # masks are 0/1 after reflect padding: int8 (a quarter of float32's bytes); resized masks keep their fractions
+        self.y = y.astype(np.int8) if ((y == 0) | (y == 1)).all() else y.astype(np.float32)
         # data-parallel replicas each need an equal share of every batch: the last, short batch is cut to a
         # multiple of the replica count (at most multiple_of - 1 images an epoch, a different few each epoch)
         self.n_used = len(x) - len(x) % multiple_of
         self.batch_size, self.shuffle, self.flip, self.seed = batch_size, shuffle, flip, seed
         self.ux, self.ut = unlabelled_x, unlabelled_t
+        # (N, 2, S, S, 1) views -> (2N, S, S, 1): row 2j + v is view v of image j, gathered with one np.take
+        self.t_views = np.ascontiguousarray(t).reshape((-1,) + t.shape[2:]) if t is not None else None
+        self.ut_views = np.ascontiguousarray(unlabelled_t).reshape((-1,) + unlabelled_t.shape[2:]) if unlabelled_t is not None else None
         self.n_unlabelled = n_unlabelled if unlabelled_x is not None else 0
         self.epoch = 0
         self._order()
@@ -60,32 +75,36 @@ class Batches(keras.utils.PyDataset):
         return int(np.ceil(self.n_used / self.batch_size))
 
     def __getitem__(self, i):
-        """One batch, assembled image by image into preallocated arrays (one copy per image, flips included)."""
+        """One batch: whole-batch gathers into preallocated arrays, flips in place (vectorised, no per-image Python).
+
+        Masks travel as int8 (0, 1, -1 = unlabelled) and teacher logits as float16, as stored; the graph's
+        float32 inputs convert them exactly, so the batch costs a third of the bytes of float32 arrays.
+        """
         idx = np.sort(self.perm[: self.n_used][i * self.batch_size : (i + 1) * self.batch_size])
-        parts = [(self.x, self.y, self.t, idx)]
+        nl = len(idx)
+        uidx = None
         if self.n_unlabelled:
             start = (i * self.n_unlabelled) % len(self.ux)
             uidx = np.sort(np.take(self.uperm, np.arange(start, start + self.n_unlabelled), mode="wrap"))
-            parts.append((self.ux, None, self.ut, uidx))
-        n = sum(len(p[3]) for p in parts)
+        n = nl + (len(uidx) if uidx is not None else 0)
         f = np.random.default_rng([self.seed, self.epoch, i]).random(n) < 0.5 if self.flip else np.zeros(n, bool)
-        xb = np.empty((n,) + self.x.shape[1:], np.float32)
-        yb = np.empty((n,) + self.y.shape[1:], np.float32)
-        tb = np.empty((n,) + self.t.shape[2:], np.float32) if self.t is not None else None
-        k = 0
-        for x, y, t, ids in parts:
-            for j in ids:
-                flip = f[k]
-                xb[k] = x[j, :, ::-1] if flip else x[j]
-                if y is not None:
-                    yb[k] = y[j, :, ::-1] if flip else y[j]
-                else:
-                    yb[k] = -1.0  # unlabelled: soft term only
-                if tb is not None:
-                    tb[k] = t[j, 1 if flip else 0]  # the teacher's output on the flipped image, already in flipped orientation
-                k += 1
+        xb = np.empty((n,) + self.x.shape[1:], self.x.dtype)
+        yb = np.empty((n,) + self.y.shape[1:], self.y.dtype)
+        np.take(self.x, idx, axis=0, out=xb[:nl])
+        np.take(self.y, idx, axis=0, out=yb[:nl])
+        if uidx is not None:
+            np.take(self.ux, uidx, axis=0, out=xb[nl:])
+            yb[nl:] = -1  # unlabelled: soft term only
+        if f.any():
+            xb[f], yb[f] = xb[f, :, ::-1], yb[f, :, ::-1]
         feed = {"image": xb, "mask": yb}
-        if tb is not None:
+        if self.t is not None:
+            # view 0 for the image, view 1 (the teacher's output on the flipped image, already flipped) for its flip
+            tb = np.empty((n,) + self.t.shape[2:], self.t.dtype)
+            view = f.astype(np.intp)
+            np.take(self.t_views, 2 * idx + view[:nl], axis=0, out=tb[:nl])
+            if uidx is not None:
+                np.take(self.ut_views, 2 * uidx + view[nl:], axis=0, out=tb[nl:])
             feed["teacher_logits"] = tb
         return feed, np.zeros((n, 1), np.float32)
 

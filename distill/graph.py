@@ -19,15 +19,20 @@ from models.registry import logits_model
 
 
 def build_training_graph(student: keras.Model, teacher: TeacherLogits | None = None, temperature: float = 1.0, lam: float = 0.0,
-                         scale: str = "T", dice: bool = False) -> keras.Model:
-    """The training graph; lam = 0 without a teacher is the hard-only baseline (and the teacher's own training)."""
+                         scale: str = "T", dice: bool = False, input_scale: float | None = None) -> keras.Model:
+    """The training graph; lam = 0 without a teacher is the hard-only baseline (and the teacher's own training).
+
+    input_scale: the batches carry unscaled images (training.runs.batches: uint8 after padding, a quarter
+    of the bytes) and the graph multiplies them by the sidecar's scale, exactly as preprocessing would.
+    """
     shape = tuple(student.inputs[0].shape[1:])
     image = keras.Input(shape, name="image")
     mask = keras.Input(shape[:2] + (1,), name="mask")
     inputs = {"image": image, "mask": mask}
-    parts = [mask, logits_model(student)(image)]
+    x = keras.layers.Rescaling(input_scale, name="scale")(image) if input_scale is not None else image
+    parts = [mask, logits_model(student)(x)]
     if teacher is not None:
-        extra, soft = teacher.soft_target(image, temperature)
+        extra, soft = teacher.soft_target(x, temperature)
         inputs.update(extra)
         parts.append(soft)
     loss = DistillationLoss(lam, temperature, scale, dice=dice, name="loss", dtype="float32")  # float32 under mixed precision too

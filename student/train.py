@@ -98,7 +98,7 @@ def train_student(cfg: DistillConfig, opts, run_dir: Path, source: TeacherLogits
     student = build_student(cfg)
     print(f"student: {student.name}, {student.count_params():,} params; teacher: " + (source.describe() if source else "none")
           + describe(parallel), flush=True)
-    graph = build_training_graph(student, source, temperature=T, lam=cfg.lam, scale=cfg.scale)
+    graph = build_training_graph(student, source, temperature=T, lam=cfg.lam, scale=cfg.scale, input_scale=spec["scale"])
     io.write_json(sidecar_path(run_dir / "student.keras"), {**spec, "model_name": student.name})
     info = fit(graph, student, data, cfg, run_dir, "student.keras", opts.resume)
     spec_run = RunSpec.from_config(cfg, source.label if source is not None else "", resolved_temperature=float(T))

@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     with scope:
         model = build_model(cfg.arch, (cfg.input_size, cfg.input_size, 1), cfg.base_filters, cfg.depth, cfg.upsample, name=cfg.model_name)
         print(f"teacher: {model.name}, {model.count_params():,} params" + describe(parallel), flush=True)
-        graph = build_training_graph(model, None, temperature=1.0, lam=0.0, dice=cfg.loss == "bce_dice")
+        graph = build_training_graph(model, None, temperature=1.0, lam=0.0, dice=cfg.loss == "bce_dice", input_scale=spec["scale"])
         io.write_json(sidecar_path(run_dir / "teacher.keras"), {**spec, "model_name": model.name})
         info = fit(graph, model, data, cfg, run_dir, "teacher.keras", opts.resume)
     metrics = {"model": model.name, "params": model.count_params(), "parallel": parallel, **info, **final_metrics(model, val, data.val_x, spec)}

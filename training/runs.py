@@ -20,7 +20,7 @@ import numpy as np
 from common import io
 from common.cli import UserError, check_range
 from common.config import environment
-from data.pipeline import Batches, prep_images, prep_masks
+from data.pipeline import Batches, prep_images, prep_images_unscaled, prep_masks
 from data.split import load_split, stratified_split
 from data.tgs import TgsData, load_data
 from metrics.segmentation import kaggle_per_image
@@ -74,16 +74,17 @@ def load_split_data(data_path, split_file, val_fraction: float, split_seed: int,
 def batches(train: TgsData, val: TgsData, spec: dict, batch_size: int, seed: int, flip: bool, unlabelled: TgsData | None = None,
             n_unlabelled: int = 0, cache=None, replicas: int = 1) -> TrainingData:
     """Training and validation batches; with a teacher cache, each carries the teacher's logits."""
-    x, y = prep_images(train.images, spec), prep_masks(train.masks, spec)
+    # batches carry unscaled images (uint8 when padded); the graph scales them (build_training_graph's input_scale)
+    x, y = prep_images_unscaled(train.images, spec), prep_masks(train.masks, spec)
     vx, vy = prep_images(val.images, spec), prep_masks(val.masks, spec)
-    ux = prep_images(unlabelled.images, spec) if unlabelled is not None else None
+    ux = prep_images_unscaled(unlabelled.images, spec) if unlabelled is not None else None
     t = vt = ut = None
     if cache is not None:
         t, vt = cache.take(train.ids, train.images), cache.take(val.ids, val.images)
         ut = cache.take(unlabelled.ids, unlabelled.images) if unlabelled is not None else None
     tb = Batches(x, y, batch_size, shuffle=True, flip=flip, seed=seed, unlabelled_x=ux, n_unlabelled=n_unlabelled, t=t, unlabelled_t=ut,
                  multiple_of=replicas)
-    vb = Batches(vx, vy, 64 * replicas, shuffle=False, flip=False, t=vt, multiple_of=replicas)
+    vb = Batches(prep_images_unscaled(val.images, spec), vy, 64 * replicas, shuffle=False, flip=False, t=vt, multiple_of=replicas)
     return TrainingData(tb, vb, vx, val.masks, spec)
 
 
