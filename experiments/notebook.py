@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from common import io
 from common.cli import UserError, run
 
 
@@ -26,8 +27,6 @@ def main(argv=None) -> int:
         NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(src.parent)}}).execute()
     except CellExecutionError as e:
         raise UserError(f"{src}: a cell failed: {str(e).strip().splitlines()[-1]}") from None
-    from common import io
-
     io.write_text(dst, nbformat.writes(nb))
     figs = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {}))
     print(f"executed {src} -> {dst} ({figs} figures)")

@@ -10,6 +10,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from common.cli import UserError, run
+from experiments.results import label, load_runs
+
 
 def _line_label(run_label: str, x: str) -> str:
     """A run's label (RunSpec) without the setting a line varies, T or lambda: the label of the runs on one line.
@@ -25,8 +28,6 @@ def score_vs(df: pd.DataFrame, x: str, metrics=("mean_iou", "kaggle_map"), ax=No
 
     One line per setting of everything else (the run's label without x), so a line never averages over a factor
     that was varied."""
-    from experiments.results import label
-
     students = df[(df.kind == "student") & (df.lam > 0)]
     fig, axes = (None, ax) if ax is not None else plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5))
     axes = np.atleast_1d(axes)
@@ -67,8 +68,6 @@ def t_lambda(df: pd.DataFrame, metrics=("mean_iou", "kaggle_map"), title: str = 
 
 def config_scores(df: pd.DataFrame, metrics=("mean_iou", "kaggle_map"), title: str = ""):
     """One column per configuration: every seed a dot, mean ± std over seeds; teachers as dotted lines."""
-    from experiments.results import label
-
     df = df.assign(config=df["label"] if "label" in df else df.apply(label, axis=1))
     students = df[df.kind == "student"]
     configs = list(dict.fromkeys(students.sort_values(["lam", "n_teachers", "unlabelled"] if "n_teachers" in df else ["lam", "unlabelled"]).config))
@@ -96,9 +95,9 @@ def config_scores(df: pd.DataFrame, metrics=("mean_iou", "kaggle_map"), title: s
 def learning_curves(run_dirs, ax=None):
     """Hard and soft parts of the training loss and validation mean IoU per epoch."""
     fig, axes = (None, ax) if ax is not None else plt.subplots(1, 3, figsize=(15, 3.5))
-    for run in run_dirs:
-        h = pd.read_csv(Path(run) / "history.csv")
-        name = Path(run).name
+    for run_dir in run_dirs:
+        h = pd.read_csv(Path(run_dir) / "history.csv")
+        name = Path(run_dir).name
         axes[0].plot(h["epoch"], h["hard"], label=name)
         axes[1].plot(h["epoch"], h["soft"], label=name)
         axes[2].plot(h["epoch"], h["val_mean_iou"], label=name)
@@ -164,9 +163,6 @@ def main(argv=None) -> int:
     <name>_learning_curves.png and, where T or lambda was varied, <name>_t_lambda.png."""
     import sys
 
-    from common.cli import UserError
-    from experiments.results import load_runs
-
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) not in (2, 3) or not Path(argv[0]).is_dir():
         raise UserError("usage: python -m experiments.plots SWEEP_DIR OUT_DIR [TITLE]")
@@ -189,6 +185,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from common.cli import run
-
     run(main)

@@ -18,6 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common import io
+from common.cli import UserError, run
+from training.naming import RunSpec
+
 CONFIG_KEYS = ("base_filters", "lam", "temperature", "scale", "unlabelled", "epochs")
 
 
@@ -72,23 +76,12 @@ def load_runs(root) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_spec_class():
-    """training.runs.RunSpec, the one place that names and labels a run (imported on first use: training.runs imports
-    Keras, so the backend is picked first)."""
-    from common.backend import choose_backend
-
-    choose_backend()
-    from training.runs import RunSpec
-
-    return RunSpec
-
-
 def label(r) -> str:
     """A run's human label (training.runs.RunSpec: "unet4 KD T=2 lam=0.9 s=T +unl ens2"); a row of load_runs or a run dir."""
     if isinstance(r, (str, Path)):
-        return run_spec_class().from_run_dir(Path(r)).label
+        return RunSpec.from_run_dir(Path(r)).label
     got = r.get("label")
-    return got if isinstance(got, str) and got else run_spec_class().from_run_dir(Path(r["path"])).label
+    return got if isinstance(got, str) and got else RunSpec.from_run_dir(Path(r["path"])).label
 
 
 def _per_image(path) -> tuple[list, np.ndarray]:
@@ -156,8 +149,6 @@ def format_summary(s: pd.DataFrame) -> str:
 
 
 def write_tables(root) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from common import io
-
     df = load_runs(root)
     if df.empty:
         return df, df
@@ -169,8 +160,6 @@ def write_tables(root) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def main(argv=None) -> int:
-    from common.cli import UserError
-
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or not Path(argv[0]).is_dir():
         raise UserError("usage: python -m experiments.results SWEEP_DIR (a folder of run dirs)")
@@ -182,6 +171,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from common.cli import run
-
     run(main)

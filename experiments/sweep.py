@@ -42,8 +42,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from common.cli import UserError, run
 from common.io import acquire_lock, is_locked, release_lock
+from data.synthetic import generate
+from distill.cache import ensemble_label
+from experiments.results import format_summary, write_tables
+from training.naming import RunSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 3.0  # how often a shard looks again at a teacher or cache that another shard is making
@@ -123,11 +129,7 @@ def flags(d: dict) -> list[str]:
 def student_runs(cfg: dict, teacher: str) -> list[dict]:
     """Expand the grid (or the union of several grids); the baseline (lam = 0) once per width and seed.
 
-    `teacher` is the teacher's model name (e.g. unet8); each run's "spec" is its training.runs.RunSpec."""
-    from distill.cache import ensemble_label
-    from experiments.results import run_spec_class
-
-    RunSpec = run_spec_class()
+    `teacher` is the teacher's model name (e.g. unet8); each run's "spec" is its training.naming.RunSpec."""
     grids = cfg["grid"] if isinstance(cfg["grid"], list) else [cfg["grid"]]
     n_ens = 1 + len(cfg.get("ensemble_seeds", []))
     student = cfg.get("student", {})
@@ -293,8 +295,6 @@ def prepare_inputs(cfg: dict, args, say=print) -> None:
         return
     if (data / "train").exists():
         return
-    from data.synthetic import generate
-
     syn = {"n_train": 600, "n_test": 150, "seed": 0, **cfg.get("synthetic", {})}
     tmp = data.with_name(f".{data.name}.{os.getpid()}")  # made aside and renamed: a shard never reads a half-written set
     shutil.rmtree(tmp, ignore_errors=True)
@@ -419,8 +419,6 @@ def run_jobs(jobs: list[Job], sweep: Path, desc: str = "sweep", wait: bool = Fal
     A finished job (its done file) is skipped, an interrupted one resumed, one that another process runs (or that needs
     what another process is making) skipped as busy; with wait, a teacher, cache or probability job that another process
     is making is waited for instead. A failed prerequisite stops the sweep (UserError): the jobs after it need it."""
-    from tqdm import tqdm
-
     failed, busy = [], []
     bar = tqdm(jobs, desc=desc, unit="run", file=sys.stdout, dynamic_ncols=True)
     for job in bar:
@@ -441,8 +439,6 @@ def run_jobs(jobs: list[Job], sweep: Path, desc: str = "sweep", wait: bool = Fal
 
 
 def report(sweep: Path, failed: list[str], busy: list[str]) -> int:
-    from experiments.results import format_summary, write_tables
-
     df, s = write_tables(sweep)
     if not df.empty:
         print(format_summary(s))

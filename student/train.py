@@ -27,7 +27,8 @@ from pi.sidecar import make_spec, sidecar_path
 from student.config import DistillConfig, validate
 from student.model import build_student
 from training.loop import evaluate_probs, fit
-from training.runs import RunSpec, batches, final_metrics, load_split_data, start_run, write_metrics
+from training.naming import RunSpec
+from training.runs import batches, final_metrics, load_split_data, start_run, write_metrics
 
 
 def main(argv=None, doc: str = __doc__) -> int:

@@ -215,7 +215,7 @@ def test_shipped_configs_plan_todays_run_names(path):
 def test_runspec_names_the_sweep_runs():
     """The names the sweep plans are RunSpec's, and RunSpec.from_config of the student's config gives them back."""
     from experiments.sweep import load_config, student_runs
-    from training.runs import RunSpec
+    from training.naming import RunSpec
 
     cfg = load_config(ROOT / "experiments" / "configs" / "cpu_ablations.json")
     for r in student_runs({**cfg, "ensemble_seeds": [1], "grid": [*cfg["grid"], {"ensemble": [True], "unlabelled": [True]}]}, "unet8"):

@@ -1,0 +1,91 @@
+"""The one place that names a run: `RunSpec` gives a run's directory name and its human label.
+
+Used by distill_train.py (student/train.py), the sweep, the results table and the plots. Plain Python
+(no Keras), so the sweep, `--list` and the results table start at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run is, in one place: its directory name and its human label.
+
+    baseline:  unet4_baseline_s0                          "unet4 baseline"
+    distilled: unet4_from_unet8x2_T2_l0.9_sT_unl_s0       "unet4 KD T=2 lam=0.9 s=T +unl ens2"
+    teacher:   (named by --out)                           "teacher unet8"
+    `teacher` is the soft target's label (distill.cache.ensemble_label: unet8, unet8x2, blackbox).
+    """
+
+    model: str  # the trained model's name: arch + width, e.g. unet4
+    kind: str = "student"  # "student" or "teacher"
+    teacher: str = ""  # the soft target's label; "" for a baseline without a teacher
+    lam: float = 0.0
+    temperature: float | str = 2.0  # a number, or "auto"
+    scale: str = "T"
+    unlabelled: bool = False
+    flip: bool = True
+    seed: int = 0
+    resolved_temperature: float | None = None  # what "auto" resolved to (labels only)
+
+    @property
+    def distilled(self) -> bool:
+        return self.kind == "student" and self.lam > 0
+
+    @property
+    def name(self) -> str:
+        if self.kind == "teacher":
+            return f"{self.model}_teacher_s{self.seed}"
+        flip = "" if self.flip else "_noflip"
+        if not self.distilled:
+            return f"{self.model}_baseline{flip}_s{self.seed}"
+        T = "auto" if self.temperature == "auto" else f"{float(self.temperature):g}"
+        return f"{self.model}_from_{self.teacher}_T{T}_l{self.lam:g}_s{self.scale}{'_unl' if self.unlabelled else ''}{flip}_s{self.seed}"
+
+    @property
+    def label(self) -> str:
+        if self.kind == "teacher":
+            return f"teacher {self.model}"
+        flip = "" if self.flip else " noflip"
+        if not self.distilled:
+            return f"{self.model} baseline{flip}"
+        if self.temperature == "auto":
+            T = f"auto({self.resolved_temperature:.2f})" if self.resolved_temperature is not None else "auto"
+        else:
+            T = f"{float(self.temperature):g}"
+        m = re.search(r"x(\d+)(w[\d.\-]+)?$", self.teacher)
+        ens = (f" ens{m.group(1)}" + (" weighted" if m.group(2) else "")) if m else ""
+        return (f"{self.model} KD T={T} lam={self.lam:g} s={self.scale}" + (" +unl" if self.unlabelled else "") + ens
+                + (" blackbox" if self.teacher == "blackbox" else "") + flip)
+
+    @classmethod
+    def from_config(cls, cfg: dict, teacher: str = "", kind: str = "student", resolved_temperature=None) -> RunSpec:
+        """From a config (a dataclass or its config.json dict) and the soft target's label."""
+        cfg = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+        model = f"{cfg.get('arch', 'unet')}{cfg.get('base_filters')}"
+        if kind == "teacher":
+            return cls(model, "teacher", seed=cfg.get("seed", 0))
+        lam = float(cfg.get("lam", 0.0))
+        return cls(model, kind, teacher if lam > 0 else "", lam, cfg.get("temperature", 2.0) if lam > 0 else 2.0,
+                   cfg.get("scale", "T") if lam > 0 else "T", bool(cfg.get("unlabelled")), bool(cfg.get("flip", True)), cfg.get("seed", 0),
+                   resolved_temperature)
+
+    @classmethod
+    def from_run_dir(cls, run: Path) -> RunSpec:
+        """From a finished run dir's config.json and metrics.json (runs of earlier versions included)."""
+        cfg = json.loads((Path(run) / "config.json").read_text())
+        met = json.loads((Path(run) / "metrics.json").read_text())
+        if (Path(run) / "teacher.keras").exists():
+            return cls.from_config(cfg, kind="teacher")
+        teacher = met.get("teacher", {}).get("label")
+        if teacher is None:  # a run of an earlier version: the label from the number of teachers and the cache
+            n = len(cfg.get("teacher") or [])
+            teacher = "blackbox" if cfg.get("teacher_cache") and not n else f"teacher{'x' + str(n) if n > 1 else ''}"
+        T = met.get("temperature")
+        return cls.from_config(cfg, teacher, resolved_temperature=float(T) if isinstance(T, (int, float)) else None)
