@@ -47,15 +47,21 @@ def convert(model, fmt: str, out_path: Path, calib: np.ndarray | None, int8_io: 
 
     kwargs = {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
     if fmt == "fp16":
-        kwargs.update(optimizations=[tf.lite.Optimize.DEFAULT], target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS],
-                                                                              "supported_types": [tf.float16]})
+        kwargs.update(
+            optimizations=[tf.lite.Optimize.DEFAULT],
+            target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS], "supported_types": [tf.float16]},
+        )
     elif fmt == "int8":
+
         def representative():
             for i in range(len(calib)):
                 yield [calib[i : i + 1]]
 
-        kwargs.update(optimizations=[tf.lite.Optimize.DEFAULT], representative_dataset=representative,
-                      target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]})
+        kwargs.update(
+            optimizations=[tf.lite.Optimize.DEFAULT],
+            representative_dataset=representative,
+            target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
+        )
         if int8_io:
             kwargs.update(inference_input_type=tf.int8, inference_output_type=tf.int8)
     with io.atomic_path(out_path, suffix=".tflite") as tmp:
@@ -69,8 +75,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--quant", default="fp32,fp16,int8", help="comma-separated formats: fp32, fp16, int8")
     ap.add_argument("--int8-io", action="store_true", help="int8 input/output tensors (default: float in, float out)")
-    ap.add_argument("--output", choices=("probability", "logits"), default="probability",
-                    help="export the sigmoid output or the logits (salt = logit > 0 at threshold 0.5)")
+    ap.add_argument(
+        "--output",
+        choices=("probability", "logits"),
+        default="probability",
+        help="export the sigmoid output or the logits (salt = logit > 0 at threshold 0.5)",
+    )
     ap.add_argument("--calib", type=int, default=200, help="training images used to calibrate int8")
     ap.add_argument("--split", default="", help="split.json for calibration/parity (default: next to --model)")
     ap.add_argument("--name", default="", help="file name stem (default: the model file's stem)")
@@ -87,8 +97,9 @@ def main(argv=None) -> int:
     for up in (out, *out.parents):  # a file on the way would end in a raw FileExistsError/NotADirectoryError
         if up.exists():
             if not up.is_dir():
-                raise UserError(f"--out {out} exists and is not a directory" if up == out
-                                else f"--out {out}: {up} exists and is not a directory")
+                raise UserError(
+                    f"--out {out} exists and is not a directory" if up == out else f"--out {out}: {up} exists and is not a directory"
+                )
             break
     name = args.name or model_path.stem
     targets = {f: out / f"{name}_{f}.tflite" for f in formats}
@@ -119,31 +130,57 @@ def main(argv=None) -> int:
     keras_probs = crop_probs(model.predict(vx, batch_size=64, verbose=0), spec)
     threshold = spec["threshold"]
     base = score_masks(keras_probs > threshold, val.masks)
-    rows = [{"format": "keras", "file": str(model_path), "size_kb": round(model_path.stat().st_size / 1024, 1),
-             "mean_iou": base["mean_iou"], "kaggle_map": base["kaggle_map"], "d_mean_iou": 0.0, "d_kaggle_map": 0.0,
-             "max_abs_diff": 0.0, "pixel_agreement": 1.0}]
+    rows = [
+        {
+            "format": "keras",
+            "file": str(model_path),
+            "size_kb": round(model_path.stat().st_size / 1024, 1),
+            "mean_iou": base["mean_iou"],
+            "kaggle_map": base["kaggle_map"],
+            "d_mean_iou": 0.0,
+            "d_kaggle_map": 0.0,
+            "max_abs_diff": 0.0,
+            "pixel_agreement": 1.0,
+        }
+    ]
     export_model = logits_head(model) if args.output == "logits" else model
     out.mkdir(parents=True, exist_ok=True)  # only now: bad input above leaves nothing behind
     for fmt, path in targets.items():
         t0 = time.perf_counter()
         convert(export_model, fmt, path, calib, args.int8_io)
-        side = {**spec, "output": args.output, "quant": fmt, "int8_io": bool(args.int8_io and fmt == "int8"), "model_name": model.name,
-                "source": str(model_path)}
+        side = {
+            **spec,
+            "output": args.output,
+            "quant": fmt,
+            "int8_io": bool(args.int8_io and fmt == "int8"),
+            "model_name": model.name,
+            "source": str(model_path),
+        }
         io.write_json(path.with_name(path.name + ".json"), side)
         probs = TFLiteModel(path, spec=side, threads=2).predict_probs(val.images)
         s = score_masks(probs > threshold, val.masks)
-        rows.append({"format": fmt, "file": str(path), "size_kb": round(path.stat().st_size / 1024, 1), "mean_iou": s["mean_iou"],
-                     "kaggle_map": s["kaggle_map"], "d_mean_iou": round(s["mean_iou"] - base["mean_iou"], 6),
-                     "d_kaggle_map": round(s["kaggle_map"] - base["kaggle_map"], 6),
-                     "max_abs_diff": float(np.abs(probs - keras_probs).max()),
-                     "pixel_agreement": round(float(((probs > threshold) == (keras_probs > threshold)).mean()), 6),
-                     "convert_s": round(time.perf_counter() - t0, 1)})
+        rows.append(
+            {
+                "format": fmt,
+                "file": str(path),
+                "size_kb": round(path.stat().st_size / 1024, 1),
+                "mean_iou": s["mean_iou"],
+                "kaggle_map": s["kaggle_map"],
+                "d_mean_iou": round(s["mean_iou"] - base["mean_iou"], 6),
+                "d_kaggle_map": round(s["kaggle_map"] - base["kaggle_map"], 6),
+                "max_abs_diff": float(np.abs(probs - keras_probs).max()),
+                "pixel_agreement": round(float(((probs > threshold) == (keras_probs > threshold)).mean()), 6),
+                "convert_s": round(time.perf_counter() - t0, 1),
+            }
+        )
     report = {"model": str(model_path), "n_val": len(val), "output": args.output, "int8_io": args.int8_io, "rows": rows}
     io.write_json(out / "export.json", report)
     print(f"{'format':8s} {'size_kb':>9s} {'mean_iou':>9s} {'kaggle_map':>10s} {'d_mean_iou':>10s} {'d_kaggle':>9s} {'max_abs_diff':>12s}")
     for r in rows:
-        print(f"{r['format']:8s} {r['size_kb']:9.1f} {r['mean_iou']:9.4f} {r['kaggle_map']:10.4f} {r['d_mean_iou']:+10.4f} "
-              f"{r['d_kaggle_map']:+9.4f} {r['max_abs_diff']:12.2e}")
+        print(
+            f"{r['format']:8s} {r['size_kb']:9.1f} {r['mean_iou']:9.4f} {r['kaggle_map']:10.4f} {r['d_mean_iou']:+10.4f} "
+            f"{r['d_kaggle_map']:+9.4f} {r['max_abs_diff']:12.2e}"
+        )
     print(f"wrote {len(targets)} model(s) and {out / 'export.json'} ({len(val)} validation images)", flush=True)
     return 0
 

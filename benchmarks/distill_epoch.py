@@ -73,8 +73,18 @@ def main(argv=None) -> int:
         r["ratio_to_baseline"] = round(rows[0]["img_per_s"] / r["img_per_s"], 2)
     backend = keras.backend.backend()
     out = Path(args.out or f"benchmarks/results/distill_epoch_{backend}.json")
-    io.write_json(out, {"backend": backend, "teacher": args.teacher, "teacher_params": teacher.count_params(), "images": len(train),
-                        "full_train": full, "batch_size": args.batch_size, "rows": rows})
+    io.write_json(
+        out,
+        {
+            "backend": backend,
+            "teacher": args.teacher,
+            "teacher_params": teacher.count_params(),
+            "images": len(train),
+            "full_train": full,
+            "batch_size": args.batch_size,
+            "rows": rows,
+        },
+    )
     print(f"{'mode':12s} {'img/s':>8s} {'s/epoch':>8s} {'x baseline':>10s}   ({backend}, {full} training images an epoch)")
     for r in rows:
         print(f"{r['mode']:12s} {r['img_per_s']:8.1f} {r['s_per_epoch']:8.1f} {r['ratio_to_baseline']:10.2f}")

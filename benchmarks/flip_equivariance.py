@@ -43,13 +43,20 @@ def compare_views(logits: np.ndarray, masks: np.ndarray | None, spec: dict, temp
     z1 = crop_probs(z[:, 1, :, ::-1, None], spec)  # teacher(flipped image), flipped back into the image's frame
     p0, p1 = 1 / (1 + np.exp(-z0)), 1 / (1 + np.exp(-z1))
     s0, s1 = 1 / (1 + np.exp(-z0 / temperature)), 1 / (1 + np.exp(-z1 / temperature))
-    out = {"n_images": int(len(z)), "mean_abs_prob_diff": round(float(np.abs(p1 - p0).mean()), 5),
-           "label_disagreement": round(float(((p1 > 0.5) != (p0 > 0.5)).mean()), 5),
-           f"soft_kl_T{temperature:g}": round(float(_kl(s1, s0).mean()), 6)}
+    out = {
+        "n_images": int(len(z)),
+        "mean_abs_prob_diff": round(float(np.abs(p1 - p0).mean()), 5),
+        "label_disagreement": round(float(((p1 > 0.5) != (p0 > 0.5)).mean()), 5),
+        f"soft_kl_T{temperature:g}": round(float(_kl(s1, s0).mean()), 6),
+    }
     if masks is not None:
-        out.update({"kaggle_map_view0": round(score_masks(p0 > 0.5, masks)["kaggle_map"], 4),
-                    "kaggle_map_view1": round(score_masks(p1 > 0.5, masks)["kaggle_map"], 4),
-                    "kaggle_map_flip_tta": round(score_masks((p0 + p1) / 2 > 0.5, masks)["kaggle_map"], 4)})
+        out.update(
+            {
+                "kaggle_map_view0": round(score_masks(p0 > 0.5, masks)["kaggle_map"], 4),
+                "kaggle_map_view1": round(score_masks(p1 > 0.5, masks)["kaggle_map"], 4),
+                "kaggle_map_flip_tta": round(score_masks((p0 + p1) / 2 > 0.5, masks)["kaggle_map"], 4),
+            }
+        )
     return out
 
 

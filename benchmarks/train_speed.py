@@ -58,9 +58,17 @@ def measure(arch: str, base_filters: int, depth: int, batch_size: int, steps: in
     float(np.asarray(loss if not isinstance(loss, list) else loss[0]))  # wait for asynchronous backends
     dt = time.perf_counter() - t0
     backend = keras.backend.backend()
-    return {"backend": backend, "device": describe(backend_devices(backend)), "model": model.name, "params": model.count_params(),
-            "batch_size": batch_size, "first_step_s": round(first, 2), "img_per_s": round(steps * batch_size / dt, 1), "steps": steps,
-            "threads": os.environ.get("OMP_NUM_THREADS", "")}
+    return {
+        "backend": backend,
+        "device": describe(backend_devices(backend)),
+        "model": model.name,
+        "params": model.count_params(),
+        "batch_size": batch_size,
+        "first_step_s": round(first, 2),
+        "img_per_s": round(steps * batch_size / dt, 1),
+        "steps": steps,
+        "threads": os.environ.get("OMP_NUM_THREADS", ""),
+    }
 
 
 def main(argv=None) -> int:
@@ -87,16 +95,29 @@ def main(argv=None) -> int:
             continue
         for f in args.base_filters:
             for b in args.batch_size:
-                cmd = [sys.executable, "-m", "benchmarks.train_speed", "--arch", args.arch, "--steps", str(args.steps),
-                       "--one", json.dumps([f, args.depth, b])]
-                p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": backend,
-                                                                                       "TF_CPP_MIN_LOG_LEVEL": "3"})
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.train_speed",
+                    "--arch",
+                    args.arch,
+                    "--steps",
+                    str(args.steps),
+                    "--one",
+                    json.dumps([f, args.depth, b]),
+                ]
+                p = subprocess.run(
+                    cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+                )
                 if p.returncode:
                     print(f"{backend:10s} failed: {(p.stderr.strip().splitlines() or ['?'])[-1]}")
                     continue
                 r = json.loads(p.stdout.strip().splitlines()[-1])
                 rows.append(r)
-                print(f"{backend:10s} {r['device'][:28]:28s} {r['model']:8s} {b:5d} {r['first_step_s']:12.2f} {r['img_per_s']:9.1f}", flush=True)
+                print(
+                    f"{backend:10s} {r['device'][:28]:28s} {r['model']:8s} {b:5d} {r['first_step_s']:12.2f} {r['img_per_s']:9.1f}",
+                    flush=True,
+                )
     if args.json:
         io.write_json(args.json, rows)
     return 0

@@ -21,8 +21,10 @@ from pathlib import Path
 from common.cli import UserError
 
 ACCELERATORS = ("auto", "gpu", "cpu")
-GPU_INSTALL = ("pip install -r requirements.txt -r requirements-gpu.txt (JAX with CUDA 12) and run with KERAS_BACKEND=jax, "
-               "or pass --accelerator cpu to train on the CPU")
+GPU_INSTALL = (
+    "pip install -r requirements.txt -r requirements-gpu.txt (JAX with CUDA 12) and run with KERAS_BACKEND=jax, "
+    "or pass --accelerator cpu to train on the CPU"
+)
 
 
 def nvidia_present() -> bool:
@@ -58,8 +60,10 @@ def check_accelerator(accelerator: str, backend: str, devices: list[dict], has_n
         raise UserError(f"--accelerator {accelerator!r} must be one of {', '.join(ACCELERATORS)}")
     sees_gpu = any(d["kind"] == "gpu" for d in devices)
     if accelerator == "gpu" and not sees_gpu:
-        raise UserError(f"--accelerator gpu: the {backend} backend sees no GPU (only {describe(devices)}); "
-                        + (GPU_INSTALL if has_nvidia else "this machine has no NVIDIA GPU (no nvidia-smi, no /dev/nvidia0)"))
+        raise UserError(
+            f"--accelerator gpu: the {backend} backend sees no GPU (only {describe(devices)}); "
+            + (GPU_INSTALL if has_nvidia else "this machine has no NVIDIA GPU (no nvidia-smi, no /dev/nvidia0)")
+        )
     if accelerator == "auto" and has_nvidia and not sees_gpu:
         raise UserError(f"this machine has an NVIDIA GPU but the {backend} backend sees only the CPU: {GPU_INSTALL}")
 
@@ -79,7 +83,15 @@ def device_report(accelerator: str = "auto") -> dict:
     backend = keras.backend.backend()
     devices = backend_devices(backend)
     check_accelerator(accelerator, backend, devices, nvidia_present())
-    print(f"devices: keras {backend} backend on {describe(devices)}" + (f"; OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
-                                                                          if "OMP_NUM_THREADS" in os.environ else ""), flush=True)
-    return {"backend": backend, "accelerator": accelerator, "devices": devices, "count": len(devices),
-            "kind": devices[0]["kind"] if devices else "none"}
+    print(
+        f"devices: keras {backend} backend on {describe(devices)}"
+        + (f"; OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}" if "OMP_NUM_THREADS" in os.environ else ""),
+        flush=True,
+    )
+    return {
+        "backend": backend,
+        "accelerator": accelerator,
+        "devices": devices,
+        "count": len(devices),
+        "kind": devices[0]["kind"] if devices else "none",
+    }

@@ -36,8 +36,10 @@ def data_parallel(devices: int, batch_size: int):
     if backend == "jax":
         found = keras.distribution.list_devices()
         if len(found) < devices:
-            raise UserError(f"--devices {devices}: jax sees only {len(found)} device(s) ({', '.join(found)}); on a CPU start with "
-                            f"XLA_FLAGS=--xla_force_host_platform_device_count={devices}")
+            raise UserError(
+                f"--devices {devices}: jax sees only {len(found)} device(s) ({', '.join(found)}); on a CPU start with "
+                f"XLA_FLAGS=--xla_force_host_platform_device_count={devices}"
+            )
         used = found[:devices]
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=used))
         return contextlib.nullcontext(), {"replicas": devices, "devices": used, "api": "keras.distribution.DataParallel"}

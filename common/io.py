@@ -59,8 +59,10 @@ def remove_stale_temps(path) -> list[Path]:
     """Delete the temp files of `atomic_path(path)` and temp dirs of `atomic_dir(path)` that killed
     writers left behind (their pid is dead); returns what it deleted."""
     path = Path(path)
-    patterns = (re.escape(_tmp_prefix(path.name)) + r"(\d+)\.[a-z0-9_]{8}.*",  # mkstemp's 8 random characters
-                re.escape(_partial_prefix(path.name)) + r"(\d+)")
+    patterns = (
+        re.escape(_tmp_prefix(path.name)) + r"(\d+)\.[a-z0-9_]{8}.*",  # mkstemp's 8 random characters
+        re.escape(_partial_prefix(path.name)) + r"(\d+)",
+    )
     gone, start = [], f".{path.name}."
     try:
         siblings = [p for p in path.parent.iterdir() if p.name.startswith(start)]

@@ -47,8 +47,21 @@ class Batches(keras.utils.PyDataset):
     the flipped image. The target is a dummy: the model outputs its loss.
     """
 
-    def __init__(self, x, y, batch_size=32, shuffle=True, flip=True, seed=0, unlabelled_x=None, n_unlabelled=0,
-                 t=None, unlabelled_t=None, multiple_of=1, **kwargs):
+    def __init__(
+        self,
+        x,
+        y,
+        batch_size=32,
+        shuffle=True,
+        flip=True,
+        seed=0,
+        unlabelled_x=None,
+        n_unlabelled=0,
+        t=None,
+        unlabelled_t=None,
+        multiple_of=1,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.x, self.t = x, t
         # masks are 0/1 after reflect padding: int8 (a quarter of float32's bytes); resized masks keep their fractions

@@ -199,6 +199,7 @@ def load_tgs_dir(path, progress: bool = True) -> TgsData:
 
 # ---- compact cache -------------------------------------------------------------------------
 
+
 def save_npz(data: TgsData, path, test: TgsData | None = None) -> None:
     """uint8 images, bit-packed masks, ids, depths (and optional unlabelled test images), atomically."""
     from common.io import atomic_path

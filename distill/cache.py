@@ -41,8 +41,11 @@ class TeacherCache:
         except (OSError, ValueError) as e:
             raise UserError(f"cannot read teacher cache {self.path}: {e}") from None
         fps = self.meta.get("fingerprints")
-        if (self.meta.get("format") != FORMAT or self.logits.shape[0] != len(self.meta["ids"])
-                or (fps is not None and len(fps) != len(self.meta["ids"]))):
+        if (
+            self.meta.get("format") != FORMAT
+            or self.logits.shape[0] != len(self.meta["ids"])
+            or (fps is not None and len(fps) != len(self.meta["ids"]))
+        ):
             raise UserError(f"teacher cache {self.path} is damaged or of another format")
         self.index = {i: k for k, i in enumerate(self.meta["ids"])}
 
@@ -74,9 +77,11 @@ class TeacherCache:
                 asked = dict(zip(want, normalise_weights(weights)))
                 cached = dict(zip(have, self.weights))
                 if any(abs(asked[h] - cached[h]) > 1e-6 for h in have):
-                    raise UserError(f"teacher cache {self.path} averaged its teachers with weights "
-                                    f"{' '.join(f'{w:g}' for w in self.weights)}, not --teacher-weights {' '.join(f'{w:g}' for w in weights)}; "
-                                    "build a cache with `python -m teacher.cache ... --teacher-weights` or leave --teacher-cache out")
+                    raise UserError(
+                        f"teacher cache {self.path} averaged its teachers with weights "
+                        f"{' '.join(f'{w:g}' for w in self.weights)}, not --teacher-weights {' '.join(f'{w:g}' for w in weights)}; "
+                        "build a cache with `python -m teacher.cache ... --teacher-weights` or leave --teacher-cache out"
+                    )
         for k in ("input_size", "resize_mode"):
             if self.meta["spec"][k] != spec[k]:
                 raise UserError(f"teacher cache {self.path} has {k}={self.meta['spec'][k]}, the run uses {spec[k]}")
@@ -97,8 +102,10 @@ class TeacherCache:
                 raise ValueError(f"take: {len(images)} images for {len(ids)} ids")
             for i, k, im in zip(ids, sel, images):
                 if fingerprint(im) != have[k]:
-                    raise UserError(f"teacher cache {self.path} was made from other pixels for image {i} than the run's data "
-                                    "(same id, other image); rebuild it with `python -m teacher.cache` from this data")
+                    raise UserError(
+                        f"teacher cache {self.path} was made from other pixels for image {i} than the run's data "
+                        "(same id, other image); rebuild it with `python -m teacher.cache` from this data"
+                    )
         return np.asarray(self.logits[sel])[..., None]
 
 

@@ -18,8 +18,15 @@ from distill.teachers import TeacherLogits
 from models.registry import logits_model
 
 
-def build_training_graph(student: keras.Model, teacher: TeacherLogits | None = None, temperature: float = 1.0, lam: float = 0.0,
-                         scale: str = "T", dice: bool = False, input_scale: float | None = None) -> keras.Model:
+def build_training_graph(
+    student: keras.Model,
+    teacher: TeacherLogits | None = None,
+    temperature: float = 1.0,
+    lam: float = 0.0,
+    scale: str = "T",
+    dice: bool = False,
+    input_scale: float | None = None,
+) -> keras.Model:
     """The training graph; lam = 0 without a teacher is the hard-only baseline (and the teacher's own training).
 
     input_scale: the batches carry unscaled images (training.runs.batches: uint8 after padding, a quarter

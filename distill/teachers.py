@@ -68,8 +68,6 @@ class WeightedSum(keras.layers.Layer):
         return {**super().get_config(), "weights": self.w}
 
 
-
-
 def load_teacher(path) -> keras.Model:
     """A trained teacher .keras file (must have a `logits` layer)."""
     return load_keras(path, "teacher", need_logits=True)
@@ -143,8 +141,9 @@ class TeacherLogits:
         for path, t in zip(paths, models):
             shape = tuple(t.inputs[0].shape[1:])
             if input_size is not None and shape != (input_size, input_size, 1):
-                raise UserError(f"teacher {path} takes input {shape}, the student's --input-size {input_size} gives "
-                                f"{(input_size, input_size, 1)}")
+                raise UserError(
+                    f"teacher {path} takes input {shape}, the student's --input-size {input_size} gives {(input_size, input_size, 1)}"
+                )
         w = normalise_weights(weights) if weights else None
         return cls(ensemble_label([m.name for m in models], w), models=models, weights=w, paths=[str(p) for p in paths])
 
@@ -183,4 +182,3 @@ class TeacherLogits:
         if self.cache is not None:
             return postprocess(cached_views[:, 0, ..., 0].astype(np.float32), spec)
         return postprocess(ensemble_logits(self.models, vx, weights=self.weights), spec)
-

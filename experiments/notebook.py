@@ -1,7 +1,7 @@
 """Execute a notebook top to bottom and save it with its outputs (nbclient).
 
-    SWEEP_DIR=runs/quick python -m experiments.notebook notebooks/compare_students.ipynb runs/quick/compare_students.ipynb
-    # prints: executed notebooks/compare_students.ipynb -> runs/quick/compare_students.ipynb (6 figures)
+SWEEP_DIR=runs/quick python -m experiments.notebook notebooks/compare_students.ipynb runs/quick/compare_students.ipynb
+# prints: executed notebooks/compare_students.ipynb -> runs/quick/compare_students.ipynb (6 figures)
 """
 
 from __future__ import annotations

@@ -40,8 +40,12 @@ def score_vs(df: pd.DataFrame, x: str, metrics=("mean_iou", "kaggle_map"), ax=No
         base = df[(df.kind == "student") & (df.lam == 0)][m]
         if len(base):
             a.axhline(base.mean(), color="gray", ls="--", label=f"baseline ({len(base)} seeds)")
-            a.axhspan(base.mean() - base.std(ddof=1 if len(base) > 1 else 0), base.mean() + base.std(ddof=1 if len(base) > 1 else 0),
-                      color="gray", alpha=0.15)
+            a.axhspan(
+                base.mean() - base.std(ddof=1 if len(base) > 1 else 0),
+                base.mean() + base.std(ddof=1 if len(base) > 1 else 0),
+                color="gray",
+                alpha=0.15,
+            )
         teacher = df[df.kind == "teacher"][m]
         if len(teacher):
             a.axhline(teacher.mean(), color="k", ls=":", label="teacher")
@@ -70,10 +74,15 @@ def config_scores(df: pd.DataFrame, metrics=("mean_iou", "kaggle_map"), title: s
     """One column per configuration: every seed a dot, mean ± std over seeds; teachers as dotted lines."""
     df = df.assign(config=df["label"] if "label" in df else df.apply(label, axis=1))
     students = df[df.kind == "student"]
-    configs = list(dict.fromkeys(students.sort_values(["lam", "n_teachers", "unlabelled"] if "n_teachers" in df else ["lam", "unlabelled"]).config))
+    configs = list(
+        dict.fromkeys(students.sort_values(["lam", "n_teachers", "unlabelled"] if "n_teachers" in df else ["lam", "unlabelled"]).config)
+    )
     rows = len(configs) > 6  # many configurations: one metric per row, so the figure stays readable
-    fig, axes = plt.subplots(len(metrics) if rows else 1, 1 if rows else len(metrics),
-                             figsize=(max(6, 1.1 * len(configs)) * (1 if rows else len(metrics)), 4.5 * (len(metrics) if rows else 1)))
+    fig, axes = plt.subplots(
+        len(metrics) if rows else 1,
+        1 if rows else len(metrics),
+        figsize=(max(6, 1.1 * len(configs)) * (1 if rows else len(metrics)), 4.5 * (len(metrics) if rows else 1)),
+    )
     for a, m in zip(np.atleast_1d(axes), metrics):
         for k, c in enumerate(configs):
             color = plt.get_cmap("tab20")((2 * k + k // 10) % 20)  # 20 distinct colours: dark ones first, then light
@@ -82,8 +91,18 @@ def config_scores(df: pd.DataFrame, metrics=("mean_iou", "kaggle_map"), title: s
             a.errorbar(k + 0.22, v.mean(), yerr=v.std(ddof=1) if len(v) > 1 else 0, fmt="o", color=color, capsize=4)
         for k, (c, g) in enumerate(df[df.kind == "teacher"].groupby("run")):
             a.axhline(g[m].iloc[0], color="k", ls=":", lw=1, label=f"{c} ({g.params.iloc[0]:,} params)" if k < 3 else None)
-        a.set_xticks(range(len(configs)), [c.replace(" KD", "\nKD").replace(" lam=", "\nlam=").replace(" +unl", "\n+unl")
-                                           .replace(" ens", "\nens").replace(" blackbox", "\nblackbox") for c in configs], fontsize=7)
+        a.set_xticks(
+            range(len(configs)),
+            [
+                c.replace(" KD", "\nKD")
+                .replace(" lam=", "\nlam=")
+                .replace(" +unl", "\n+unl")
+                .replace(" ens", "\nens")
+                .replace(" blackbox", "\nblackbox")
+                for c in configs
+            ],
+            fontsize=7,
+        )
         a.set_ylabel(m)
         a.legend(fontsize=7, loc="lower right")
     if title:

@@ -64,11 +64,15 @@ def load_runs(root) -> pd.DataFrame:
         # the soft target: how many teachers, their (ensemble's) score and calibration on the same validation split
         teacher = met if kind == "teacher" else met.get("teacher", {})
         cal = teacher.get("calibration", {})
-        row.update({
-            "n_teachers": 1 if kind == "teacher" else (len(cfg.get("teacher") or []) if row["lam"] > 0 else 0),
-            "teacher_kaggle_map": teacher.get("val", {}).get("kaggle_map") if kind == "student" else row["kaggle_map"],
-            "teacher_nll": cal.get("nll"), "teacher_ece": cal.get("ece"), "teacher_best_T": cal.get("best_temperature"),
-        })
+        row.update(
+            {
+                "n_teachers": 1 if kind == "teacher" else (len(cfg.get("teacher") or []) if row["lam"] > 0 else 0),
+                "teacher_kaggle_map": teacher.get("val", {}).get("kaggle_map") if kind == "student" else row["kaggle_map"],
+                "teacher_nll": cal.get("nll"),
+                "teacher_ece": cal.get("ece"),
+                "teacher_best_T": cal.get("best_temperature"),
+            }
+        )
         # after today's columns (other code reads them by name): the architecture and the run's label (RunSpec; runs of
         # earlier versions, without metrics["teacher"]["label"], get one from their number of teachers and cache)
         row.update(arch=cfg.get("arch", "unet"), label=label(run))
@@ -110,9 +114,15 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     teacher_map = df.loc[df.kind == "teacher", "kaggle_map"].mean() if (df.kind == "teacher").any() else np.nan
     out = []
     for config, g in df.groupby("config", sort=False):
-        r = {"config": config, "n_seeds": len(g), "params": int(g["params"].iloc[0]),
-             "mean_iou": g["mean_iou"].mean(), "mean_iou_std": g["mean_iou"].std(ddof=1) if len(g) > 1 else np.nan,
-             "kaggle_map": g["kaggle_map"].mean(), "kaggle_map_std": g["kaggle_map"].std(ddof=1) if len(g) > 1 else np.nan}
+        r = {
+            "config": config,
+            "n_seeds": len(g),
+            "params": int(g["params"].iloc[0]),
+            "mean_iou": g["mean_iou"].mean(),
+            "mean_iou_std": g["mean_iou"].std(ddof=1) if len(g) > 1 else np.nan,
+            "kaggle_map": g["kaggle_map"].mean(),
+            "kaggle_map_std": g["kaggle_map"].std(ddof=1) if len(g) > 1 else np.nan,
+        }
         first = g.iloc[0]
         if first["kind"] == "student" and first["lam"] > 0:
             base = df[(df.kind == "student") & (df.lam == 0) & (df.base_filters == first["base_filters"]) & (df.arch == first["arch"])]
@@ -124,9 +134,15 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
                 base_map = np.mean([b["kaggle_map"] for _, b in pairs])
                 # the gap to this configuration's own soft target (an ensemble's score, not a single teacher's)
                 own = g["teacher_kaggle_map"].mean() if "teacher_kaggle_map" in g and g["teacher_kaggle_map"].notna().any() else teacher_map
-                r.update(n_pairs=len(pairs), d_kaggle=float(diffs.mean()), d_lo=lo, d_hi=hi, teacher_kaggle_map=own,
-                         seeds_positive=int(sum(d.kaggle_map > b["kaggle_map"] for d, b in pairs)),
-                         gap_closed=float((r["kaggle_map"] - base_map) / (own - base_map)) if own > base_map else np.nan)
+                r.update(
+                    n_pairs=len(pairs),
+                    d_kaggle=float(diffs.mean()),
+                    d_lo=lo,
+                    d_hi=hi,
+                    teacher_kaggle_map=own,
+                    seeds_positive=int(sum(d.kaggle_map > b["kaggle_map"] for d, b in pairs)),
+                    gap_closed=float((r["kaggle_map"] - base_map) / (own - base_map)) if own > base_map else np.nan,
+                )
         if first["kind"] == "teacher" and "teacher_nll" in g:
             r.update(teacher_nll=g["teacher_nll"].mean(), teacher_ece=g["teacher_ece"].mean(), teacher_best_T=g["teacher_best_T"].mean())
         out.append(r)
@@ -138,13 +154,22 @@ def format_summary(s: pd.DataFrame) -> str:
     for r in s.to_dict("records"):
         mi = f"{r['mean_iou']:.4f}" + (f"±{r['mean_iou_std']:.4f}" if r["mean_iou_std"] == r["mean_iou_std"] else "")
         km = f"{r['kaggle_map']:.4f}" + (f"±{r['kaggle_map_std']:.4f}" if r["kaggle_map_std"] == r["kaggle_map_std"] else "")
-        d = f"{r['d_kaggle']:+.4f} [{r['d_lo']:+.4f},{r['d_hi']:+.4f}]" if r.get("d_kaggle") == r.get("d_kaggle") and "d_kaggle" in r else ""
+        d = (
+            f"{r['d_kaggle']:+.4f} [{r['d_lo']:+.4f},{r['d_hi']:+.4f}]"
+            if r.get("d_kaggle") == r.get("d_kaggle") and "d_kaggle" in r
+            else ""
+        )
         gap = f"{r['gap_closed']:.0%}" if r.get("gap_closed") == r.get("gap_closed") and "gap_closed" in r else ""
         lines.append(f"{r['config']:50s} {r['n_seeds']:2d} {r['params']:9,d} {mi:>15s} {km:>15s} {d:>26s} {gap:>5s}")
     cal = [r for r in s.to_dict("records") if r.get("teacher_nll") == r.get("teacher_nll") and "teacher_nll" in r]
     if cal:
-        lines.append("teacher calibration (validation pixels, T = 1): " + "; ".join(
-            f"{r['config']}: NLL {r['teacher_nll']:.4f}, ECE {r['teacher_ece']:.4f}, NLL-optimal T {r['teacher_best_T']:.2f}" for r in cal))
+        lines.append(
+            "teacher calibration (validation pixels, T = 1): "
+            + "; ".join(
+                f"{r['config']}: NLL {r['teacher_nll']:.4f}, ECE {r['teacher_ece']:.4f}, NLL-optimal T {r['teacher_best_T']:.2f}"
+                for r in cal
+            )
+        )
     return "\n".join(lines)
 
 

@@ -93,11 +93,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", default="", help="sweep dir (default runs/<name>)")
     ap.add_argument("--teacher", default="", help="reuse this trained teacher .keras instead of training one")
     ap.add_argument("--seeds", type=int, nargs="+", help="run only these of the config's student seeds (teachers always)")
-    ap.add_argument("--shard", default="", metavar="K/N",
-                    help="run only the K-th of N slices of the student runs (run i goes to slice i %% N + 1); the teachers and "
-                         "caches they need are made by whichever shard gets there first, the other shards wait for them")
-    ap.add_argument("--list", action="store_true",
-                    help="print the pending jobs, one shell command a line (to run from the repo root), teachers and caches first, and exit")
+    ap.add_argument(
+        "--shard",
+        default="",
+        metavar="K/N",
+        help="run only the K-th of N slices of the student runs (run i goes to slice i %% N + 1); the teachers and "
+        "caches they need are made by whichever shard gets there first, the other shards wait for them",
+    )
+    ap.add_argument(
+        "--list",
+        action="store_true",
+        help="print the pending jobs, one shell command a line (to run from the repo root), teachers and caches first, and exit",
+    )
     ap.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     return ap.parse_args(argv)
 
@@ -138,27 +145,60 @@ def student_runs(cfg: dict, teacher: str) -> list[dict]:
         unknown = set(g) - set(GRID_KEYS)
         if unknown:
             raise UserError(f"sweep grid has unknown axis {sorted(unknown)[0]!r} (known: {', '.join(GRID_KEYS)})")
-        grid = {"lam": [0.9], "temperature": [2.0], "scale": ["T"], "base_filters": [student.get("base_filters", 4)],
-                "unlabelled": [False], "ensemble": [False], "blackbox": [False], **g}
+        grid = {
+            "lam": [0.9],
+            "temperature": [2.0],
+            "scale": ["T"],
+            "base_filters": [student.get("base_filters", 4)],
+            "unlabelled": [False],
+            "ensemble": [False],
+            "blackbox": [False],
+            **g,
+        }
         if any(grid["ensemble"]) and n_ens < 2:
-            raise UserError("sweep grid asks for \"ensemble\": true but the config has no \"ensemble_seeds\"")
+            raise UserError('sweep grid asks for "ensemble": true but the config has no "ensemble_seeds"')
         bad = [v for v in grid["blackbox"] if v not in BLACKBOX] + [t for t in grid["temperature"] if isinstance(t, str) and t != "auto"]
         if bad:
-            raise UserError(f"sweep grid value {bad[0]!r} is not allowed (blackbox: false, \"mirrored\", \"noflip\"; temperature: a number or \"auto\")")
+            raise UserError(
+                f'sweep grid value {bad[0]!r} is not allowed (blackbox: false, "mirrored", "noflip"; temperature: a number or "auto")'
+            )
         for lam, T, scale, width, unl, ens, bb, seed in itertools.product(*(grid[k] for k in GRID_KEYS), cfg["seeds"]):
             if lam == 0:
                 T, scale, unl, ens, bb = 2.0, "T", False, False, False
             if bb and (unl or ens):
-                raise UserError("sweep grid combines \"blackbox\" with unlabelled or ensemble runs (the black-box cache holds the labelled images of one teacher)")
+                raise UserError(
+                    'sweep grid combines "blackbox" with unlabelled or ensemble runs (the black-box cache holds the labelled images of one teacher)'
+                )
             key = (lam, T, scale, width, unl, ens, bb, seed)
             if key in seen:
                 continue
             seen.add(key)
             source = "blackbox" if bb else ensemble_label([teacher] * (n_ens if ens else 1))
-            spec = RunSpec(f"{student.get('arch', 'unet')}{width}", "student", source if lam > 0 else "", float(lam), T, scale, bool(unl),
-                           bool(student.get("flip", True)) and bb != "noflip", seed)
-            runs.append({"name": spec.name, "spec": spec, "lam": lam, "temperature": T, "scale": scale, "base_filters": width,
-                         "unlabelled": unl, "ensemble": ens, "blackbox": bb, "seed": seed})
+            spec = RunSpec(
+                f"{student.get('arch', 'unet')}{width}",
+                "student",
+                source if lam > 0 else "",
+                float(lam),
+                T,
+                scale,
+                bool(unl),
+                bool(student.get("flip", True)) and bb != "noflip",
+                seed,
+            )
+            runs.append(
+                {
+                    "name": spec.name,
+                    "spec": spec,
+                    "lam": lam,
+                    "temperature": T,
+                    "scale": scale,
+                    "base_filters": width,
+                    "unlabelled": unl,
+                    "ensemble": ens,
+                    "blackbox": bb,
+                    "seed": seed,
+                }
+            )
     # seed by seed, so an interrupted sweep already holds complete paired comparisons
     return sorted(runs, key=lambda r: r["seed"])
 
@@ -216,7 +256,18 @@ def plan(cfg: dict, args) -> list[Job]:
     for s in cfg.get("ensemble_seeds", []):  # the ensemble's other members: same flags and split, another seed
         tdir = sweep / f"teacher_s{s}"
         ensemble.append(str(tdir / "teacher.keras"))
-        cmd = (py, "-m", "teacher.train", "--data", data, "--out", str(tdir), *flags({**teacher_cfg, "seed": s}), "--split-file", str(split))
+        cmd = (
+            py,
+            "-m",
+            "teacher.train",
+            "--data",
+            data,
+            "--out",
+            str(tdir),
+            *flags({**teacher_cfg, "seed": s}),
+            "--split-file",
+            str(split),
+        )
         jobs.append(Job(f"teacher_s{s}", tdir, tdir / "metrics.json", cmd, (split,), "teacher"))
     cache_dir, ens_cache = Path(teacher_path).parent / "cache", sweep / f"teacher_ensemble{len(ensemble)}" / "cache"
     if cfg.get("teacher_cache"):  # teacher logits computed once: a KD epoch then costs what a baseline epoch costs
@@ -229,17 +280,53 @@ def plan(cfg: dict, args) -> list[Job]:
     bb_dir = sweep / "teacher_blackbox"
     if any(r["blackbox"] for r in runs):  # the teacher as a black box: its 16-bit probability maps, no flipped views
         probs = bb_dir / "probabilities"
-        cmd = (py, "evaluate.py", "--model", teacher_path, "--data", data, "--split", "all", "--save-probabilities", str(probs),
-               "--out", str(bb_dir / "teacher_scores.json"))
+        cmd = (
+            py,
+            "evaluate.py",
+            "--model",
+            teacher_path,
+            "--data",
+            data,
+            "--split",
+            "all",
+            "--save-probabilities",
+            str(probs),
+            "--out",
+            str(bb_dir / "teacher_scores.json"),
+        )
         jobs.append(Job("blackbox_probabilities", bb_dir, probs, cmd, (Path(teacher_path),), "probabilities"))
-        cmd = (py, "-m", "teacher.cache", "--from-probabilities", str(probs), "--data", data, "--out", str(bb_dir / "cache"),
-               "--input-size", str(cfg.get("student", {}).get("input_size", 128)))
+        cmd = (
+            py,
+            "-m",
+            "teacher.cache",
+            "--from-probabilities",
+            str(probs),
+            "--data",
+            data,
+            "--out",
+            str(bb_dir / "cache"),
+            "--input-size",
+            str(cfg.get("student", {}).get("input_size", 128)),
+        )
         jobs.append(Job("blackbox_cache", bb_dir / "cache", bb_dir / "cache" / "meta.json", cmd, (probs,), "cache"))
     student_fixed = {k: v for k, v in cfg.get("student", {}).items() if k != "base_filters"}
     for r in runs:
         rdir = sweep / r["name"]
-        cmd = [py, "distill_train.py", "--data", data, "--out", str(rdir), "--seed", str(r["seed"]), "--lam", str(r["lam"]),
-               "--base-filters", str(r["base_filters"]), *flags(student_fixed)]
+        cmd = [
+            py,
+            "distill_train.py",
+            "--data",
+            data,
+            "--out",
+            str(rdir),
+            "--seed",
+            str(r["seed"]),
+            "--lam",
+            str(r["lam"]),
+            "--base-filters",
+            str(r["base_filters"]),
+            *flags(student_fixed),
+        ]
         # the teacher's split (a black-box cache names no teacher, so it is passed too)
         pass_split = (r["lam"] == 0 or r["blackbox"]) and (split.exists() or not given_teacher)
         cmd += ["--split-file", str(split)] if pass_split else []
@@ -313,9 +400,12 @@ def describe(cfg: dict, args, jobs: list[Job]) -> str:
     students = [j.name for j in jobs if j.kind == "student"]
     ens = cfg.get("ensemble_seeds", [])
     shard = f" (shard {args.shard})" if args.shard else ""
-    return (f"sweep {cfg['name']}{shard}: {len(students)} student runs + {'given' if args.teacher or cfg.get('teacher_path') else 'one'} teacher"
-            + (f" + {len(ens)} more for the ensemble" if ens else "") + f" -> {sweep_dir(cfg, args)}\n"
-            + "\n".join(f"  {n}" for n in students))
+    return (
+        f"sweep {cfg['name']}{shard}: {len(students)} student runs + {'given' if args.teacher or cfg.get('teacher_path') else 'one'} teacher"
+        + (f" + {len(ens)} more for the ensemble" if ens else "")
+        + f" -> {sweep_dir(cfg, args)}\n"
+        + "\n".join(f"  {n}" for n in students)
+    )
 
 
 def _duration(s: float) -> str:
@@ -373,7 +463,7 @@ def _take(job: Job, claims: Path) -> bool:
 
 
 def _claim(job: Job, claims: Path, wait: bool, say) -> str:
-    """"done", "busy" (another process runs it, or what it needs is missing) or "mine" (claimed: run it).
+    """ "done", "busy" (another process runs it, or what it needs is missing) or "mine" (claimed: run it).
 
     With wait, a job another process runs is looked at every POLL_S seconds until it is done or its lock is gone."""
     waiting = False

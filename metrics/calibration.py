@@ -34,5 +34,11 @@ def calibration(logits: np.ndarray, masks: np.ndarray, bins: int = 15) -> dict:
         a, b = lo + 0.382 * (hi - lo), lo + 0.618 * (hi - lo)
         lo, hi = (lo, b) if _nll(z, y, a) < _nll(z, y, b) else (a, hi)
     best = (lo + hi) / 2
-    return {"n_pixels": int(len(p)), "nll": round(_nll(z, y), 5), "brier": round(float(np.mean((p - y) ** 2)), 5),
-            "ece": round(ece, 5), "best_temperature": round(float(best), 3), "nll_at_best": round(_nll(z, y, best), 5)}
+    return {
+        "n_pixels": int(len(p)),
+        "nll": round(_nll(z, y), 5),
+        "brier": round(float(np.mean((p - y) ** 2)), 5),
+        "ece": round(ece, 5),
+        "best_temperature": round(float(best), 3),
+        "nll_at_best": round(_nll(z, y, best), 5),
+    }

@@ -30,8 +30,9 @@ def load_keras(path, what: str = "model", need_logits: bool = False, single_outp
     if need_logits and "logits" not in [layer.name for layer in model.layers]:
         raise UserError(f"{what} file {path} has no layer named 'logits'")
     if single_output and len(model.outputs) != 1:
-        raise UserError(f"{what} file {path} has {len(model.outputs)} outputs; use the single-output inference model "
-                        "(student.keras / teacher.keras)")
+        raise UserError(
+            f"{what} file {path} has {len(model.outputs)} outputs; use the single-output inference model (student.keras / teacher.keras)"
+        )
     return model
 
 

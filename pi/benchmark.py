@@ -75,8 +75,13 @@ def bench(path: Path, threads: int, runs: int, warmup: int) -> dict:
         m.interp.get_tensor(m.out["index"])
         times.append(time.perf_counter() - t0)
     ms = np.array(times) * 1000 / shape[0]
-    return {"threads": threads, "median_ms": round(float(np.median(ms)), 3), "p90_ms": round(float(np.percentile(ms, 90)), 3),
-            "img_per_s": round(1000 / float(np.median(ms)), 1), "macs": count_macs(m.interp)}
+    return {
+        "threads": threads,
+        "median_ms": round(float(np.median(ms)), 3),
+        "p90_ms": round(float(np.percentile(ms, 90)), 3),
+        "img_per_s": round(1000 / float(np.median(ms)), 1),
+        "macs": count_macs(m.interp),
+    }
 
 
 def main(argv=None) -> int:
@@ -104,8 +109,21 @@ def main(argv=None) -> int:
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(out, json.dumps({"model": str(path), "size_kb": size_kb, "macs": macs, "runs": args.runs, "warmup": args.warmup,
-                                      "machine": platform.machine(), "results": results}, indent=2).encode())
+        write_atomic(
+            out,
+            json.dumps(
+                {
+                    "model": str(path),
+                    "size_kb": size_kb,
+                    "macs": macs,
+                    "runs": args.runs,
+                    "warmup": args.warmup,
+                    "machine": platform.machine(),
+                    "results": results,
+                },
+                indent=2,
+            ).encode(),
+        )
     return 0
 
 

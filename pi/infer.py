@@ -146,7 +146,9 @@ def main(argv=None) -> int:
     ap.add_argument("--images", required=True, help="folder of 101x101 <id>.png images")
     ap.add_argument("--out", required=True, help="folder for the <id>.png masks (0/255)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--batch", type=int, default=8, help="images per model call where the model allows a dynamic batch (at most 32), else 1")
+    ap.add_argument(
+        "--batch", type=int, default=8, help="images per model call where the model allows a dynamic batch (at most 32), else 1"
+    )
     ap.add_argument("--threshold", type=float, default=None, help="probability threshold (default: the sidecar's, 0.5)")
     ap.add_argument("--submission", default="", help="also write a Kaggle submission CSV (id,rle_mask)")
     ap.add_argument("--overwrite", action="store_true", help="write into an --out folder that already holds files")
@@ -166,12 +168,17 @@ def main(argv=None) -> int:
     if not files:
         raise UserError(f"image folder {folder} holds no .png images")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.overwrite)):
-        raise UserError(f"{out} is not a folder" if not out.is_dir() else f"output folder {out} is not empty; pass --overwrite to write into it")
+        raise UserError(
+            f"{out} is not a folder" if not out.is_dir() else f"output folder {out} is not empty; pass --overwrite to write into it"
+        )
 
     model = load_model(model_path, args.threads)
     if not model.has_sidecar:
-        print(f"warning: no sidecar {model_path}.json; assuming reflect-pad to the model's input {model.spec['input_size']}, "
-              "probability output, threshold 0.5", file=sys.stderr)
+        print(
+            f"warning: no sidecar {model_path}.json; assuming reflect-pad to the model's input {model.spec['input_size']}, "
+            "probability output, threshold 0.5",
+            file=sys.stderr,
+        )
     if args.threshold is not None:
         model.spec["threshold"] = args.threshold
     gray = np.stack([read_gray(p) for p in files])  # every image checked before anything is written
@@ -196,8 +203,10 @@ def main(argv=None) -> int:
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows([["id", "rle_mask"], *rows])
         write_atomic(sub, buf.getvalue().encode())
-    print(f"wrote {len(files)} masks to {out} (salt in {n_salt} images), {1000 * model_s / len(files):.1f} ms/image "
-          f"(batch {batch}, {args.threads} thread{'s' if args.threads > 1 else ''})" + (f"; submission {sub}" if sub else ""))
+    print(
+        f"wrote {len(files)} masks to {out} (salt in {n_salt} images), {1000 * model_s / len(files):.1f} ms/image "
+        f"(batch {batch}, {args.threads} thread{'s' if args.threads > 1 else ''})" + (f"; submission {sub}" if sub else "")
+    )
     return 0
 
 

@@ -17,7 +17,9 @@ class DistillConfig(TrainConfig):
     teacher_weights: tuple = ()  # ensemble weights, one per teacher (default equal); with --teacher-cache they must match the cache's
     teacher_cache: str = ""  # cached teacher logits (python -m teacher.cache): no teacher in the graph
     lam: float = 0.9  # weight of the soft term; 0 = hard-only baseline, 1 = soft only
-    temperature: float | str = 2.0  # T: softens both teacher and student sigmoids; "auto" = the teacher's NLL-optimal T on the validation split
+    temperature: float | str = (
+        2.0  # T: softens both teacher and student sigmoids; "auto" = the teacher's NLL-optimal T on the validation split
+    )
     scale: str = "T"  # s(T): "T" (design card, sigmoid outputs), "T2" (Hinton), "1"
     unlabelled: tuple = ()  # folders (or .npz caches) of unlabelled images: soft term only
     n_unlabelled: int = 16  # unlabelled images added to each batch of `batch_size` labelled ones

@@ -60,7 +60,9 @@ def unlabelled_images(folders) -> TgsData | None:
     if not folders:
         return None
     parts = [load_unlabelled(u) for u in folders]
-    return TgsData(sum((p.ids for p in parts), []), np.concatenate([p.images for p in parts]), None, np.concatenate([p.depths for p in parts]))
+    return TgsData(
+        sum((p.ids for p in parts), []), np.concatenate([p.images for p in parts]), None, np.concatenate([p.depths for p in parts])
+    )
 
 
 def distill(cfg: DistillConfig, opts, parallel: dict) -> int:
@@ -97,19 +99,38 @@ def train_student(cfg: DistillConfig, opts, run_dir: Path, source: TeacherLogits
         T = cal["best_temperature"]
         print(f"temperature auto: T = {T:g} (the soft target's NLL-optimal temperature on the {len(val)} validation images)", flush=True)
     student = build_student(cfg)
-    print(f"student: {student.name}, {student.count_params():,} params; teacher: " + (source.describe() if source else "none")
-          + describe(parallel), flush=True)
+    print(
+        f"student: {student.name}, {student.count_params():,} params; teacher: "
+        + (source.describe() if source else "none")
+        + describe(parallel),
+        flush=True,
+    )
     graph = build_training_graph(student, source, temperature=T, lam=cfg.lam, scale=cfg.scale, input_scale=spec["scale"])
     io.write_json(sidecar_path(run_dir / "student.keras"), {**spec, "model_name": student.name})
     info = fit(graph, student, data, cfg, run_dir, "student.keras", opts.resume)
     spec_run = RunSpec.from_config(cfg, source.label if source is not None else "", resolved_temperature=float(T))
-    metrics = {"model": student.name, "params": student.count_params(), "run": run_dir.name, "label": spec_run.label,
-               "parallel": parallel, "temperature": T, **info, **final_metrics(student, val, data.val_x, spec)}
+    metrics = {
+        "model": student.name,
+        "params": student.count_params(),
+        "run": run_dir.name,
+        "label": spec_run.label,
+        "parallel": parallel,
+        "temperature": T,
+        **info,
+        **final_metrics(student, val, data.val_x, spec),
+    }
     if source is not None:
         where = {"cache": str(source.cache.path)} if source.cache is not None else {"params": sum(t.count_params() for t in source.models)}
-        metrics["teacher"] = {**where, "label": source.label, "kind": source.kind, "paths": list(cfg.teacher), "n_teachers": source.n_teachers,
-                              "weights": source.weights, "val": evaluate_probs(1 / (1 + np.exp(-t_logits)), val.masks, spec["threshold"]),
-                              "calibration": cal}
+        metrics["teacher"] = {
+            **where,
+            "label": source.label,
+            "kind": source.kind,
+            "paths": list(cfg.teacher),
+            "n_teachers": source.n_teachers,
+            "weights": source.weights,
+            "val": evaluate_probs(1 / (1 + np.exp(-t_logits)), val.masks, spec["threshold"]),
+            "calibration": cal,
+        }
     return metrics
 
 

@@ -74,8 +74,10 @@ def collect_images(data_paths, unlabelled_paths):
                 images.append(im)
                 fps.append(fp)
             elif fps[seen[i][0]] != fp:
-                raise UserError(f"image id {i} is in {seen[i][1]} and in {src} with different pixels; "
-                                "a cache holds one image per id (rename one, or leave one input out)")
+                raise UserError(
+                    f"image id {i} is in {seen[i][1]} and in {src} with different pixels; "
+                    "a cache holds one image per id (rename one, or leave one input out)"
+                )
     return ids, (np.stack(images) if images else np.empty((0, ORIG_SIZE, ORIG_SIZE), np.uint8)), fps
 
 
@@ -116,10 +118,21 @@ def build_cache(teacher_paths, data_paths, unlabelled_paths, out: Path, overwrit
     ids, images, fps = collect_images(data_paths, unlabelled_paths)
     x = prep_images(images, spec)
     with claim(out, overwrite):
-        logits = np.stack([ensemble_logits(teachers, x, weights=w), ensemble_logits(teachers, x[:, :, ::-1], weights=w)], axis=1).astype(np.float16)
-        meta = {"format": FORMAT, "teachers": [{"path": str(t), "sha256": file_sha256(t)} for t in teacher_paths], "weights": w,
-                "spec": spec, "n": len(ids), "views": ["image", "hflip"], "ids": ids, "fingerprint": FINGERPRINT, "fingerprints": fps,
-                "build_s": round(time.perf_counter() - t0, 1)}
+        logits = np.stack([ensemble_logits(teachers, x, weights=w), ensemble_logits(teachers, x[:, :, ::-1], weights=w)], axis=1).astype(
+            np.float16
+        )
+        meta = {
+            "format": FORMAT,
+            "teachers": [{"path": str(t), "sha256": file_sha256(t)} for t in teacher_paths],
+            "weights": w,
+            "spec": spec,
+            "n": len(ids),
+            "views": ["image", "hflip"],
+            "ids": ids,
+            "fingerprint": FINGERPRINT,
+            "fingerprints": fps,
+            "build_s": round(time.perf_counter() - t0, 1),
+        }
         write_cache(out, logits, meta)
     return meta
 
@@ -143,8 +156,9 @@ def read_probability_map(path: Path, sizes: tuple[int, int]) -> np.ndarray:
     return p
 
 
-def build_cache_from_probabilities(prob_dir: Path, data_paths, unlabelled_paths, input_size: int, out: Path, overwrite: bool,
-                                   eps: float = 1e-4) -> dict:
+def build_cache_from_probabilities(
+    prob_dir: Path, data_paths, unlabelled_paths, input_size: int, out: Path, overwrite: bool, eps: float = 1e-4
+) -> dict:
     """Black-box teacher: per-image probability maps -> logits = log(p / (1 - p)), p clipped to [eps, 1 - eps].
 
     A 101x101 map is reflect-padded to the input size like the images. No flipped view exists, so
@@ -170,9 +184,18 @@ def build_cache_from_probabilities(prob_dir: Path, data_paths, unlabelled_paths,
         z = np.log(np.clip(p, eps, 1 - eps) / (1 - np.clip(p, eps, 1 - eps)))
         logits[k, 0], logits[k, 1] = z, z[:, ::-1]
     with claim(out, overwrite):
-        meta = {"format": FORMAT, "teachers": [], "source": {"probabilities": str(prob_dir), "eps": eps, "flip_view": "mirrored map"},
-                "spec": {**spec, "model_name": "blackbox"}, "n": len(ids), "views": ["image", "hflip (mirrored)"], "ids": ids,
-                "fingerprint": FINGERPRINT, "fingerprints": fps, "build_s": round(time.perf_counter() - t0, 1)}
+        meta = {
+            "format": FORMAT,
+            "teachers": [],
+            "source": {"probabilities": str(prob_dir), "eps": eps, "flip_view": "mirrored map"},
+            "spec": {**spec, "model_name": "blackbox"},
+            "n": len(ids),
+            "views": ["image", "hflip (mirrored)"],
+            "ids": ids,
+            "fingerprint": FINGERPRINT,
+            "fingerprints": fps,
+            "build_s": round(time.perf_counter() - t0, 1),
+        }
         write_cache(out, logits, meta)
     return meta
 
@@ -180,28 +203,36 @@ def build_cache_from_probabilities(prob_dir: Path, data_paths, unlabelled_paths,
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--teacher", action="extend", nargs="+", help="teacher .keras; several for an ensemble (--teacher A B or --teacher A --teacher B)")
+    src.add_argument(
+        "--teacher", action="extend", nargs="+", help="teacher .keras; several for an ensemble (--teacher A B or --teacher A --teacher B)"
+    )
     ap.add_argument("--teacher-weights", type=float, nargs="+", default=None, help="ensemble weights, one per --teacher (default equal)")
     src.add_argument("--from-probabilities", help="folder of <id>.png (8/16-bit) or <id>.npy probability maps from a black-box teacher")
     ap.add_argument("--input-size", type=int, default=128, help="with --from-probabilities: the students' input size")
     ap.add_argument("--data", action="extend", nargs="+", required=True, help="labelled data folder(s) or .npz (--data A B or repeated)")
-    ap.add_argument("--unlabelled", action="extend", nargs="+", default=[], help="unlabelled image folder(s) or .npz (--unlabelled A B or repeated)")
+    ap.add_argument(
+        "--unlabelled", action="extend", nargs="+", default=[], help="unlabelled image folder(s) or .npz (--unlabelled A B or repeated)"
+    )
     ap.add_argument("--out", required=True)
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
     out = Path(args.out)
     check_out(out, args.overwrite)
     if args.from_probabilities:
-        meta = build_cache_from_probabilities(Path(args.from_probabilities), args.data, args.unlabelled, args.input_size, out,
-                                              args.overwrite)
+        meta = build_cache_from_probabilities(
+            Path(args.from_probabilities), args.data, args.unlabelled, args.input_size, out, args.overwrite
+        )
         what = f"black-box probabilities from {args.from_probabilities}"
     else:
         meta = build_cache(args.teacher, args.data, args.unlabelled, out, args.overwrite, args.teacher_weights)
         what = f"logits of {len(args.teacher)} teacher(s)"
     size = (out / "logits.npy").stat().st_size / 1e6
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
-    print(f"cached {what} for {meta['n']} images x 2 views (float16, {size:.1f} MB) -> {out} "
-          f"(built in {meta['build_s']:.1f} s, peak RSS {rss:.0f} MB)", flush=True)
+    print(
+        f"cached {what} for {meta['n']} images x 2 views (float16, {size:.1f} MB) -> {out} "
+        f"(built in {meta['build_s']:.1f} s, peak RSS {rss:.0f} MB)",
+        flush=True,
+    )
     return 0
 
 

@@ -69,7 +69,13 @@ def main(argv=None) -> int:
         graph = build_training_graph(model, None, temperature=1.0, lam=0.0, dice=cfg.loss == "bce_dice", input_scale=spec["scale"])
         io.write_json(sidecar_path(run_dir / "teacher.keras"), {**spec, "model_name": model.name})
         info = fit(graph, model, data, cfg, run_dir, "teacher.keras", opts.resume)
-    metrics = {"model": model.name, "params": model.count_params(), "parallel": parallel, **info, **final_metrics(model, val, data.val_x, spec)}
+    metrics = {
+        "model": model.name,
+        "params": model.count_params(),
+        "parallel": parallel,
+        **info,
+        **final_metrics(model, val, data.val_x, spec),
+    }
     metrics["calibration"] = calibration(postprocess(predict(logits_model(model), data.val_x), spec), val.masks)
     write_metrics(run_dir, metrics, t0)
     return 0

@@ -33,8 +33,14 @@ def cli(*args, check=True, env=None):
     """Run a project command in a subprocess (as a user would); return the CompletedProcess."""
     import os
 
-    p = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}, timeout=600)
+    p = subprocess.run(
+        [sys.executable, *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
+        timeout=600,
+    )
     if check and p.returncode != 0:
         raise AssertionError(f"{args} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
     return p
@@ -51,8 +57,24 @@ def runs(synth_dir, tmp_path_factory):
     b = base / "baseline"
     cli("distill_train.py", "--data", synth_dir, "--lam", "0", "--out", b, *TINY)
     d = base / "kd"
-    cli("distill_train.py", "--data", synth_dir, "--teacher", teacher, "--lam", "0.9", "--temperature", "2", "--out", d, *TINY,
-        "--unlabelled", synth_dir / "test" / "images", "--n-unlabelled", "4")
+    cli(
+        "distill_train.py",
+        "--data",
+        synth_dir,
+        "--teacher",
+        teacher,
+        "--lam",
+        "0.9",
+        "--temperature",
+        "2",
+        "--out",
+        d,
+        *TINY,
+        "--unlabelled",
+        synth_dir / "test" / "images",
+        "--n-unlabelled",
+        "4",
+    )
     build_cache([teacher], [synth_dir], [synth_dir / "test" / "images"], base / "cache", overwrite=False)
     c = base / "kd_cache"
     cli("distill_train.py", "--data", synth_dir, "--teacher", teacher, "--teacher-cache", base / "cache", "--lam", "0.9", "--out", c, *TINY)

@@ -43,8 +43,23 @@ def golden(out: Path) -> dict:
         "teacher": t,
         "baseline": (out / "baseline", ["--lam", "0"]),
         "kd_graph": (out / "kd_graph", ["--teacher", teacher, "--lam", "0.9", "--temperature", "2"]),
-        "kd_cache_unl": (out / "kd_cache_unl", ["--teacher", teacher, "--teacher-cache", out / "cache", "--lam", "0.9",
-                                                "--temperature", "2", "--unlabelled", data, "--n-unlabelled", "4"]),
+        "kd_cache_unl": (
+            out / "kd_cache_unl",
+            [
+                "--teacher",
+                teacher,
+                "--teacher-cache",
+                out / "cache",
+                "--lam",
+                "0.9",
+                "--temperature",
+                "2",
+                "--unlabelled",
+                data,
+                "--n-unlabelled",
+                "4",
+            ],
+        ),
     }
     result = {}
     for name, spec in runs.items():

@@ -104,12 +104,34 @@ def mask_wrong_size(root, ids):
     Image.fromarray(np.zeros((50, 50), np.uint16)).save(root / "train" / "masks" / f"{ids[0]}.png")
 
 
-DATA_DAMAGE = [corrupt_png, truncated_png, wrong_size, two_channels, sixteen_bit_image, no_mask, csv_id_without_image,
-               image_without_csv_row, malformed_rle, nan_depth, inf_depth, mask_wrong_size]
-DATA_NEEDLE = {"corrupt_png": "cannot read image", "truncated_png": "cannot read image", "wrong_size": "expected 101x101",
-               "two_channels": "transparent", "sixteen_bit_image": "16-bit", "no_mask": "has no mask",
-               "csv_id_without_image": "without an image", "image_without_csv_row": "has no row", "malformed_rle": "bad RLE",
-               "nan_depth": "depth", "inf_depth": "depth", "mask_wrong_size": "mask"}
+DATA_DAMAGE = [
+    corrupt_png,
+    truncated_png,
+    wrong_size,
+    two_channels,
+    sixteen_bit_image,
+    no_mask,
+    csv_id_without_image,
+    image_without_csv_row,
+    malformed_rle,
+    nan_depth,
+    inf_depth,
+    mask_wrong_size,
+]
+DATA_NEEDLE = {
+    "corrupt_png": "cannot read image",
+    "truncated_png": "cannot read image",
+    "wrong_size": "expected 101x101",
+    "two_channels": "transparent",
+    "sixteen_bit_image": "16-bit",
+    "no_mask": "has no mask",
+    "csv_id_without_image": "without an image",
+    "image_without_csv_row": "has no row",
+    "malformed_rle": "bad RLE",
+    "nan_depth": "depth",
+    "inf_depth": "depth",
+    "mask_wrong_size": "mask",
+}
 
 
 def call(module_main, argv, capsys):
@@ -170,8 +192,10 @@ def _distill_cases(env):
         (["--data", g, "--lam", "0", "--max-train", "-1"], "--max-train"),
         (["--data", g, "--lam", "0", "--seed", "-1"], "--seed"),
         (["--data", g, "--lam", "0", "--lr", "inf"], "--lr"),
-        (["--data", g, "--teacher", str(r / "teacher104.keras"), str(r / "teacher104.keras"), "--teacher-weights", "1", "nan"],
-         "--teacher-weights"),
+        (
+            ["--data", g, "--teacher", str(r / "teacher104.keras"), str(r / "teacher104.keras"), "--teacher-weights", "1", "nan"],
+            "--teacher-weights",
+        ),
     ]
 
 
@@ -187,14 +211,17 @@ def test_distill_train_bad_input(env, capsys):
         assert not out.exists(), (argv, "run dir created")
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["--weight-decay", "nan"], "--weight-decay"),
-    (["--weight-decay", "-1"], "--weight-decay"),
-    (["--max-train", "-1"], "--max-train"),
-    (["--seed", "-1"], "--seed"),
-    (["--lr", "inf"], "--lr"),
-    (["--lr", "nan"], "--lr"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--weight-decay", "nan"], "--weight-decay"),
+        (["--weight-decay", "-1"], "--weight-decay"),
+        (["--max-train", "-1"], "--max-train"),
+        (["--seed", "-1"], "--seed"),
+        (["--lr", "inf"], "--lr"),
+        (["--lr", "nan"], "--lr"),
+    ],
+)
 def test_teacher_train_bad_flags(env, argv, needle, capsys, tmp_path):
     from teacher.train import main
 
@@ -217,11 +244,29 @@ def test_teacher_cache_refuses_other_weights(env, capsys, tmp_path):
         teachers.append(str(tmp_path / f"{name}.keras"))
     assert (tmp_path / "A.keras").read_bytes() != (tmp_path / "B.keras").read_bytes()
     g, cache = str(env["root"] / "good"), tmp_path / "cache"
-    p = subprocess.run([sys.executable, "-m", "teacher.cache", "--teacher", teachers[0], "--teacher", teachers[1], "--data", g,
-                        "--out", str(cache)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    p = subprocess.run(
+        [sys.executable, "-m", "teacher.cache", "--teacher", teachers[0], "--teacher", teachers[1], "--data", g, "--out", str(cache)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr
-    argv = ["--data", g, "--teacher", *teachers, "--teacher-cache", str(cache), "--lam", "0.9", *TINY, "--max-train", "16",
-            "--batch-size", "4"]  # one batch per epoch would hit the one-step schedule bug in training/loop.py
+    argv = [
+        "--data",
+        g,
+        "--teacher",
+        *teachers,
+        "--teacher-cache",
+        str(cache),
+        "--lam",
+        "0.9",
+        *TINY,
+        "--max-train",
+        "16",
+        "--batch-size",
+        "4",
+    ]  # one batch per epoch would hit the one-step schedule bug in training/loop.py
     code, err = call(main, [*argv, "--teacher-weights", "0.9", "0.1", "--out", str(tmp_path / "w91")], capsys)
     check(code, err, "--teacher-weights 0.9 0.1")
     assert "weights 0.5 0.5" in err, err
@@ -265,11 +310,26 @@ def test_other_entry_points(env, capsys, tmp_path):
         (prepare, ["--data", str(damaged(env, corrupt_png)), "--out", str(tmp_path / "c.npz")], "cannot read image"),
         (sweep, ["--config", str(tmp_path / "missing.json")], "cannot read sweep config"),
         (sweep, ["--config", str(tmp_path / "nogrid.json")], "has no 'grid'"),
-        (cache, ["--teacher", str(r / "teacher104.keras"), "--teacher", str(r / "teacher128.keras"), "--data", g,
-                 "--out", str(tmp_path / "cache")], "different input sizes"),
+        (
+            cache,
+            [
+                "--teacher",
+                str(r / "teacher104.keras"),
+                "--teacher",
+                str(r / "teacher128.keras"),
+                "--data",
+                g,
+                "--out",
+                str(tmp_path / "cache"),
+            ],
+            "different input sizes",
+        ),
         (cache, ["--teacher", str(r / "nologits.keras"), "--data", g, "--out", str(tmp_path / "cache")], "logits"),
-        (cache, ["--teacher", str(r / "teacher104.keras"), "--data", g, "--unlabelled", str(r / "empty"),
-                 "--out", str(tmp_path / "cache")], "no .png"),
+        (
+            cache,
+            ["--teacher", str(r / "teacher104.keras"), "--data", g, "--unlabelled", str(r / "empty"), "--out", str(tmp_path / "cache")],
+            "no .png",
+        ),
     ]
     for main, argv, needle in cases:
         check(*call(main, argv, capsys), needle)
@@ -336,8 +396,14 @@ def export_runs(env):
         **{f"sidecar_{c}": ["--model", str(m), "--data", g, "--out", str(out / c)] for c, m in sides.items()},
         "good": ["--model", str(r / "teacher104.keras"), "--data", g, "--out", str(out / "good"), "--quant", "fp32", "--calib", "4"],
     }
-    p = subprocess.run([sys.executable, "-c", EXPORT_CASES, str(ROOT), json.dumps(list(cases.values())), str(r / "export.json")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    p = subprocess.run(
+        [sys.executable, "-c", EXPORT_CASES, str(ROOT), json.dumps(list(cases.values())), str(r / "export.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     results = dict(zip(cases, map(tuple, json.loads((r / "export.json").read_text()))))
     return {"results": results, "sidecars": sides, "out": out, "tflite": out / "good" / "teacher104_fp32.tflite"}
@@ -375,13 +441,27 @@ def test_tflite_bad_sidecar(env, export_runs, capsys, tmp_path):
     pi_python = os.environ.get("PI_PYTHON", sys.executable)
     images = env["root"] / "good" / "train" / "images"
     for case, model in with_bad_sidecars(export_runs["tflite"], tmp_path / "models").items():
-        p = subprocess.run([pi_python, str(ROOT / "pi" / "infer.py"), "--model", str(model), "--images", str(images),
-                            "--out", str(tmp_path / f"masks_{case}")], capture_output=True, text=True, timeout=300)
+        p = subprocess.run(
+            [
+                pi_python,
+                str(ROOT / "pi" / "infer.py"),
+                "--model",
+                str(model),
+                "--images",
+                str(images),
+                "--out",
+                str(tmp_path / f"masks_{case}"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr
         check_sidecar_error(p.returncode, p.stderr.strip(), model)
         assert not (tmp_path / f"masks_{case}").exists()
-        check_sidecar_error(*call(evaluate.main, ["--model", str(model), "--data", str(env["root"] / "good"), "--split", "all"],
-                                  capsys), model)
+        check_sidecar_error(
+            *call(evaluate.main, ["--model", str(model), "--data", str(env["root"] / "good"), "--split", "all"], capsys), model
+        )
 
 
 def test_atomic_write_survives_a_failing_writer(tmp_path):

@@ -51,8 +51,9 @@ def build(env, out, *extra, teacher="a"):
 def cli(*args, code=None):
     """python -m teacher.cache ... (or python -c code ...) in a subprocess, as a user runs it."""
     cmd = [sys.executable, "-c", code] if code else [sys.executable, "-m", "teacher.cache"]
-    return subprocess.run([*cmd, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return subprocess.run(
+        [*cmd, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    )
 
 
 def dead_pid() -> int:
@@ -104,11 +105,13 @@ def test_kill_mid_swap_restores_the_old_cache(env, tmp_path):
     out = tmp_path / "cache"
     build(env, out, teacher="a")
     before = snapshot(out)
-    patch = ("real = os.rename\n"
-             "def rename(a, b):\n"
-             "    real(a, b)\n"
-             "    if '.old-' in str(b): os.kill(os.getpid(), signal.SIGKILL)\n"
-             "io.os.rename = rename")
+    patch = (
+        "real = os.rename\n"
+        "def rename(a, b):\n"
+        "    real(a, b)\n"
+        "    if '.old-' in str(b): os.kill(os.getpid(), signal.SIGKILL)\n"
+        "io.os.rename = rename"
+    )
     p = cli("--teacher", env["b"], "--data", env["data"], "--out", out, "--overwrite", code=KILL_AFTER.format(root=str(ROOT), patch=patch))
     assert p.returncode == -9, p.stderr
     assert not out.exists()  # a reader now gets "not a teacher cache", never a mix
@@ -155,8 +158,13 @@ def test_lock_refuses_a_second_build_and_is_seen_by_the_sweep(env, tmp_path, mon
         if seen:
             return real(o, logits, meta)
         # another process (the sweep) sees the dir as busy while this one builds
-        p = subprocess.run([sys.executable, "-c", f"from common.io import is_locked; print(is_locked({str(o)!r}))"], cwd=ROOT,
-                           capture_output=True, text=True, timeout=60)
+        p = subprocess.run(
+            [sys.executable, "-c", f"from common.io import is_locked; print(is_locked({str(o)!r}))"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         seen["other"] = p.stdout.strip()
         with pytest.raises(UserError, match="in use"):  # a second build of the same dir is refused
             build(env, out)
@@ -205,6 +213,7 @@ def test_black_box_cache_is_atomic_too(env, tmp_path, monkeypatch):
 
 
 # ---- 2. image fingerprints ---------------------------------------------------------------------
+
 
 def test_take_refuses_other_pixels_under_the_same_ids(env, tmp_path):
     from data.tgs import load_data
@@ -256,6 +265,7 @@ def test_training_batches_pass_the_images(env, tmp_path):
 
 # ---- 3. de-duplication: linear, and refuses one id with two images --------------------------
 
+
 def test_duplicate_ids_same_pixels_kept_once_other_pixels_refused(env, tmp_path):
     from data.tgs import load_data
 
@@ -292,6 +302,7 @@ def test_collect_images_is_linear(monkeypatch):
 
 # ---- 4. both spellings of repeated values ------------------------------------------------------
 
+
 def test_repeated_values_take_both_spellings(env, tmp_path):
     a = build(env, tmp_path / "a", "--unlabelled", env["test"], env["data"])
     b = build(env, tmp_path / "b", "--unlabelled", env["test"], "--unlabelled", env["data"])
@@ -308,6 +319,7 @@ def test_repeated_values_take_both_spellings(env, tmp_path):
 
 
 # ---- 5. --out ------------------------------------------------------------------------------------
+
 
 def test_out_that_is_a_file_is_refused(env, tmp_path):
     f = tmp_path / "afile"
@@ -328,6 +340,7 @@ def test_out_that_is_a_file_is_refused(env, tmp_path):
 
 # ---- 6. temp files of killed atomic writes ------------------------------------------------------
 
+
 def test_atomic_write_removes_temp_files_of_dead_writers(tmp_path):
     target = tmp_path / "big.json"
     dead, live = dead_pid(), os.getpid()
@@ -346,6 +359,7 @@ def test_atomic_write_removes_temp_files_of_dead_writers(tmp_path):
 
 
 # ---- 7. the report line and build_s --------------------------------------------------------------
+
 
 def test_report_line_has_time_and_peak_rss(env, tmp_path, capsys):
     out = tmp_path / "cache"

@@ -102,11 +102,19 @@ def _truncated(root, ids):
     p.write_bytes(p.read_bytes()[:200])
 
 
-@pytest.mark.parametrize("damage,needle", [
-    (_corrupt, "cannot read image"), (_wrong_size, "100x100, expected 101x101"), (_no_mask, "has no mask"),
-    (_rle_disagrees, "disagrees"), (_bad_rle, "bad RLE"), (_csv_id_without_image, "without an image"),
-    (_nan_depth, "depth"), (_truncated, "cannot read image"),
-])
+@pytest.mark.parametrize(
+    "damage,needle",
+    [
+        (_corrupt, "cannot read image"),
+        (_wrong_size, "100x100, expected 101x101"),
+        (_no_mask, "has no mask"),
+        (_rle_disagrees, "disagrees"),
+        (_bad_rle, "bad RLE"),
+        (_csv_id_without_image, "without an image"),
+        (_nan_depth, "depth"),
+        (_truncated, "cannot read image"),
+    ],
+)
 def test_loader_bad_input_names_the_problem(tmp_path, damage, needle):
     ids, _, _ = write_kaggle(tmp_path)
     damage(tmp_path, ids)

@@ -51,10 +51,34 @@ def test_jax_data_parallel_matches_one_device(synth_dir, tmp_path):
 
 
 def test_devices_refused_where_they_cannot_work(synth_dir, tmp_path):
-    p = cli("distill_train.py", "--data", synth_dir, "--lam", "0", "--out", tmp_path / "a", *TINY_DP, "--devices", "2", check=False,
-            env={"KERAS_BACKEND": "torch"})
+    p = cli(
+        "distill_train.py",
+        "--data",
+        synth_dir,
+        "--lam",
+        "0",
+        "--out",
+        tmp_path / "a",
+        *TINY_DP,
+        "--devices",
+        "2",
+        check=False,
+        env={"KERAS_BACKEND": "torch"},
+    )
     assert p.returncode == 2 and p.stderr.strip().startswith("error: --devices 2 needs KERAS_BACKEND=jax")
     assert "Traceback" not in p.stderr and not (tmp_path / "a").exists()
-    p = cli("distill_train.py", "--data", synth_dir, "--lam", "0", "--out", tmp_path / "b", *TINY_DP, "--devices", "3", check=False,
-            env={"KERAS_BACKEND": "tensorflow"})
+    p = cli(
+        "distill_train.py",
+        "--data",
+        synth_dir,
+        "--lam",
+        "0",
+        "--out",
+        tmp_path / "b",
+        *TINY_DP,
+        "--devices",
+        "3",
+        check=False,
+        env={"KERAS_BACKEND": "tensorflow"},
+    )
     assert p.returncode == 2 and "--batch-size 16 must be a multiple of --devices 3" in p.stderr

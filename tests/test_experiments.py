@@ -17,18 +17,32 @@ SHAPE = {"input_size": 104, "depth": 3, "epochs": 1, "batch_size": 16}
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
-    cfg = {"name": "tiny", "data": "synthetic", "synthetic": {"n_train": 64, "n_test": 16, "seed": 1},
-           "teacher": {"base_filters": 4, **SHAPE}, "teacher_cache": True, "student": {"base_filters": 2, **SHAPE},
-           "ensemble_seeds": [1],
-           "grid": [{"lam": [0, 0.9], "temperature": [2], "scale": ["T"], "unlabelled": [False, True]},
-                    {"lam": [0.9], "temperature": [2], "scale": ["T"], "ensemble": [True]},
-                    {"lam": [0.9], "temperature": ["auto"], "scale": ["T"]},
-                    {"lam": [0.9], "temperature": [2], "scale": ["T"], "blackbox": ["mirrored", "noflip"]}],
-           "seeds": [0, 1]}
+    cfg = {
+        "name": "tiny",
+        "data": "synthetic",
+        "synthetic": {"n_train": 64, "n_test": 16, "seed": 1},
+        "teacher": {"base_filters": 4, **SHAPE},
+        "teacher_cache": True,
+        "student": {"base_filters": 2, **SHAPE},
+        "ensemble_seeds": [1],
+        "grid": [
+            {"lam": [0, 0.9], "temperature": [2], "scale": ["T"], "unlabelled": [False, True]},
+            {"lam": [0.9], "temperature": [2], "scale": ["T"], "ensemble": [True]},
+            {"lam": [0.9], "temperature": ["auto"], "scale": ["T"]},
+            {"lam": [0.9], "temperature": [2], "scale": ["T"], "blackbox": ["mirrored", "noflip"]},
+        ],
+        "seeds": [0, 1],
+    }
     (root / "tiny.json").write_text(json.dumps(cfg))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    p = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config", str(root / "tiny.json"), "--out", str(root / "out")],
-                       cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+    p = subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", "--config", str(root / "tiny.json"), "--out", str(root / "out")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return root, p.stdout
 
@@ -45,7 +59,9 @@ def test_sweep_runs_every_config_and_seed(sweep):
     assert sorted(students.seed.unique()) == [0, 1]
     assert students.unlabelled.sum() == 2
     assert (students.n_teachers == 2).sum() == 2 and set(students[students.n_teachers == 2].run) == {
-        "unet2_from_unet4x2_T2_l0.9_sT_s0", "unet2_from_unet4x2_T2_l0.9_sT_s1"}
+        "unet2_from_unet4x2_T2_l0.9_sT_s0",
+        "unet2_from_unet4x2_T2_l0.9_sT_s1",
+    }
     for col in ("params", "mean_iou", "salt_iou", "kaggle_map", "epochs", "wall_s"):
         assert students[col].notna().all()
     kd_runs = students[students.lam > 0]
@@ -69,7 +85,10 @@ def test_auto_temperature_and_black_box_runs(sweep):
     assert json.loads((out / "unet2_from_unet4_Tauto_l0.9_sT_s0" / "config.json").read_text())["temperature"] == "auto"
     n_images = len(list((out / "data" / "train" / "images").glob("*.png")))
     assert len(list((out / "teacher_blackbox" / "probabilities").glob("*.png"))) == n_images
-    bb = {r: json.loads((out / r / "config.json").read_text()) for r in ("unet2_from_blackbox_T2_l0.9_sT_s0", "unet2_from_blackbox_T2_l0.9_sT_noflip_s0")}
+    bb = {
+        r: json.loads((out / r / "config.json").read_text())
+        for r in ("unet2_from_blackbox_T2_l0.9_sT_s0", "unet2_from_blackbox_T2_l0.9_sT_noflip_s0")
+    }
     assert [c["flip"] for c in bb.values()] == [True, False] and all(not c["teacher"] and c["teacher_cache"] for c in bb.values())
     # the black box is the teacher, seen through 16-bit maps: its validation score is the teacher's
     bb_m = json.loads((out / "unet2_from_blackbox_T2_l0.9_sT_s0" / "metrics.json").read_text())["teacher"]["val"]
@@ -83,8 +102,13 @@ def test_auto_temperature_and_black_box_runs(sweep):
 def test_rerun_skips_finished_runs(sweep):
     root, _ = sweep
     before = {p: p.stat().st_mtime for p in (root / "out").glob("*/metrics.json")}
-    p = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config", str(root / "tiny.json"), "--out", str(root / "out")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", "--config", str(root / "tiny.json"), "--out", str(root / "out")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0
     assert {p: p.stat().st_mtime for p in (root / "out").glob("*/metrics.json")} == before
 
@@ -99,8 +123,13 @@ def test_interrupted_run_is_resumed_or_restarted(sweep):
     with h5py.File(rdir / "checkpoint.weights.h5", "w") as f:
         f.attrs["epoch"] = 3  # the state below says 1: the kind of mismatch a kill while saving leaves
     (rdir / "checkpoint.json").write_text(json.dumps({"epoch": 1, "best": 0.5, "best_epoch": 1, "rows": []}))
-    p = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config", str(root / "tiny.json"), "--out", str(root / "out")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    p = subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", "--config", str(root / "tiny.json"), "--out", str(root / "out")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     failed_log = root / "out" / "logs" / "unet2_baseline_s1.resume-failed.txt"
     assert failed_log.read_text().splitlines()[0].endswith("--resume") and "inconsistent" in failed_log.read_text()
@@ -135,22 +164,39 @@ def test_grid_union_seed_filter_and_bad_grids(tmp_path):
     from common.cli import UserError
     from experiments.sweep import student_runs
 
-    cfg = {"seeds": [0, 1, 2], "ensemble_seeds": [1],
-           "grid": [{"lam": [0, 0.9], "unlabelled": [False, True]}, {"lam": [0.9], "ensemble": [True]}]}
+    cfg = {
+        "seeds": [0, 1, 2],
+        "ensemble_seeds": [1],
+        "grid": [{"lam": [0, 0.9], "unlabelled": [False, True]}, {"lam": [0.9], "ensemble": [True]}],
+    }
     names = [r["name"] for r in student_runs(cfg, "unet8")]
     assert len(names) == 12 and len(set(names)) == 12  # 4 configs x 3 seeds, the baseline once per seed
-    assert names[:4] == ["unet4_baseline_s0", "unet4_from_unet8_T2_l0.9_sT_s0", "unet4_from_unet8_T2_l0.9_sT_unl_s0",
-                         "unet4_from_unet8x2_T2_l0.9_sT_s0"]
+    assert names[:4] == [
+        "unet4_baseline_s0",
+        "unet4_from_unet8_T2_l0.9_sT_s0",
+        "unet4_from_unet8_T2_l0.9_sT_unl_s0",
+        "unet4_from_unet8x2_T2_l0.9_sT_s0",
+    ]
     with pytest.raises(UserError, match="ensemble_seeds"):
         student_runs({**cfg, "ensemble_seeds": []}, "unet8")
     with pytest.raises(UserError, match="unknown axis 'lamda'"):
         student_runs({**cfg, "grid": {"lamda": [0.5]}}, "unet8")
     (tmp_path / "c.json").write_text(json.dumps({"name": "c", **cfg}))
-    p = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config", str(tmp_path / "c.json"), "--dry-run", "--seeds", "2"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", "--config", str(tmp_path / "c.json"), "--dry-run", "--seeds", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0 and "4 student runs" in p.stdout and "_s2" in p.stdout and "_s0" not in p.stdout
-    p = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config", str(tmp_path / "c.json"), "--dry-run", "--seeds", "7"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", "--config", str(tmp_path / "c.json"), "--dry-run", "--seeds", "7"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2 and p.stderr.strip().startswith("error: --seeds 7") and "Traceback" not in p.stderr
 
 
@@ -171,24 +217,63 @@ def test_is_locked_sees_live_and_stale_locks(tmp_path):
 # run names of the shipped presets, from the sweep before it planned its jobs (student_runs built them by hand):
 # RunSpec must keep every existing run dir's name, or a sweep would train finished runs again
 PRESETS = {
-    "cpu": (12, ["teacher", "teacher_s1", "teacher_cache", "ensemble_cache"],
-            ["unet4_baseline_s0", "unet4_from_unet8_T2_l0.9_sT_s0", "unet4_from_unet8_T2_l0.9_sT_unl_s0", "unet4_from_unet8x2_T2_l0.9_sT_s0",
-             "unet4_baseline_s1"]),
-    "cpu_ablations": (12, ["teacher", "teacher_cache", "blackbox_probabilities", "blackbox_cache"],
-                      ["unet4_baseline_s0", "unet4_from_unet8_Tauto_l0.9_sT_s0", "unet4_from_blackbox_T2_l0.9_sT_s0",
-                       "unet4_from_blackbox_T2_l0.9_sT_noflip_s0", "unet4_baseline_s1"]),
-    "cpu_grid": (12, ["teacher", "teacher_cache"],
-                 ["unet4_from_unet8_T2_l0.9_sT2_s0", "unet4_from_unet8_T4_l0.9_sT2_s0", "unet4_from_unet8_T1_l0.5_sT_s0",
-                  "unet4_from_unet8_T2_l1_sT_s0", "unet4_from_unet8_T2_l0.9_sT2_s1"]),
-    "gpu": (306, ["teacher", "teacher_s1", "teacher_cache", "ensemble_cache"],
-            ["unet2_baseline_s0", "unet4_baseline_s0", "unet2_from_unet16_T1_l0.5_sT_s0", "unet2_from_unet16_T1_l0.5_sT_unl_s0",
-             "unet4_from_unet16_T1_l0.5_sT_s0"]),
-    "quick": (6, ["teacher", "teacher_cache"],
-              ["unet4_baseline_s0", "unet4_from_unet8_T2_l0.9_sT_s0", "unet4_from_unet8_T2_l0.9_sT_unl_s0", "unet4_baseline_s1"]),
+    "cpu": (
+        12,
+        ["teacher", "teacher_s1", "teacher_cache", "ensemble_cache"],
+        [
+            "unet4_baseline_s0",
+            "unet4_from_unet8_T2_l0.9_sT_s0",
+            "unet4_from_unet8_T2_l0.9_sT_unl_s0",
+            "unet4_from_unet8x2_T2_l0.9_sT_s0",
+            "unet4_baseline_s1",
+        ],
+    ),
+    "cpu_ablations": (
+        12,
+        ["teacher", "teacher_cache", "blackbox_probabilities", "blackbox_cache"],
+        [
+            "unet4_baseline_s0",
+            "unet4_from_unet8_Tauto_l0.9_sT_s0",
+            "unet4_from_blackbox_T2_l0.9_sT_s0",
+            "unet4_from_blackbox_T2_l0.9_sT_noflip_s0",
+            "unet4_baseline_s1",
+        ],
+    ),
+    "cpu_grid": (
+        12,
+        ["teacher", "teacher_cache"],
+        [
+            "unet4_from_unet8_T2_l0.9_sT2_s0",
+            "unet4_from_unet8_T4_l0.9_sT2_s0",
+            "unet4_from_unet8_T1_l0.5_sT_s0",
+            "unet4_from_unet8_T2_l1_sT_s0",
+            "unet4_from_unet8_T2_l0.9_sT2_s1",
+        ],
+    ),
+    "gpu": (
+        306,
+        ["teacher", "teacher_s1", "teacher_cache", "ensemble_cache"],
+        [
+            "unet2_baseline_s0",
+            "unet4_baseline_s0",
+            "unet2_from_unet16_T1_l0.5_sT_s0",
+            "unet2_from_unet16_T1_l0.5_sT_unl_s0",
+            "unet4_from_unet16_T1_l0.5_sT_s0",
+        ],
+    ),
+    "quick": (
+        6,
+        ["teacher", "teacher_cache"],
+        ["unet4_baseline_s0", "unet4_from_unet8_T2_l0.9_sT_s0", "unet4_from_unet8_T2_l0.9_sT_unl_s0", "unet4_baseline_s1"],
+    ),
 }
-ELSEWHERE = {"cpu": ["unet4_from_unet8x2_T2_l0.9_sT_s2"], "cpu_ablations": ["unet4_from_blackbox_T2_l0.9_sT_noflip_s2"],
-             "cpu_grid": ["unet4_from_unet8_T2_l1_sT_s2"], "gpu": ["unet2_from_unet16_T8_l1_sT2_unl_s1", "unet4_from_unet16x2_T2_l0.9_sT2_unl_s2"],
-             "quick": ["unet4_from_unet8_T2_l0.9_sT_unl_s1"]}
+ELSEWHERE = {
+    "cpu": ["unet4_from_unet8x2_T2_l0.9_sT_s2"],
+    "cpu_ablations": ["unet4_from_blackbox_T2_l0.9_sT_noflip_s2"],
+    "cpu_grid": ["unet4_from_unet8_T2_l1_sT_s2"],
+    "gpu": ["unet2_from_unet16_T8_l1_sT2_unl_s1", "unet4_from_unet16x2_T2_l0.9_sT2_unl_s2"],
+    "quick": ["unet4_from_unet8_T2_l0.9_sT_unl_s1"],
+}
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "experiments" / "configs").glob("*.json")), ids=lambda p: p.stem)
@@ -201,15 +286,22 @@ def test_shipped_configs_plan_todays_run_names(path):
     jobs = plan(cfg, parse_args(["--config", str(path)]))
     n, prereqs, first = PRESETS[path.stem]
     names = [j.name for j in jobs if j.kind == "student"]
-    assert [j.name for j in jobs if j.kind != "student"] == prereqs and [j.kind for j in jobs[len(prereqs):]] == ["student"] * n
-    assert len(names) == len(set(names)) == n and names[:len(first)] == first and set(ELSEWHERE[path.stem]) <= set(names)
+    assert [j.name for j in jobs if j.kind != "student"] == prereqs and [j.kind for j in jobs[len(prereqs) :]] == ["student"] * n
+    assert len(names) == len(set(names)) == n and names[: len(first)] == first and set(ELSEWHERE[path.stem]) <= set(names)
     assert all(n.endswith(tuple(f"_s{s}" for s in cfg["seeds"])) for n in names)
-    assert all(j.run_dir.name == j.name and j.done == j.run_dir / "metrics.json" and j.cmd[1] == "distill_train.py"
-               for j in jobs if j.kind == "student")
+    assert all(
+        j.run_dir.name == j.name and j.done == j.run_dir / "metrics.json" and j.cmd[1] == "distill_train.py"
+        for j in jobs
+        if j.kind == "student"
+    )
     for other in (ROOT / "experiments" / "configs").glob("*.json"):
         o = json.loads(other.read_text())
         if o["name"] == cfg["name"]:  # same runs/<name> dir: the same teacher and data, or runs would mix
-            assert (o.get("teacher"), o.get("data"), o.get("teacher_cache")) == (cfg.get("teacher"), cfg.get("data"), cfg.get("teacher_cache"))
+            assert (o.get("teacher"), o.get("data"), o.get("teacher_cache")) == (
+                cfg.get("teacher"),
+                cfg.get("data"),
+                cfg.get("teacher_cache"),
+            )
 
 
 def test_runspec_names_the_sweep_runs():
@@ -220,34 +312,58 @@ def test_runspec_names_the_sweep_runs():
     cfg = load_config(ROOT / "experiments" / "configs" / "cpu_ablations.json")
     for r in student_runs({**cfg, "ensemble_seeds": [1], "grid": [*cfg["grid"], {"ensemble": [True], "unlabelled": [True]}]}, "unet8"):
         source = "blackbox" if r["blackbox"] else "unet8x2" if r["ensemble"] else "unet8"
-        student = {"base_filters": r["base_filters"], "lam": r["lam"], "temperature": r["temperature"], "scale": r["scale"],
-                   "unlabelled": r["unlabelled"], "flip": r["blackbox"] != "noflip", "seed": r["seed"]}
+        student = {
+            "base_filters": r["base_filters"],
+            "lam": r["lam"],
+            "temperature": r["temperature"],
+            "scale": r["scale"],
+            "unlabelled": r["unlabelled"],
+            "flip": r["blackbox"] != "noflip",
+            "seed": r["seed"],
+        }
         assert RunSpec.from_config(student, source).name == r["name"] == r["spec"].name
 
 
 def test_shards_split_the_students_and_keep_what_they_need(tmp_path):
     from experiments.sweep import parse_args, plan
 
-    (tmp_path / "c.json").write_text(json.dumps({"name": "c", "data": "synthetic", "teacher_cache": True, "ensemble_seeds": [1],
-                                                 "grid": [{"lam": [0]}, {"lam": [0.9], "blackbox": ["noflip"]}], "seeds": [0, 1]}))
+    (tmp_path / "c.json").write_text(
+        json.dumps(
+            {
+                "name": "c",
+                "data": "synthetic",
+                "teacher_cache": True,
+                "ensemble_seeds": [1],
+                "grid": [{"lam": [0]}, {"lam": [0.9], "blackbox": ["noflip"]}],
+                "seeds": [0, 1],
+            }
+        )
+    )
     full = plan(json.loads((tmp_path / "c.json").read_text()), parse_args(["--config", str(tmp_path / "c.json")]))
     students = [j.name for j in full if j.kind == "student"]
-    shards = [plan(json.loads((tmp_path / "c.json").read_text()), parse_args(["--config", str(tmp_path / "c.json"), "--shard", f"{k}/2"]))
-              for k in (1, 2)]
+    shards = [
+        plan(json.loads((tmp_path / "c.json").read_text()), parse_args(["--config", str(tmp_path / "c.json"), "--shard", f"{k}/2"]))
+        for k in (1, 2)
+    ]
     assert [j.name for j in shards[0] if j.kind == "student"] == students[0::2] == ["unet4_baseline_s0", "unet4_baseline_s1"]
     assert [j.name for j in shards[1] if j.kind == "student"] == students[1::2]  # student i goes to shard i % N + 1
     # the black-box maps only where black-box runs are; what no run needs (the ensemble's teacher, the unused cache) everywhere
     assert [j.name for j in shards[0] if j.kind != "student"] == ["teacher", "teacher_s1", "teacher_cache"]
-    assert [j.name for j in shards[1] if j.kind != "student"] == [j.name for j in full if j.kind != "student"] == [
-        "teacher", "teacher_s1", "teacher_cache", "blackbox_probabilities", "blackbox_cache"]
+    assert (
+        [j.name for j in shards[1] if j.kind != "student"]
+        == [j.name for j in full if j.kind != "student"]
+        == ["teacher", "teacher_s1", "teacher_cache", "blackbox_probabilities", "blackbox_cache"]
+    )
     assert not (tmp_path / "runs").exists() and not (ROOT / "runs" / "c").exists()  # planning writes nothing
 
 
 def test_time_estimate_from_finished_runs(tmp_path):
     from experiments.sweep import Job, estimate
 
-    jobs = [Job(n, tmp_path / n, tmp_path / n / "metrics.json", ("true",), (), k)
-            for n, k in [("teacher", "teacher"), ("teacher_cache", "cache"), ("a", "student"), ("b", "student"), ("c", "student")]]
+    jobs = [
+        Job(n, tmp_path / n, tmp_path / n / "metrics.json", ("true",), (), k)
+        for n, k in [("teacher", "teacher"), ("teacher_cache", "cache"), ("a", "student"), ("b", "student"), ("c", "student")]
+    ]
     assert estimate(jobs, tmp_path) == "4 runs to go; time estimate: unknown before the first run"
     for n, wall, ips in [("teacher", 1200.0, 20.0), ("a", 1800.0, 55.0)]:
         (tmp_path / n).mkdir()
@@ -263,8 +379,22 @@ def test_time_estimate_from_finished_runs(tmp_path):
 @pytest.mark.parametrize("shard", ["3/2", "0/2", "a/b", "1/0", "1/2/3", "-1/2"])
 def test_bad_shard_is_one_line_and_writes_nothing(tmp_path, shard):
     (tmp_path / "c.json").write_text(json.dumps({"name": "c", "grid": {"lam": [0, 0.9]}, "seeds": [0]}))
-    p = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "out"),
-                        f"--shard={shard}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.sweep",
+            "--config",
+            str(tmp_path / "c.json"),
+            "--out",
+            str(tmp_path / "out"),
+            f"--shard={shard}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2 and p.stdout == "" and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert p.stderr.startswith("error: --shard") and not (tmp_path / "out").exists()
 
@@ -276,8 +406,13 @@ def test_list_prints_the_pending_commands(sweep, tmp_path):
     root, _ = sweep
 
     def listing(config, *argv):
-        p = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config", str(config), "--list", *map(str, argv)],
-                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+        p = subprocess.run(
+            [sys.executable, "-m", "experiments.sweep", "--config", str(config), "--list", *map(str, argv)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert p.returncode == 0, p.stderr[-2000:]
         return [shlex.split(line) for line in p.stdout.splitlines()]
 
@@ -286,16 +421,26 @@ def test_list_prints_the_pending_commands(sweep, tmp_path):
     (tmp_path / "more.json").write_text(json.dumps({**cfg, "seeds": [0, 1, 2]}))
     more = listing(tmp_path / "more.json", "--out", root / "out")  # one more seed: its student runs, nothing else
     assert [Path(c[c.index("--out") + 1]).name for c in more] == [
-        "unet2_baseline_s2", "unet2_from_unet4_T2_l0.9_sT_s2", "unet2_from_unet4_T2_l0.9_sT_unl_s2", "unet2_from_unet4x2_T2_l0.9_sT_s2",
-        "unet2_from_unet4_Tauto_l0.9_sT_s2", "unet2_from_blackbox_T2_l0.9_sT_s2", "unet2_from_blackbox_T2_l0.9_sT_noflip_s2"]
+        "unet2_baseline_s2",
+        "unet2_from_unet4_T2_l0.9_sT_s2",
+        "unet2_from_unet4_T2_l0.9_sT_unl_s2",
+        "unet2_from_unet4x2_T2_l0.9_sT_s2",
+        "unet2_from_unet4_Tauto_l0.9_sT_s2",
+        "unet2_from_blackbox_T2_l0.9_sT_s2",
+        "unet2_from_blackbox_T2_l0.9_sT_noflip_s2",
+    ]
     assert all(c[0] == sys.executable and c[1] == "distill_train.py" and c[-1] == "--overwrite" for c in more)
     assert not (root / "out" / "unet2_baseline_s2").exists()
     fresh = tmp_path / "fresh"  # a new sweep dir with one interrupted run: every job, that one with --resume
     (fresh / "unet2_baseline_s0").mkdir(parents=True)
     (fresh / "unet2_baseline_s0" / "checkpoint.json").write_text("{}")
     jobs = listing(root / "tiny.json", "--out", fresh, "--data", root / "out" / "data")
-    assert len(jobs) == 20 and [c[1:3] for c in jobs[:6]] == [["-m", "teacher.train"]] * 2 + [["-m", "teacher.cache"]] * 2 + [
-        ["evaluate.py", "--model"], ["-m", "teacher.cache"]] and all(c[1] == "distill_train.py" for c in jobs[6:])
+    assert (
+        len(jobs) == 20
+        and [c[1:3] for c in jobs[:6]]
+        == [["-m", "teacher.train"]] * 2 + [["-m", "teacher.cache"]] * 2 + [["evaluate.py", "--model"], ["-m", "teacher.cache"]]
+        and all(c[1] == "distill_train.py" for c in jobs[6:])
+    )
     assert [c[-1] for c in jobs].count("--resume") == 1 and jobs[6][jobs[6].index("--out") + 1].endswith("unet2_baseline_s0")
     assert jobs[6][-1] == "--resume" and sorted(p.name for p in fresh.iterdir()) == ["unet2_baseline_s0"]  # --list writes nothing
 
@@ -303,13 +448,39 @@ def test_list_prints_the_pending_commands(sweep, tmp_path):
 def test_two_shards_on_one_sweep_dir(tmp_path):
     """--shard 1/2 and --shard 2/2 at once on one dir: the teacher is trained once (the other shard waits for it) and
     every student run once."""
-    cfg = {"name": "shards", "data": "synthetic", "synthetic": {"n_train": 48, "n_test": 16, "seed": 2},
-           "teacher": {"base_filters": 2, **SHAPE}, "teacher_cache": True, "student": {"base_filters": 2, **SHAPE},
-           "grid": {"lam": [0, 0.9]}, "seeds": [0]}
+    cfg = {
+        "name": "shards",
+        "data": "synthetic",
+        "synthetic": {"n_train": 48, "n_test": 16, "seed": 2},
+        "teacher": {"base_filters": 2, **SHAPE},
+        "teacher_cache": True,
+        "student": {"base_filters": 2, **SHAPE},
+        "grid": {"lam": [0, 0.9]},
+        "seeds": [0],
+    }
     (tmp_path / "shards.json").write_text(json.dumps(cfg))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    procs = [subprocess.Popen([sys.executable, "-m", "experiments.sweep", "--config", str(tmp_path / "shards.json"), "--out", str(tmp_path / "out"),
-                               "--shard", f"{k}/2"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for k in (1, 2)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "experiments.sweep",
+                "--config",
+                str(tmp_path / "shards.json"),
+                "--out",
+                str(tmp_path / "out"),
+                "--shard",
+                f"{k}/2",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for k in (1, 2)
+    ]
     outs = [p.communicate(timeout=900) for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(o[0][-2000:] + o[1][-2000:] for o in outs)
     stdout = "".join(o[0] for o in outs)
@@ -336,12 +507,24 @@ def test_given_teacher_without_split_file(sweep, tmp_path):
     for f in ("teacher.keras", "teacher.keras.json"):
         if (root / "out" / "teacher" / f).exists():
             shutil.copy(root / "out" / "teacher" / f, tmp_path / f)
-    cfg = {"name": "given", "data": str(root / "out" / "data"), "teacher_path": str(tmp_path / "teacher.keras"),
-           "student": {"base_filters": 2, **SHAPE}, "grid": {"lam": [0, 0.9]}, "seeds": [0]}
+    cfg = {
+        "name": "given",
+        "data": str(root / "out" / "data"),
+        "teacher_path": str(tmp_path / "teacher.keras"),
+        "student": {"base_filters": 2, **SHAPE},
+        "grid": {"lam": [0, 0.9]},
+        "seeds": [0],
+    }
     (tmp_path / "given.json").write_text(json.dumps(cfg))
-    p = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config", str(tmp_path / "given.json"), "--out", str(tmp_path / "out")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    p = subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", "--config", str(tmp_path / "given.json"), "--out", str(tmp_path / "out")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    splits = [json.loads((tmp_path / "out" / r / "split.json").read_text())
-              for r in ("unet2_baseline_s0", "unet2_from_unet4_T2_l0.9_sT_s0")]  # named after the given teacher
+    splits = [
+        json.loads((tmp_path / "out" / r / "split.json").read_text()) for r in ("unet2_baseline_s0", "unet2_from_unet4_T2_l0.9_sT_s0")
+    ]  # named after the given teacher
     assert splits[0] == splits[1]

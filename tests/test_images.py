@@ -47,6 +47,7 @@ def _palette_image(colours: np.ndarray, index: np.ndarray) -> Image.Image:
 
 def _raw_png(a: np.ndarray, depth: int, colour_type: int) -> bytes:
     """A PNG written by hand (Pillow cannot write 16-bit RGB): filter 0 on every row."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -122,8 +123,17 @@ def train_read(path):
 
 def test_pillow_opens_the_files_in_the_intended_modes(folder):
     """The table is per PIL mode: check each file really is in the mode its name says (Pillow may change)."""
-    modes = {"L": "L", "RGB_equal": "RGB", "P_gray_palette": "P", "LA_opaque": "LA", "RGBA_transparent": "RGBA",
-             "I16": "I;16", "RGB16": "RGB", "bilevel": "1", "L_tRNS_used": "L"}
+    modes = {
+        "L": "L",
+        "RGB_equal": "RGB",
+        "P_gray_palette": "P",
+        "LA_opaque": "LA",
+        "RGBA_transparent": "RGBA",
+        "I16": "I;16",
+        "RGB16": "RGB",
+        "bilevel": "1",
+        "L_tRNS_used": "L",
+    }
     for name, mode in modes.items():
         with Image.open(folder / f"{name}.png") as im:
             assert im.mode == mode, (name, im.mode)
@@ -187,8 +197,7 @@ def pi_copy(tmp_path_factory):
 @needs_pi
 def test_pi_reader_agrees_with_training(folder, pi_copy):
     paths = [str(folder / f"{name}.png") for name in sorted(CASES)]
-    p = subprocess.run([PI_PYTHON, "-c", PI_READ, str(pi_copy / "pi"), *paths], cwd=pi_copy, capture_output=True,
-                       text=True, timeout=120)
+    p = subprocess.run([PI_PYTHON, "-c", PI_READ, str(pi_copy / "pi"), *paths], cwd=pi_copy, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     res = json.loads(p.stdout)
     assert res["bad_modules"] == []
@@ -275,8 +284,13 @@ def tiny_model(tmp_path_factory):
     from pi.sidecar import make_spec
 
     d = tmp_path_factory.mktemp("tflite")
-    subprocess.run([sys.executable, "-c", BUILD, str(d / "tiny.tflite")], check=True, capture_output=True, timeout=600,
-                   env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    subprocess.run(
+        [sys.executable, "-c", BUILD, str(d / "tiny.tflite")],
+        check=True,
+        capture_output=True,
+        timeout=600,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     (d / "tiny.tflite.json").write_text(json.dumps(make_spec(128, "pad")))
     return d / "tiny.tflite"
 
@@ -287,15 +301,25 @@ def test_infer_accepts_the_accepted_and_refuses_one_bad_image(folder, pi_copy, t
     good.mkdir()
     for name in ACCEPTED:
         shutil.copy(folder / f"{name}.png", good / f"{name}.png")
-    p = subprocess.run([PI_PYTHON, "pi/infer.py", "--model", tiny_model, "--images", good, "--out", tmp_path / "m", "--progress"],
-                       cwd=pi_copy, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [PI_PYTHON, "pi/infer.py", "--model", tiny_model, "--images", good, "--out", tmp_path / "m", "--progress"],
+        cwd=pi_copy,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     assert sorted(q.stem for q in (tmp_path / "m").glob("*.png")) == ACCEPTED
     bad = tmp_path / "bad"
     shutil.copytree(good, bad)
     shutil.copy(folder / "RGBA_transparent.png", bad / "b_transparent.png")
-    p = subprocess.run([PI_PYTHON, "pi/infer.py", "--model", tiny_model, "--images", bad, "--out", tmp_path / "m2"],
-                       cwd=pi_copy, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [PI_PYTHON, "pi/infer.py", "--model", tiny_model, "--images", bad, "--out", tmp_path / "m2"],
+        cwd=pi_copy,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     err = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(err) == 1 and "Traceback" not in p.stderr, p.stderr
     assert err[0] == f"error: {train_read(bad / 'b_transparent.png')}"  # word for word the training side's message
@@ -322,8 +346,13 @@ infer.cli(infer.main, sys.argv[1:])
     good.mkdir()
     for name in ACCEPTED:
         shutil.copy(folder / f"{name}.png", good / f"{name}.png")
-    p = subprocess.run([PI_PYTHON, "-c", code, "--model", tiny_model, "--images", good, "--out", tmp_path / "m", "--batch", "1",
-                        "--progress"], cwd=pi_copy, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [PI_PYTHON, "-c", code, "--model", tiny_model, "--images", good, "--out", tmp_path / "m", "--batch", "1", "--progress"],
+        cwd=pi_copy,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     shown = screen(p.stderr)
     assert p.returncode == 2 and shown[-1] == "error: disk full (simulated)", p.stderr
     assert shown[-2].startswith("infer [") and f" 2/{len(ACCEPTED)} " in shown[-2], shown

@@ -25,8 +25,17 @@ from pi.tgs_common import pad_amounts, postprocess, preprocess, resize_bilinear,
 from tests.conftest import ROOT, cli
 
 PI_PYTHON = os.environ.get("PI_PYTHON", sys.executable)
-SPEC = {"format": "tgs-seg-sidecar/1", "orig_size": 101, "input_size": 128, "resize_mode": "pad", "scale": 1 / 255,
-        "threshold": 0.5, "output": "probability", "quant": "fp32", "model_name": "tiny"}
+SPEC = {
+    "format": "tgs-seg-sidecar/1",
+    "orig_size": 101,
+    "input_size": 128,
+    "resize_mode": "pad",
+    "scale": 1 / 255,
+    "threshold": 0.5,
+    "output": "probability",
+    "quant": "fp32",
+    "model_name": "tiny",
+}
 
 
 def pi(*args, cwd=ROOT):
@@ -56,9 +65,20 @@ def test_rle_round_trip():
         np.testing.assert_array_equal(rle_decode(rle_encode(m), shape), m)
 
 
-@pytest.mark.parametrize("bad, needle", [("1 2 3", "odd"), ("a 2", "non-integer"), ("1.5 2", "non-integer"), ("0 5", "start"),
-                                         ("5 0", "length"), ("5 -1", "length"), ("10200 5", "beyond"), ("10 5 12 3", "overlap"),
-                                         ("20 2 10 2", "increasing")])
+@pytest.mark.parametrize(
+    "bad, needle",
+    [
+        ("1 2 3", "odd"),
+        ("a 2", "non-integer"),
+        ("1.5 2", "non-integer"),
+        ("0 5", "start"),
+        ("5 0", "length"),
+        ("5 -1", "length"),
+        ("10200 5", "beyond"),
+        ("10 5 12 3", "overlap"),
+        ("20 2 10 2", "increasing"),
+    ],
+)
 def test_rle_malformed(bad, needle):
     with pytest.raises(ValueError, match=needle):
         rle_decode(bad)
@@ -109,8 +129,9 @@ def test_resize_matches_torch_bilinear():
     torch = pytest.importorskip("torch")
     a = np.random.default_rng(2).random((2, 101, 101), dtype=np.float32)
     for src, size in ((a, 128), (resize_bilinear(a, (128, 128)), 101), (a, 64)):
-        ref = torch.nn.functional.interpolate(torch.from_numpy(src)[:, None], size=(size, size), mode="bilinear",
-                                              align_corners=False, antialias=False)[:, 0].numpy()
+        ref = torch.nn.functional.interpolate(
+            torch.from_numpy(src)[:, None], size=(size, size), mode="bilinear", align_corners=False, antialias=False
+        )[:, 0].numpy()
         np.testing.assert_allclose(resize_bilinear(src, (size, size)), ref, atol=1e-5)
 
 
@@ -140,8 +161,13 @@ model.export(f"{out}/tiny_int8.tflite", format="litert", verbose=False, optimiza
 def tiny(tmp_path_factory):
     """tiny*.tflite (+ sidecars) of a Conv2D(1, 3) + sigmoid model, a copy of pi/ alone, and 5 test images."""
     d = tmp_path_factory.mktemp("tiny")
-    subprocess.run([sys.executable, "-c", BUILD, str(d)], check=True, capture_output=True, timeout=600,
-                   env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    subprocess.run(
+        [sys.executable, "-c", BUILD, str(d)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     for name, extra in (("tiny", {}), ("tiny_logits", {"output": "logits"}), ("tiny_int8", {"quant": "int8"})):
         (d / f"{name}.tflite.json").write_text(json.dumps({**SPEC, "model_name": name, **extra}))
     shutil.copy(d / "tiny.tflite", d / "tiny_resize.tflite")
@@ -176,8 +202,10 @@ def keras_probs(tiny):
     model = keras.saving.load_model(tiny / "tiny.keras")
     files = sorted((tiny / "images").glob("*.png"))
     gray = np.stack([to_gray(np.array(Image.open(p))) for p in files])
-    return {mode: postprocess(model.predict(preprocess(gray, {**SPEC, "resize_mode": mode}), verbose=0), SPEC | {"resize_mode": mode})
-            for mode in ("pad", "resize")}
+    return {
+        mode: postprocess(model.predict(preprocess(gray, {**SPEC, "resize_mode": mode}), verbose=0), SPEC | {"resize_mode": mode})
+        for mode in ("pad", "resize")
+    }
 
 
 def test_infer_masks_equal_keras_and_submission_decodes(tiny, keras_probs, tmp_path):
@@ -277,14 +305,42 @@ def test_benchmark_tiny(tiny, tmp_path):
 
 
 def test_pi_imports_nothing_from_the_project_nor_tensorflow():
-    allowed = {"argparse", "contextlib", "csv", "io", "json", "os", "sys", "tempfile", "time", "pathlib", "numpy", "PIL", "platform",
-               "warnings", "runner", "tgs_common", "infer", "__future__", "ai_edge_litert", "tflite_runtime", "tensorflow", "math",
-               "sidecar", "image_io"}
+    allowed = {
+        "argparse",
+        "contextlib",
+        "csv",
+        "io",
+        "json",
+        "os",
+        "sys",
+        "tempfile",
+        "time",
+        "pathlib",
+        "numpy",
+        "PIL",
+        "platform",
+        "warnings",
+        "runner",
+        "tgs_common",
+        "infer",
+        "__future__",
+        "ai_edge_litert",
+        "tflite_runtime",
+        "tensorflow",
+        "math",
+        "sidecar",
+        "image_io",
+    }
     for f in (ROOT / "pi").glob("*.py"):
         tree = ast.parse(f.read_text())
         for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
             for n in names:
                 assert n.split(".")[0] in allowed, f"{f.name} imports {n}"
     # tensorflow appears only in runner.py's branch for processes that already loaded it (the project's own tools)

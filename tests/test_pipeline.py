@@ -92,7 +92,9 @@ def test_cache_and_in_graph_teacher_give_the_same_losses(runs, synth_dir):
     student = build_model("unet", (104, 104, 1), 2, 3)
     in_graph = build_training_graph(student, from_model, temperature=2.0, lam=0.9, scale="T2")
     cached = build_training_graph(student, from_cache, temperature=2.0, lam=0.9, scale="T2")
-    assert cached.get_layer("teacher_soft").temperature == in_graph.get_layer("soft_teacher").get_layer("teacher_soft").temperature == 2.0  # one head swap for both
+    assert (
+        cached.get_layer("teacher_soft").temperature == in_graph.get_layer("soft_teacher").get_layer("teacher_soft").temperature == 2.0
+    )  # one head swap for both
     feed, _ = Batches(x, y, 16, shuffle=False, flip=True, seed=1, t=t)[0]  # flips use the cached flipped view
     a = keras.ops.convert_to_numpy(in_graph({"image": feed["image"], "mask": feed["mask"]}))
     b = keras.ops.convert_to_numpy(cached(feed))
@@ -100,8 +102,19 @@ def test_cache_and_in_graph_teacher_give_the_same_losses(runs, synth_dir):
 
 
 def test_cache_refuses_other_teacher_and_uncovered_ids(runs, synth_dir, tmp_path):
-    p = cli("distill_train.py", "--data", synth_dir, "--teacher", runs["kd"] / "student.keras", "--teacher-cache", runs["cache"],
-            "--out", tmp_path / "x", *TINY, check=False)
+    p = cli(
+        "distill_train.py",
+        "--data",
+        synth_dir,
+        "--teacher",
+        runs["kd"] / "student.keras",
+        "--teacher-cache",
+        runs["cache"],
+        "--out",
+        tmp_path / "x",
+        *TINY,
+        check=False,
+    )
     assert p.returncode == 2 and "other teacher" in p.stderr and "Traceback" not in p.stderr
 
 
@@ -143,12 +156,33 @@ def test_black_box_cache_from_probability_maps(runs, synth_dir, tmp_path):
     z = c.take(d.ids)[:, 0, 1:102, 1:102, 0].astype(np.float32)  # 101 -> 104 pads 1 before
     np.testing.assert_allclose(1 / (1 + np.exp(-z)), np.clip(probs, 1e-4, 1 - 1e-4), atol=2e-3)
     np.testing.assert_array_equal(c.take(d.ids[:3])[:, 1], c.take(d.ids[:3])[:, 0, :, ::-1])  # mirrored view
-    cli("distill_train.py", "--data", synth_dir, "--teacher-cache", tmp_path / "bb", "--out", tmp_path / "s", *TINY,
-        "--split-file", runs["teacher"] / "split.json")
+    cli(
+        "distill_train.py",
+        "--data",
+        synth_dir,
+        "--teacher-cache",
+        tmp_path / "bb",
+        "--out",
+        tmp_path / "s",
+        *TINY,
+        "--split-file",
+        runs["teacher"] / "split.json",
+    )
     assert (tmp_path / "s" / "student.keras").exists()
     np.save(maps / f"{d.ids[0]}.npy", np.full((101, 101), 1.5))  # out of range
-    p = cli("-m", "teacher.cache", "--from-probabilities", maps, "--data", synth_dir, "--input-size", "104", "--out", tmp_path / "bad",
-            check=False)
+    p = cli(
+        "-m",
+        "teacher.cache",
+        "--from-probabilities",
+        maps,
+        "--data",
+        synth_dir,
+        "--input-size",
+        "104",
+        "--out",
+        tmp_path / "bad",
+        check=False,
+    )
     assert p.returncode == 2 and "outside [0, 1]" in p.stderr and not (tmp_path / "bad" / "logits.npy").exists()
 
 
@@ -173,8 +207,20 @@ def test_teacher_metrics_hold_calibration(runs):
 
 
 def test_epoch_benchmark_runs(runs, synth_dir, tmp_path):
-    out = cli("-m", "benchmarks.distill_epoch", "--data", synth_dir, "--teacher", runs["teacher"] / "teacher.keras", "--cache",
-              runs["cache"], "--images", "32", "--out", tmp_path / "b.json").stdout
+    out = cli(
+        "-m",
+        "benchmarks.distill_epoch",
+        "--data",
+        synth_dir,
+        "--teacher",
+        runs["teacher"] / "teacher.keras",
+        "--cache",
+        runs["cache"],
+        "--images",
+        "32",
+        "--out",
+        tmp_path / "b.json",
+    ).stdout
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
     assert [r["mode"] for r in rows] == ["baseline", "kd_in_graph", "kd_cache"] and all(r["img_per_s"] > 0 for r in rows)
     assert "kd_cache" in out

@@ -50,6 +50,9 @@ def test_kill_and_resume_matches_uninterrupted(synth_dir, tmp_path):
     m_ref, m = (json.loads((d / "metrics.json").read_text())["val"] for d in (ref, run))
     for k in ("mean_iou", "kaggle_map"):
         assert abs(m[k] - m_ref[k]) < 0.02, (k, m[k], m_ref[k])
-    (tmp_path / "resume_figures.json").write_text(json.dumps({"killed_after_epoch": killed_at, "ref": m_ref, "resumed": m,
-                                                              "loss_ref": h_ref["loss"].tolist(), "loss": h["loss"].tolist()}))
+    (tmp_path / "resume_figures.json").write_text(
+        json.dumps(
+            {"killed_after_epoch": killed_at, "ref": m_ref, "resumed": m, "loss_ref": h_ref["loss"].tolist(), "loss": h["loss"].tolist()}
+        )
+    )
     print("resume figures:", json.dumps({"killed_after_epoch": killed_at, "ref": m_ref, "resumed": m}))

@@ -135,8 +135,13 @@ def test_make_sample():
 
 def test_cli(tmp_path):
     out = tmp_path / "d"
-    p = subprocess.run([sys.executable, "-m", "data.synthetic", "--out", str(out), "--n-train", "5", "--n-test", "2", "--seed", "1"],
-                       cwd=ROOT, capture_output=True, text=True, check=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "data.synthetic", "--out", str(out), "--n-train", "5", "--n-test", "2", "--seed", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert re.fullmatch(rf"wrote 5 train \(\d with salt\) \+ 2 test images to {re.escape(str(out))}\n", p.stdout)
     p = subprocess.run([sys.executable, "-m", "data.synthetic", "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.startswith("error:") and "Traceback" not in p.stderr

@@ -64,8 +64,10 @@ def validate_common(cfg: TrainConfig) -> None:
         if getattr(cfg, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
     if cfg.input_size % 2**cfg.depth or (cfg.resize_mode == "pad" and not 101 <= cfg.input_size <= 200):
-        raise UserError(f"--input-size {cfg.input_size} must be divisible by 2**depth = {2**cfg.depth}"
-                        + (" and in [101, 200] (reflect padding of 101x101 images)" if cfg.resize_mode == "pad" else ""))
+        raise UserError(
+            f"--input-size {cfg.input_size} must be divisible by 2**depth = {2**cfg.depth}"
+            + (" and in [101, 200] (reflect padding of 101x101 images)" if cfg.resize_mode == "pad" else "")
+        )
     check_range("--lr", cfg.lr, 0, 1, lo_open=True)
     if not math.isfinite(cfg.weight_decay) or cfg.weight_decay < 0:
         raise UserError(f"--weight-decay must be a finite number >= 0, got {cfg.weight_decay}")

@@ -63,14 +63,21 @@ class ValScore(keras.callbacks.Callback):
         self.wall += time.perf_counter() - self.t0  # training + validation, summed over epochs (kept across --resume)
         bad = {k: v for k, v in (logs or {}).items() if k in ("loss", "val_loss") and not np.isfinite(v)}
         if bad:  # a diverged run must not be saved and reported as a result
-            raise UserError(f"training diverged at epoch {epoch + 1}: {', '.join(f'{k} = {v}' for k, v in bad.items())} "
-                            "(lower --lr, or check --temperature and the data)")
+            raise UserError(
+                f"training diverged at epoch {epoch + 1}: {', '.join(f'{k} = {v}' for k, v in bad.items())} "
+                "(lower --lr, or check --temperature and the data)"
+            )
         scores = evaluate_probs(predict_probs(self.infer_model, self.val_x, self.spec), self.val_masks, self.spec["threshold"])
         logs = logs if logs is not None else {}
         logs.update({f"val_{k}": v for k, v in scores.items() if k != "n_images"})
         lr = self.model.optimizer.learning_rate
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}, "lr": float(np.asarray(lr)), "epoch_s": round(train_time, 2),
-               "train_img_per_s": round(self.n_train / max(train_time, 1e-9), 1)}
+        row = {
+            "epoch": epoch + 1,
+            **{k: float(v) for k, v in logs.items()},
+            "lr": float(np.asarray(lr)),
+            "epoch_s": round(train_time, 2),
+            "train_img_per_s": round(self.n_train / max(train_time, 1e-9), 1),
+        }
         self.rows.append(row)
         improved = scores[self.monitor] > self.best
         if improved:
@@ -79,9 +86,15 @@ class ValScore(keras.callbacks.Callback):
             mixed = self.infer_model.dtype_policy.compute_dtype != "float32"
             io.save_model(float32_copy(self.infer_model) if mixed else self.infer_model, self.model_path)
         io.write_text(self.history_path, pd.DataFrame(self.rows).to_csv(index=False))
-        print(f"  val mean_iou {scores['mean_iou']:.4f}  kaggle_map {scores['kaggle_map']:.4f}" + ("  (best, saved)" if improved else ""), flush=True)
-        save_checkpoint(self.model, self.history_path.parent, {"epoch": epoch + 1, "best": self.best, "best_epoch": self.best_epoch,
-                                                               "rows": self.rows, "wall_s": self.wall})
+        print(
+            f"  val mean_iou {scores['mean_iou']:.4f}  kaggle_map {scores['kaggle_map']:.4f}" + ("  (best, saved)" if improved else ""),
+            flush=True,
+        )
+        save_checkpoint(
+            self.model,
+            self.history_path.parent,
+            {"epoch": epoch + 1, "best": self.best, "best_epoch": self.best_epoch, "rows": self.rows, "wall_s": self.wall},
+        )
 
 
 CKPT_WEIGHTS, CKPT_STATE = "checkpoint.weights.h5", "checkpoint.json"
@@ -125,14 +138,18 @@ def fit(train_model, infer_model, data: TrainingData, cfg, run_dir: Path, model_
     train_batches = data.train
     steps = cfg.epochs * len(train_batches)
     warmup = max(1, steps // 10)
-    schedule = keras.optimizers.schedules.CosineDecay(cfg.lr / 10, max(1, steps - warmup), alpha=0.01, warmup_target=cfg.lr, warmup_steps=warmup)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        cfg.lr / 10, max(1, steps - warmup), alpha=0.01, warmup_target=cfg.lr, warmup_steps=warmup
+    )
     train_model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay),
         loss=IdentityLoss(),
         metrics=[LossPart(1, "hard"), LossPart(2, "soft")],
     )
     model_path = run_dir / model_name
-    cb = ValScore(infer_model, data.val_x, data.val_masks, data.spec, model_path, run_dir / "history.csv", cfg.monitor, len(train_batches.x))
+    cb = ValScore(
+        infer_model, data.val_x, data.val_masks, data.spec, model_path, run_dir / "history.csv", cfg.monitor, len(train_batches.x)
+    )
     callbacks = [cb]
     if cfg.tensorboard:  # after ValScore, so the validation scores it adds to the epoch's logs are logged too
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False))
@@ -148,8 +165,14 @@ def fit(train_model, infer_model, data: TrainingData, cfg, run_dir: Path, model_
         print("no checkpoint to resume from: starting at epoch 1", flush=True)
     t0 = time.perf_counter()
     if start < cfg.epochs:
-        train_model.fit(train_batches, validation_data=data.val, epochs=cfg.epochs, initial_epoch=start, callbacks=callbacks,
-                        verbose=1 if sys.stdout.isatty() else 2)
+        train_model.fit(
+            train_batches,
+            validation_data=data.val,
+            epochs=cfg.epochs,
+            initial_epoch=start,
+            callbacks=callbacks,
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
     wall = wall0 + time.perf_counter() - t0
     best = keras.saving.load_model(model_path)
     infer_model.set_weights(best.get_weights())

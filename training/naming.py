@@ -61,8 +61,13 @@ class RunSpec:
             T = f"{float(self.temperature):g}"
         m = re.search(r"x(\d+)(w[\d.\-]+)?$", self.teacher)
         ens = (f" ens{m.group(1)}" + (" weighted" if m.group(2) else "")) if m else ""
-        return (f"{self.model} KD T={T} lam={self.lam:g} s={self.scale}" + (" +unl" if self.unlabelled else "") + ens
-                + (" blackbox" if self.teacher == "blackbox" else "") + flip)
+        return (
+            f"{self.model} KD T={T} lam={self.lam:g} s={self.scale}"
+            + (" +unl" if self.unlabelled else "")
+            + ens
+            + (" blackbox" if self.teacher == "blackbox" else "")
+            + flip
+        )
 
     @classmethod
     def from_config(cls, cfg: dict, teacher: str = "", kind: str = "student", resolved_temperature=None) -> RunSpec:
@@ -72,9 +77,18 @@ class RunSpec:
         if kind == "teacher":
             return cls(model, "teacher", seed=cfg.get("seed", 0))
         lam = float(cfg.get("lam", 0.0))
-        return cls(model, kind, teacher if lam > 0 else "", lam, cfg.get("temperature", 2.0) if lam > 0 else 2.0,
-                   cfg.get("scale", "T") if lam > 0 else "T", bool(cfg.get("unlabelled")), bool(cfg.get("flip", True)), cfg.get("seed", 0),
-                   resolved_temperature)
+        return cls(
+            model,
+            kind,
+            teacher if lam > 0 else "",
+            lam,
+            cfg.get("temperature", 2.0) if lam > 0 else 2.0,
+            cfg.get("scale", "T") if lam > 0 else "T",
+            bool(cfg.get("unlabelled")),
+            bool(cfg.get("flip", True)),
+            cfg.get("seed", 0),
+            resolved_temperature,
+        )
 
     @classmethod
     def from_run_dir(cls, run: Path) -> RunSpec:

@@ -68,8 +68,18 @@ def load_split_data(data_path, split_file, val_fraction: float, split_seed: int,
     return train, val, split
 
 
-def batches(train: TgsData, val: TgsData, spec: dict, batch_size: int, seed: int, flip: bool, unlabelled: TgsData | None = None,
-            n_unlabelled: int = 0, cache=None, replicas: int = 1) -> TrainingData:
+def batches(
+    train: TgsData,
+    val: TgsData,
+    spec: dict,
+    batch_size: int,
+    seed: int,
+    flip: bool,
+    unlabelled: TgsData | None = None,
+    n_unlabelled: int = 0,
+    cache=None,
+    replicas: int = 1,
+) -> TrainingData:
     """Training and validation batches; with a teacher cache, each carries the teacher's logits."""
     # batches carry unscaled images (uint8 when padded); the graph scales them (build_training_graph's input_scale)
     x, y = prep_images_unscaled(train.images, spec), prep_masks(train.masks, spec)
@@ -79,8 +89,19 @@ def batches(train: TgsData, val: TgsData, spec: dict, batch_size: int, seed: int
     if cache is not None:
         t, vt = cache.take(train.ids, train.images), cache.take(val.ids, val.images)
         ut = cache.take(unlabelled.ids, unlabelled.images) if unlabelled is not None else None
-    tb = Batches(x, y, batch_size, shuffle=True, flip=flip, seed=seed, unlabelled_x=ux, n_unlabelled=n_unlabelled, t=t, unlabelled_t=ut,
-                 multiple_of=replicas)
+    tb = Batches(
+        x,
+        y,
+        batch_size,
+        shuffle=True,
+        flip=flip,
+        seed=seed,
+        unlabelled_x=ux,
+        n_unlabelled=n_unlabelled,
+        t=t,
+        unlabelled_t=ut,
+        multiple_of=replicas,
+    )
     vb = Batches(prep_images_unscaled(val.images, spec), vy, 64 * replicas, shuffle=False, flip=False, t=vt, multiple_of=replicas)
     return TrainingData(tb, vb, vx, val.masks, spec)
 
@@ -105,5 +126,8 @@ def write_metrics(run_dir: Path, metrics: dict, t_start: float) -> None:
     for f in ("checkpoint.weights.h5", "checkpoint.json"):  # the run is finished: nothing left to resume
         (run_dir / f).unlink(missing_ok=True)
     v = metrics["val"]
-    print(f"done: val mean_iou {v['mean_iou']:.4f}  salt_iou {v['salt_iou']:.4f}  kaggle_map {v['kaggle_map']:.4f}  "
-          f"({metrics['params']:,} params, best epoch {metrics['best_epoch']}, {metrics['train_img_per_s']} img/s) -> {run_dir}", flush=True)
+    print(
+        f"done: val mean_iou {v['mean_iou']:.4f}  salt_iou {v['salt_iou']:.4f}  kaggle_map {v['kaggle_map']:.4f}  "
+        f"({metrics['params']:,} params, best epoch {metrics['best_epoch']}, {metrics['train_img_per_s']} img/s) -> {run_dir}",
+        flush=True,
+    )
