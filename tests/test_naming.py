@@ -1,0 +1,41 @@
+"""RunSpec is the one place that names a run; an ensemble's or a weighted ensemble's runs never share a single teacher's name."""
+
+import json
+
+import pytest
+
+from distill.cache import ensemble_label
+from training.naming import RunSpec
+
+
+def test_soft_target_labels():
+    assert ensemble_label(["unet8"]) == "unet8"
+    assert ensemble_label(["unet8", "unet8"]) == "unet8x2"
+    assert ensemble_label(["unet8", "unet8"], [1, 1]) == "unet8x2"
+    assert ensemble_label(["unet8", "unet8"], [3, 1]) == "unet8x2w0.75-0.25"
+    assert ensemble_label(["unet8", "unet16"]) == "unet8_unet16"
+
+
+def test_names_and_labels():
+    kd = dict(model="unet4", teacher="unet8", lam=0.9, temperature=2.0, scale="T", seed=1)
+    assert RunSpec(**kd).name == "unet4_from_unet8_T2_l0.9_sT_s1"
+    assert RunSpec(**{**kd, "teacher": "unet8x2"}).name == "unet4_from_unet8x2_T2_l0.9_sT_s1"  # cached ensemble != single teacher
+    assert RunSpec(**{**kd, "teacher": "unet8x2w0.75-0.25"}).name != RunSpec(**{**kd, "teacher": "unet8x2"}).name
+    assert RunSpec(**{**kd, "unlabelled": True, "flip": False}).name == "unet4_from_unet8_T2_l0.9_sT_unl_noflip_s1"
+    assert RunSpec("unet4", seed=0).name == "unet4_baseline_s0" and RunSpec("unet4").label == "unet4 baseline"
+    assert RunSpec(**{**kd, "teacher": "unet8x2", "unlabelled": True}).label == "unet4 KD T=2 lam=0.9 s=T +unl ens2"
+    assert RunSpec(**{**kd, "teacher": "blackbox"}).label == "unet4 KD T=2 lam=0.9 s=T blackbox"
+    assert RunSpec(**{**kd, "temperature": "auto"}, resolved_temperature=0.973).label.startswith("unet4 KD T=auto(0.97)")
+
+
+@pytest.mark.parametrize(
+    "cfg,label",
+    [
+        ({"base_filters": 4, "lam": 0.9, "temperature": 2.0, "scale": "T", "teacher": ["a.keras", "b.keras"], "seed": 0}, "ens2"),
+        ({"base_filters": 4, "lam": 0.9, "temperature": 2.0, "scale": "T", "teacher": [], "teacher_cache": "c", "seed": 0}, "blackbox"),
+    ],
+)
+def test_run_dirs_of_earlier_versions_get_labels(tmp_path, cfg, label):
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "metrics.json").write_text(json.dumps({"temperature": 2.0}))
+    assert label in RunSpec.from_run_dir(tmp_path).label
