@@ -181,6 +181,9 @@ def _distill_cases(env):
         (["--data", g, "--teacher", str(r / "teacher104.keras"), "--unlabelled", str(r / "empty")], "no .png"),
         (["--data", g, "--teacher-cache", str(r / "empty")], "not a teacher cache"),
         (["--data", g, "--teacher", str(r / "teacher104.keras"), "--teacher-weights", "1", "2"], "--teacher-weights"),
+        (["--data", g, "--lam", "0", "--precision", "half"], "--precision 'half' must be one of float32, mixed_bfloat16"),
+        (["--data", g, "--lam", "0", "--accelerator", "tpu"], "--accelerator 'tpu' must be one of auto, gpu, cpu"),
+        (["--data", g, "--lam", "0", "--accelerator", "gpu"], "--accelerator gpu: the torch backend sees no GPU"),
         (["--data", g, "--lam", "0", "--out", str(r / "afile" / "run")], "afile"),
         (["--data", g, "--lam", "0", "--split-file", str(r / "afile")], "split file"),
         # non-finite or negative numbers: each trained to NaN, dropped an image or raised a raw ValueError before
