@@ -32,6 +32,7 @@ import numpy as np
 
 from common import io
 from common.cli import UserError, run
+from pi.sidecar import sidecar_path
 
 FORMATS = ("fp32", "fp16", "int8")
 
@@ -68,6 +69,54 @@ def convert(model, fmt: str, out_path: Path, calib: np.ndarray | None, int8_io: 
         model.export(str(tmp), format="litert", verbose=False, **kwargs)
 
 
+def output_paths(args, model_path: Path, out: Path) -> dict:
+    """{format: OUT/<name>_<format>.tflite}, after checking --quant, --calib and --out; creates nothing."""
+    formats = [f.strip() for f in args.quant.split(",") if f.strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise UserError(f"--quant {args.quant!r}: unknown format(s) {bad}; choose from {', '.join(FORMATS)}")
+    if args.calib < 1:
+        raise UserError(f"--calib must be >= 1, got {args.calib}")
+    for up in (out, *out.parents):  # a file on the way would end in a raw FileExistsError/NotADirectoryError
+        if up.exists():
+            if not up.is_dir():
+                raise UserError(
+                    f"--out {out} exists and is not a directory" if up == out else f"--out {out}: {up} exists and is not a directory"
+                )
+            break
+    name = args.name or model_path.stem
+    targets = {f: out / f"{name}_{f}.tflite" for f in formats}
+    if not args.overwrite:
+        taken = [str(p) for p in targets.values() if p.exists()] + ([str(out / "export.json")] if (out / "export.json").exists() else [])
+        if taken:
+            raise UserError(f"{taken[0]} exists; pass --overwrite to replace it")
+    return targets
+
+
+def parity_row(fmt: str, path: Path, probs, keras_probs, scores: dict, base: dict, threshold: float) -> dict:
+    """One row of the parity table: size, scores and their difference to the Keras model, max |dp|, mask agreement."""
+    return {
+        "format": fmt,
+        "file": str(path),
+        "size_kb": round(path.stat().st_size / 1024, 1),
+        "mean_iou": scores["mean_iou"],
+        "kaggle_map": scores["kaggle_map"],
+        "d_mean_iou": round(scores["mean_iou"] - base["mean_iou"], 6),
+        "d_kaggle_map": round(scores["kaggle_map"] - base["kaggle_map"], 6),
+        "max_abs_diff": float(np.abs(probs - keras_probs).max()),
+        "pixel_agreement": round(float(((probs > threshold) == (keras_probs > threshold)).mean()), 6),
+    }
+
+
+def print_table(rows) -> None:
+    print(f"{'format':8s} {'size_kb':>9s} {'mean_iou':>9s} {'kaggle_map':>10s} {'d_mean_iou':>10s} {'d_kaggle':>9s} {'max_abs_diff':>12s}")
+    for r in rows:
+        print(
+            f"{r['format']:8s} {r['size_kb']:9.1f} {r['mean_iou']:9.4f} {r['kaggle_map']:10.4f} {r['d_mean_iou']:+10.4f} "
+            f"{r['d_kaggle_map']:+9.4f} {r['max_abs_diff']:12.2e}"
+        )
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="a single-output .keras model of the project")
@@ -87,26 +136,8 @@ def main(argv=None) -> int:
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
 
-    formats = [f.strip() for f in args.quant.split(",") if f.strip()]
-    bad = [f for f in formats if f not in FORMATS]
-    if bad or not formats:
-        raise UserError(f"--quant {args.quant!r}: unknown format(s) {bad}; choose from {', '.join(FORMATS)}")
-    if args.calib < 1:
-        raise UserError(f"--calib must be >= 1, got {args.calib}")
     model_path, out = Path(args.model), Path(args.out)
-    for up in (out, *out.parents):  # a file on the way would end in a raw FileExistsError/NotADirectoryError
-        if up.exists():
-            if not up.is_dir():
-                raise UserError(
-                    f"--out {out} exists and is not a directory" if up == out else f"--out {out}: {up} exists and is not a directory"
-                )
-            break
-    name = args.name or model_path.stem
-    targets = {f: out / f"{name}_{f}.tflite" for f in formats}
-    if not args.overwrite:
-        taken = [str(p) for p in targets.values() if p.exists()] + ([str(out / "export.json")] if (out / "export.json").exists() else [])
-        if taken:
-            raise UserError(f"{taken[0]} exists; pass --overwrite to replace it")
+    targets = output_paths(args, model_path, out)
 
     from data.pipeline import crop_probs, prep_images
     from data.split import load_split
@@ -130,19 +161,7 @@ def main(argv=None) -> int:
     keras_probs = crop_probs(model.predict(vx, batch_size=64, verbose=0), spec)
     threshold = spec["threshold"]
     base = score_masks(keras_probs > threshold, val.masks)
-    rows = [
-        {
-            "format": "keras",
-            "file": str(model_path),
-            "size_kb": round(model_path.stat().st_size / 1024, 1),
-            "mean_iou": base["mean_iou"],
-            "kaggle_map": base["kaggle_map"],
-            "d_mean_iou": 0.0,
-            "d_kaggle_map": 0.0,
-            "max_abs_diff": 0.0,
-            "pixel_agreement": 1.0,
-        }
-    ]
+    rows = [parity_row("keras", model_path, keras_probs, keras_probs, base, base, threshold)]
     export_model = logits_head(model) if args.output == "logits" else model
     out.mkdir(parents=True, exist_ok=True)  # only now: bad input above leaves nothing behind
     for fmt, path in targets.items():
@@ -156,31 +175,13 @@ def main(argv=None) -> int:
             "model_name": model.name,
             "source": str(model_path),
         }
-        io.write_json(path.with_name(path.name + ".json"), side)
+        io.write_json(sidecar_path(path), side)
         probs = TFLiteModel(path, spec=side, threads=2).predict_probs(val.images)
-        s = score_masks(probs > threshold, val.masks)
-        rows.append(
-            {
-                "format": fmt,
-                "file": str(path),
-                "size_kb": round(path.stat().st_size / 1024, 1),
-                "mean_iou": s["mean_iou"],
-                "kaggle_map": s["kaggle_map"],
-                "d_mean_iou": round(s["mean_iou"] - base["mean_iou"], 6),
-                "d_kaggle_map": round(s["kaggle_map"] - base["kaggle_map"], 6),
-                "max_abs_diff": float(np.abs(probs - keras_probs).max()),
-                "pixel_agreement": round(float(((probs > threshold) == (keras_probs > threshold)).mean()), 6),
-                "convert_s": round(time.perf_counter() - t0, 1),
-            }
-        )
+        row = parity_row(fmt, path, probs, keras_probs, score_masks(probs > threshold, val.masks), base, threshold)
+        rows.append({**row, "convert_s": round(time.perf_counter() - t0, 1)})
     report = {"model": str(model_path), "n_val": len(val), "output": args.output, "int8_io": args.int8_io, "rows": rows}
     io.write_json(out / "export.json", report)
-    print(f"{'format':8s} {'size_kb':>9s} {'mean_iou':>9s} {'kaggle_map':>10s} {'d_mean_iou':>10s} {'d_kaggle':>9s} {'max_abs_diff':>12s}")
-    for r in rows:
-        print(
-            f"{r['format']:8s} {r['size_kb']:9.1f} {r['mean_iou']:9.4f} {r['kaggle_map']:10.4f} {r['d_mean_iou']:+10.4f} "
-            f"{r['d_kaggle_map']:+9.4f} {r['max_abs_diff']:12.2e}"
-        )
+    print_table(rows)
     print(f"wrote {len(targets)} model(s) and {out / 'export.json'} ({len(val)} validation images)", flush=True)
     return 0
 
