@@ -65,16 +65,22 @@ class Batches(keras.utils.PyDataset):
         super().__init__(**kwargs)
         self.x, self.t = x, t
         # masks are 0/1 after reflect padding: int8 (a quarter of float32's bytes); resized masks keep their fractions
-        self.y = y.astype(np.int8) if ((y == 0) | (y == 1)).all() else y.astype(np.float32)
+        y = y.astype(np.int8) if ((y == 0) | (y == 1)).all() else y.astype(np.float32)
+        self.y = y
         # data-parallel replicas each need an equal share of every batch: the last, short batch is cut to a
         # multiple of the replica count (at most multiple_of - 1 images an epoch, a different few each epoch)
         self.n_used = len(x) - len(x) % multiple_of
         self.batch_size, self.shuffle, self.flip, self.seed = batch_size, shuffle, flip, seed
         self.ux, self.ut = unlabelled_x, unlabelled_t
-        # (N, 2, S, S, 1) views -> (2N, S, S, 1): row 2j + v is view v of image j, gathered with one np.take
+        self.n_unlabelled = n_unlabelled if unlabelled_x is not None else 0
+        # Every array as "views": row 2j + v is image j (v = 0) or its horizontal flip (v = 1), so a batch is
+        # one contiguous gather per array (np.take of 2 * idx + flipped), no strided flip pass. Images and
+        # masks are flipped here once; the teacher's view 1 is already its output on the flipped image.
+        self.x_views = _views(x, flip)
+        self.y_views = _views(y, flip)
+        self.ux_views = _views(unlabelled_x, flip) if unlabelled_x is not None else None
         self.t_views = np.ascontiguousarray(t).reshape((-1,) + t.shape[2:]) if t is not None else None
         self.ut_views = np.ascontiguousarray(unlabelled_t).reshape((-1,) + unlabelled_t.shape[2:]) if unlabelled_t is not None else None
-        self.n_unlabelled = n_unlabelled if unlabelled_x is not None else 0
         self.epoch = 0
         self._order()
 
@@ -88,10 +94,10 @@ class Batches(keras.utils.PyDataset):
         return int(np.ceil(self.n_used / self.batch_size))
 
     def __getitem__(self, i):
-        """One batch: whole-batch gathers into preallocated arrays, flips in place (vectorised, no per-image Python).
+        """One batch: one contiguous gather per array into preallocated arrays (flips are precomputed views).
 
-        Masks travel as int8 (0, 1, -1 = unlabelled) and teacher logits as float16, as stored; the graph's
-        float32 inputs convert them exactly, so the batch costs a third of the bytes of float32 arrays.
+        Images travel as stored (uint8 when padded: the graph scales them), masks as int8 (0, 1, -1 =
+        unlabelled), teacher logits as float16; the graph's float32 inputs convert them exactly.
         """
         idx = np.sort(self.perm[: self.n_used][i * self.batch_size : (i + 1) * self.batch_size])
         nl = len(idx)
@@ -101,26 +107,31 @@ class Batches(keras.utils.PyDataset):
             uidx = np.sort(np.take(self.uperm, np.arange(start, start + self.n_unlabelled), mode="wrap"))
         n = nl + (len(uidx) if uidx is not None else 0)
         f = np.random.default_rng([self.seed, self.epoch, i]).random(n) < 0.5 if self.flip else np.zeros(n, bool)
+        rows = 2 * idx + f[:nl] if self.flip else idx
+        urows = (2 * uidx + f[nl:] if self.flip else uidx) if uidx is not None else None
         xb = np.empty((n,) + self.x.shape[1:], self.x.dtype)
         yb = np.empty((n,) + self.y.shape[1:], self.y.dtype)
-        np.take(self.x, idx, axis=0, out=xb[:nl])
-        np.take(self.y, idx, axis=0, out=yb[:nl])
-        if uidx is not None:
-            np.take(self.ux, uidx, axis=0, out=xb[nl:])
+        np.take(self.x_views, rows, axis=0, out=xb[:nl])
+        np.take(self.y_views, rows, axis=0, out=yb[:nl])
+        if urows is not None:
+            np.take(self.ux_views, urows, axis=0, out=xb[nl:])
             yb[nl:] = -1  # unlabelled: soft term only
-        if f.any():
-            xb[f], yb[f] = xb[f, :, ::-1], yb[f, :, ::-1]
         feed = {"image": xb, "mask": yb}
         if self.t is not None:
-            # view 0 for the image, view 1 (the teacher's output on the flipped image, already flipped) for its flip
             tb = np.empty((n,) + self.t.shape[2:], self.t.dtype)
-            view = f.astype(np.intp)
-            np.take(self.t_views, 2 * idx + view[:nl], axis=0, out=tb[:nl])
+            np.take(self.t_views, 2 * idx + f[:nl], axis=0, out=tb[:nl])
             if uidx is not None:
-                np.take(self.ut_views, 2 * uidx + view[nl:], axis=0, out=tb[nl:])
+                np.take(self.ut_views, 2 * uidx + f[nl:], axis=0, out=tb[nl:])
             feed["teacher_logits"] = tb
         return feed, np.zeros((n, 1), np.float32)
 
     def on_epoch_end(self):
         self.epoch += 1
         self._order()
+
+
+def _views(a: np.ndarray, flip: bool) -> np.ndarray:
+    """(N, H, W, C) -> (2N, H, W, C) with row 2j + 1 the horizontal flip of row 2j (or `a` itself without flips)."""
+    if not flip:
+        return a
+    return np.stack([a, a[:, :, ::-1]], axis=1).reshape((-1,) + a.shape[1:])
