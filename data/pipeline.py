@@ -79,6 +79,10 @@ class Batches(keras.utils.PyDataset):
         self.x_views = _views(x, flip)
         self.y_views = _views(y, flip)
         self.ux_views = _views(unlabelled_x, flip) if unlabelled_x is not None else None
+        # the unflipped arrays as strided views of the views: no second copy of the images is kept
+        self.x, self.y = self.x_views[:: 2 if flip else 1], self.y_views[:: 2 if flip else 1]
+        if unlabelled_x is not None:
+            self.ux = self.ux_views[:: 2 if flip else 1]
         self.t_views = np.ascontiguousarray(t).reshape((-1,) + t.shape[2:]) if t is not None else None
         self.ut_views = np.ascontiguousarray(unlabelled_t).reshape((-1,) + unlabelled_t.shape[2:]) if unlabelled_t is not None else None
         self.epoch = 0
