@@ -5,7 +5,7 @@
     # config, n seeds, mean_iou mean ± std, kaggle_map mean ± std, paired d_kaggle vs baseline
     # [bootstrap 95% CI], share of the teacher-baseline gap closed
 
-Paired differences: distilled minus baseline of the same width and seed, on per-image Kaggle
+Paired differences: distilled minus baseline of the same model (arch, width, depth, decoder) and seed, on per-image Kaggle
 scores of the same validation images; the interval bootstraps images (seeds averaged first).
 """
 
@@ -20,7 +20,7 @@ import pandas as pd
 
 from common import io
 from common.cli import UserError, run
-from training.naming import RunSpec
+from training.naming import RunSpec, model_name
 
 CONFIG_KEYS = ("base_filters", "lam", "temperature", "scale", "unlabelled", "epochs")
 
@@ -75,7 +75,12 @@ def load_runs(root) -> pd.DataFrame:
         )
         # after today's columns (other code reads them by name): the architecture and the run's label (RunSpec; runs of
         # earlier versions, without metrics["teacher"]["label"], get one from their number of teachers and cache)
-        row.update(arch=cfg.get("arch", "unet"), label=label(run))
+        row.update(
+            arch=cfg.get("arch", "unet"),
+            label=label(run),
+            model=model_name(cfg.get("arch", "unet"), cfg.get("base_filters"), cfg.get("depth", 4), cfg.get("upsample", "")),
+            peak_rss_mb=met.get("peak_rss_mb"),
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -125,7 +130,10 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         }
         first = g.iloc[0]
         if first["kind"] == "student" and first["lam"] > 0:
-            base = df[(df.kind == "student") & (df.lam == 0) & (df.base_filters == first["base_filters"]) & (df.arch == first["arch"])]
+            same = (
+                (df.model == first["model"]) if "model" in df else (df.base_filters == first["base_filters"]) & (df.arch == first["arch"])
+            )
+            base = df[(df.kind == "student") & (df.lam == 0) & same]
             pairs = [(d, base[base.seed == d.seed].iloc[0]) for d in g.itertuples() if (base.seed == d.seed).any()]
             pairs = [(d, b) for d, b in pairs if _paired_diff(d.path, b["path"]) is not None]  # same validation images only
             if pairs:

@@ -17,7 +17,9 @@ Config (JSON): {"name", "data": path or "synthetic", "synthetic": {n_train, n_te
 "teacher": {teacher.train flags} or "teacher_path", "ensemble_seeds": [seeds of extra teachers],
 "student": {distill_train flags}, "grid": GRID or [GRID, ...], "seeds": [...]}, where GRID is
 {"lam": [...], "temperature": [...], "scale": [...], "base_filters": [...], "unlabelled": [false, true],
-"ensemble": [false, true], "blackbox": [false, "mirrored", "noflip"]}; a list of grids runs the union
+"ensemble": [false, true], "blackbox": [false, "mirrored", "noflip"], "model": [{"arch": "sepunet",
+"base_filters": 8}, {"arch": "unet", "base_filters": 6, "depth": 3}, ...]}; a "model" entry sets the
+student's architecture (arch, base_filters, depth, upsample; the rest from "student"); a list of grids runs the union
 of their products (so a costly axis such as the ensemble need not multiply every other one). lam = 0
 is the baseline (T, s(T), unlabelled and ensemble do not apply to it). "ensemble": true distils from
 the mean logits of the main teacher and the teachers trained with "ensemble_seeds" (same flags and
@@ -49,11 +51,12 @@ from common.io import acquire_lock, is_locked, release_lock
 from data.synthetic import generate
 from distill.cache import ensemble_label
 from experiments.results import format_summary, write_tables
-from training.naming import RunSpec
+from training.naming import RunSpec, model_name
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 3.0  # how often a shard looks again at a teacher or cache that another shard is making
-GRID_KEYS = ("lam", "temperature", "scale", "base_filters", "unlabelled", "ensemble", "blackbox")
+GRID_KEYS = ("lam", "temperature", "scale", "base_filters", "model", "unlabelled", "ensemble", "blackbox")
+MODEL_KEYS = ("arch", "base_filters", "depth", "upsample")  # what a "model" grid entry may set
 BLACKBOX = (False, "mirrored", "noflip")
 KINDS = ("teacher", "cache", "probabilities", "student")
 
@@ -150,6 +153,7 @@ def student_runs(cfg: dict, teacher: str) -> list[dict]:
             "temperature": [2.0],
             "scale": ["T"],
             "base_filters": [student.get("base_filters", 4)],
+            "model": [{}],
             "unlabelled": [False],
             "ensemble": [False],
             "blackbox": [False],
@@ -162,20 +166,21 @@ def student_runs(cfg: dict, teacher: str) -> list[dict]:
             raise UserError(
                 f'sweep grid value {bad[0]!r} is not allowed (blackbox: false, "mirrored", "noflip"; temperature: a number or "auto")'
             )
-        for lam, T, scale, width, unl, ens, bb, seed in itertools.product(*(grid[k] for k in GRID_KEYS), cfg["seeds"]):
+        for lam, T, scale, width, model, unl, ens, bb, seed in itertools.product(*(grid[k] for k in GRID_KEYS), cfg["seeds"]):
+            model = student_model(student, width, model)
             if lam == 0:
                 T, scale, unl, ens, bb = 2.0, "T", False, False, False
             if bb and (unl or ens):
                 raise UserError(
                     'sweep grid combines "blackbox" with unlabelled or ensemble runs (the black-box cache holds the labelled images of one teacher)'
                 )
-            key = (lam, T, scale, width, unl, ens, bb, seed)
+            key = (lam, T, scale, tuple(model.items()), unl, ens, bb, seed)
             if key in seen:
                 continue
             seen.add(key)
             source = "blackbox" if bb else ensemble_label([teacher] * (n_ens if ens else 1))
             spec = RunSpec(
-                f"{student.get('arch', 'unet')}{width}",
+                model_name(**model),
                 "student",
                 source if lam > 0 else "",
                 float(lam),
@@ -192,7 +197,8 @@ def student_runs(cfg: dict, teacher: str) -> list[dict]:
                     "lam": lam,
                     "temperature": T,
                     "scale": scale,
-                    "base_filters": width,
+                    "base_filters": model["base_filters"],
+                    "model": model,
                     "unlabelled": unl,
                     "ensemble": ens,
                     "blackbox": bb,
@@ -201,6 +207,19 @@ def student_runs(cfg: dict, teacher: str) -> list[dict]:
             )
     # seed by seed, so an interrupted sweep already holds complete paired comparisons
     return sorted(runs, key=lambda r: r["seed"])
+
+
+def student_model(student: dict, width, entry) -> dict:
+    """One run's architecture flags: the "student" section's, the width axis, then a "model" grid entry."""
+    if not isinstance(entry, dict) or set(entry) - set(MODEL_KEYS):
+        raise UserError(f'sweep grid "model" entry {entry!r} must be an object with keys among {", ".join(MODEL_KEYS)}')
+    model = {
+        "arch": student.get("arch", "unet"),
+        "base_filters": width,
+        "depth": student.get("depth", 4),
+        "upsample": student.get("upsample", ""),
+    }
+    return {**model, **entry}
 
 
 def sweep_dir(cfg: dict, args) -> Path:
@@ -215,13 +234,13 @@ def data_dir(cfg: dict, args) -> str:
 def teacher_model(cfg: dict, teacher_path: str) -> str:
     """The teacher's model name in run names: a given teacher's sidecar says it (e.g. "unet8"), else the config's arch and width."""
     t = cfg.get("teacher", {})
-    name = f"{t.get('arch', 'unet')}{t.get('base_filters', 16)}"
+    name = model_name(t.get("arch", "unet"), t.get("base_filters", 16), t.get("depth", 4), t.get("upsample", ""))
     if teacher_path:  # not trained here: run names say the given teacher's real model
         try:
-            model_name = json.loads(Path(teacher_path + ".json").read_text()).get("model_name", "")
+            given = json.loads(Path(teacher_path + ".json").read_text()).get("model_name", "")
         except (OSError, ValueError, AttributeError):  # no or unreadable sidecar: the config's
-            model_name = ""
-        name = model_name if isinstance(model_name, str) and model_name else name
+            given = ""
+        name = given if isinstance(given, str) and given else name
     return name
 
 
@@ -309,7 +328,7 @@ def plan(cfg: dict, args) -> list[Job]:
             str(cfg.get("student", {}).get("input_size", 128)),
         )
         jobs.append(Job("blackbox_cache", bb_dir / "cache", bb_dir / "cache" / "meta.json", cmd, (probs,), "cache"))
-    student_fixed = {k: v for k, v in cfg.get("student", {}).items() if k != "base_filters"}
+    student_fixed = {k: v for k, v in cfg.get("student", {}).items() if k not in MODEL_KEYS}
     for r in runs:
         rdir = sweep / r["name"]
         cmd = [
@@ -323,8 +342,7 @@ def plan(cfg: dict, args) -> list[Job]:
             str(r["seed"]),
             "--lam",
             str(r["lam"]),
-            "--base-filters",
-            str(r["base_filters"]),
+            *flags({k: v for k, v in r["model"].items() if v != ""}),
             *flags(student_fixed),
         ]
         # the teacher's split (a black-box cache names no teacher, so it is passed too)

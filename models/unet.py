@@ -34,7 +34,8 @@ def build_unet(
     """U-Net: image (H, W, C) in [0, 1] -> sigmoid probability map (H, W, 1) named `output_name`.
 
     The layer before the sigmoid is the linear 1x1 conv `logits` (head replacement and
-    distillation read it). H and W must be divisible by 2**depth.
+    distillation read it). Stage outputs are named `enc{i}_out`, `mid_out`, `dec{i}_out` (feature
+    distillation and TFLite inspection find them by name). H and W must be divisible by 2**depth.
     upsample: "transpose" (Conv2DTranspose, the classic) or "bilinear" (UpSampling2D + Conv2D,
     friendlier to int8 TFLite).
     """
@@ -46,10 +47,10 @@ def build_unet(
     inputs = keras.Input(shape=input_shape, name="image")
     x, skips = inputs, []
     for i in range(depth):
-        x = _conv_block(x, base_filters * 2**i, f"enc{i}", batchnorm)
+        x = layers.Identity(name=f"enc{i}_out")(_conv_block(x, base_filters * 2**i, f"enc{i}", batchnorm))
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"enc{i}_pool")(x)
-    x = _conv_block(x, base_filters * 2**depth, "mid", batchnorm)
+    x = layers.Identity(name="mid_out")(_conv_block(x, base_filters * 2**depth, "mid", batchnorm))
     for i in reversed(range(depth)):
         filters = base_filters * 2**i
         if upsample == "transpose":
@@ -58,7 +59,7 @@ def build_unet(
             x = layers.UpSampling2D(2, interpolation="bilinear", name=f"dec{i}_up")(x)
             x = layers.Conv2D(filters, 3, padding="same", name=f"dec{i}_upconv")(x)
         x = layers.Concatenate(name=f"dec{i}_concat")([x, skips[i]])
-        x = _conv_block(x, filters, f"dec{i}", batchnorm)
+        x = layers.Identity(name=f"dec{i}_out")(_conv_block(x, filters, f"dec{i}", batchnorm))
     logits = layers.Conv2D(1, 1, name="logits")(x)
     probs = layers.Activation("sigmoid", name=output_name)(logits)
     return keras.Model(inputs, probs, name=name)

@@ -195,6 +195,8 @@ def _distill_cases(env):
         (["--data", g, "--lam", "0", "--max-train", "-1"], "--max-train"),
         (["--data", g, "--lam", "0", "--seed", "-1"], "--seed"),
         (["--data", g, "--lam", "0", "--lr", "inf"], "--lr"),
+        (["--data", g, "--lam", "0", "--arch", "resnet"], "choose one of lraspp, mbv2add, mbv2cat, sepunet, unet"),
+        (["--data", g, "--lam", "0", "--arch", "sepunet", "--upsample", "nearest"], "--upsample 'nearest'"),
         (
             ["--data", g, "--teacher", str(r / "teacher104.keras"), str(r / "teacher104.keras"), "--teacher-weights", "1", "nan"],
             "--teacher-weights",
@@ -223,6 +225,9 @@ def test_distill_train_bad_input(env, capsys):
         (["--seed", "-1"], "--seed"),
         (["--lr", "inf"], "--lr"),
         (["--lr", "nan"], "--lr"),
+        (["--arch", "sepunet", "--base-filters", "0"], "leaves a layer with no channels"),
+        (["--arch", "lraspp", "--depth", "1"], "lraspp: depth must be >= 2"),
+        (["--arch", "mbv2cat", "--input-size", "108"], "input 108x108 is not divisible by 2**depth = 8"),
     ],
 )
 def test_teacher_train_bad_flags(env, argv, needle, capsys, tmp_path):

@@ -261,6 +261,11 @@ PRESETS = {
             "unet4_from_unet16_T1_l0.5_sT_s0",
         ],
     ),
+    "cpu_frontier": (
+        42,
+        ["teacher", "teacher_cache"],
+        ["unet4_baseline_s0", "mbv2add4_baseline_s0", "sepunet8_baseline_s0", "lraspp4_baseline_s0", "mbv2cat4_baseline_s0"],
+    ),
     "quick": (
         6,
         ["teacher", "teacher_cache"],
@@ -268,6 +273,7 @@ PRESETS = {
     ),
 }
 ELSEWHERE = {
+    "cpu_frontier": ["unet6d3_from_unet8_T2_l0.9_sT_unl_s2", "unet4_bilinear_baseline_s1"],
     "cpu": ["unet4_from_unet8x2_T2_l0.9_sT_s2"],
     "cpu_ablations": ["unet4_from_blackbox_T2_l0.9_sT_noflip_s2"],
     "cpu_grid": ["unet4_from_unet8_T2_l1_sT_s2"],
@@ -302,6 +308,36 @@ def test_shipped_configs_plan_todays_run_names(path):
                 cfg.get("data"),
                 cfg.get("teacher_cache"),
             )
+
+
+def test_model_axis_sets_the_architecture_flags(tmp_path):
+    """A "model" grid entry sets arch, width, depth and decoder of the student; names and commands follow it."""
+    from common.cli import UserError
+    from experiments.sweep import parse_args, plan, student_runs
+
+    cfg = {
+        "name": "m",
+        "data": "synthetic",
+        "teacher": {"base_filters": 4},
+        "seeds": [0],
+        "grid": {"lam": [0, 0.9], "model": [{}, {"arch": "sepunet", "base_filters": 8}, {"arch": "unet", "base_filters": 6, "depth": 3}]},
+    }
+    names = [r["name"] for r in student_runs(cfg, "unet4")]
+    assert names == [
+        "unet4_baseline_s0",
+        "sepunet8_baseline_s0",
+        "unet6d3_baseline_s0",
+        "unet4_from_unet4_T2_l0.9_sT_s0",
+        "sepunet8_from_unet4_T2_l0.9_sT_s0",
+        "unet6d3_from_unet4_T2_l0.9_sT_s0",
+    ]
+    (tmp_path / "m.json").write_text(json.dumps(cfg))
+    jobs = {j.name: j.cmd for j in plan(cfg, parse_args(["--config", str(tmp_path / "m.json"), "--out", str(tmp_path / "o")]))}
+    cmd = " ".join(jobs["unet6d3_from_unet4_T2_l0.9_sT_s0"])
+    assert "--arch unet --base-filters 6 --depth 3" in cmd and "--upsample" not in cmd
+    assert "--arch sepunet --base-filters 8" in " ".join(jobs["sepunet8_baseline_s0"])
+    with pytest.raises(UserError, match='"model" entry'):
+        student_runs({**cfg, "grid": {"model": [{"arch": "unet", "width": 3}]}}, "unet4")
 
 
 def test_runspec_names_the_sweep_runs():

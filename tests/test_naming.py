@@ -39,3 +39,17 @@ def test_run_dirs_of_earlier_versions_get_labels(tmp_path, cfg, label):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     (tmp_path / "metrics.json").write_text(json.dumps({"temperature": 2.0}))
     assert label in RunSpec.from_run_dir(tmp_path).label
+
+
+def test_model_names_say_depth_and_decoder_only_when_not_the_default():
+    from models.registry import DEFAULT_UPSAMPLE
+    from training import naming
+    from training.naming import model_name
+
+    assert naming.DEFAULT_UPSAMPLE == DEFAULT_UPSAMPLE  # the Keras-free copy agrees with the registry
+    assert model_name("unet", 4) == "unet4" and model_name("unet", 4, 4, "transpose") == "unet4"
+    assert model_name("unet", 6, 3) == "unet6d3"
+    assert model_name("unet", 4, 4, "bilinear") == "unet4_bilinear"
+    assert model_name("sepunet", 8, 4, "bilinear") == "sepunet8" and model_name("mbv2add", 4, 4, "transpose") == "mbv2add4_transpose"
+    cfg = {"arch": "sepunet", "base_filters": 8, "depth": 3, "upsample": "", "lam": 0, "seed": 2}
+    assert RunSpec.from_config(cfg).name == "sepunet8d3_baseline_s2"

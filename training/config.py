@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from common.backend import PRECISIONS
 from common.cli import UserError, check_range
 from common.devices import ACCELERATORS
-from models.registry import arch_names
+from models.registry import arch_names, check_arch
+from training.naming import model_name
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,9 @@ class TrainConfig:
     arch: str = "unet"  # architecture from models.registry (python -c "import models.registry as r; print(r.arch_names())")
     base_filters: int = 16  # width: filters of the first level, doubled at each level
     depth: int = 4  # poolings; the input size must be divisible by 2**depth
-    upsample: str = "transpose"  # "transpose" (classic) or "bilinear" (int8-friendlier)
+    upsample: str = (
+        ""  # decoder x2: "transpose" or "bilinear" (int8-friendlier); "" = the architecture's default (unet: transpose, others: bilinear)
+    )
     input_size: int = 128  # 101 reflect-padded to 128: divisible by 16, no interpolation
     resize_mode: str = "pad"  # "pad" keeps the original pixels; "resize" interpolates
     epochs: int = 30  # the best epoch is kept, so more is safe, only slower
@@ -43,18 +46,22 @@ class TrainConfig:
 
     @property
     def model_name(self) -> str:
-        """The model's name in files and run names: arch + width, e.g. unet4."""
-        return f"{self.arch}{self.base_filters}"
+        """The model's name in files and run names: arch + width (+ depth, decoder when not the defaults), e.g. unet4."""
+        return model_name(self.arch, self.base_filters, self.depth, self.upsample)
 
 
 def validate_common(cfg: TrainConfig) -> None:
     """Checks shared by teacher and student configs; each failure names the flag and value."""
     if cfg.arch not in arch_names():
         raise UserError(f"--arch {cfg.arch!r} is not an architecture; choose one of {', '.join(arch_names())}")
+    if cfg.upsample not in ("", "transpose", "bilinear"):
+        raise UserError(f"--upsample {cfg.upsample!r} must be 'transpose' or 'bilinear'")
+    try:
+        check_arch(cfg.arch, (cfg.input_size, cfg.input_size, 1), cfg.base_filters, cfg.depth, cfg.upsample)
+    except ValueError as e:
+        raise UserError(f"--arch {cfg.arch} --base-filters {cfg.base_filters} --depth {cfg.depth}: {e}") from None
     if cfg.monitor not in ("mean_iou", "kaggle_map", "salt_iou"):
         raise UserError(f"--monitor {cfg.monitor!r} must be mean_iou, kaggle_map or salt_iou")
-    if cfg.upsample not in ("transpose", "bilinear"):
-        raise UserError(f"--upsample {cfg.upsample!r} must be 'transpose' or 'bilinear'")
     if cfg.resize_mode not in ("pad", "resize"):
         raise UserError(f"--resize-mode {cfg.resize_mode!r} must be 'pad' or 'resize'")
     for name in ("epochs", "batch_size", "base_filters", "depth", "devices"):

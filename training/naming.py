@@ -12,6 +12,21 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+DEFAULT_DEPTH = 4
+# the architectures' default decoders (models.registry.DEFAULT_UPSAMPLE; repeated here to keep this module Keras-free, a test checks they agree)
+DEFAULT_UPSAMPLE = {"unet": "transpose", "sepunet": "bilinear", "mbv2cat": "bilinear", "mbv2add": "bilinear", "lraspp": "bilinear"}
+
+
+def model_name(arch: str, base_filters, depth: int = DEFAULT_DEPTH, upsample: str = "") -> str:
+    """A model's name: arch + width, then `d<depth>` and the decoder only where they are not the defaults.
+
+    unet4, sepunet8, unet6d3 (depth 3), unet4_bilinear, mbv2add8_transpose.
+    """
+    name = f"{arch}{base_filters}" + (f"d{depth}" if depth != DEFAULT_DEPTH else "")
+    if upsample and upsample != DEFAULT_UPSAMPLE.get(arch, "transpose"):
+        name += f"_{upsample}"
+    return name
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -73,7 +88,7 @@ class RunSpec:
     def from_config(cls, cfg: dict, teacher: str = "", kind: str = "student", resolved_temperature=None) -> RunSpec:
         """From a config (a dataclass or its config.json dict) and the soft target's label."""
         cfg = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg
-        model = f"{cfg.get('arch', 'unet')}{cfg.get('base_filters')}"
+        model = model_name(cfg.get("arch", "unet"), cfg.get("base_filters"), cfg.get("depth", DEFAULT_DEPTH), cfg.get("upsample", ""))
         if kind == "teacher":
             return cls(model, "teacher", seed=cfg.get("seed", 0))
         lam = float(cfg.get("lam", 0.0))

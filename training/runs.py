@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -120,8 +121,19 @@ def final_metrics(model, val: TgsData, vx: np.ndarray, spec: dict) -> dict:
     }
 
 
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far (MB; None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kb / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)  # bytes on macOS, KiB on Linux
+
+
 def write_metrics(run_dir: Path, metrics: dict, t_start: float) -> None:
     metrics["wall_s"] = round(time.perf_counter() - t_start, 1)
+    metrics["peak_rss_mb"] = peak_rss_mb()
     io.write_json(run_dir / "metrics.json", metrics)
     for f in ("checkpoint.weights.h5", "checkpoint.json"):  # the run is finished: nothing left to resume
         (run_dir / f).unlink(missing_ok=True)
