@@ -1,22 +1,31 @@
-"""Latency of a .tflite model on this machine (run it on the Pi to compare models).
+"""Latency of .tflite models on this machine (run it on the Pi to compare models).
 
-    python pi/benchmark.py --model student_int8.tflite --threads 1,2,4 --runs 50 --json bench.json
-    # prints:
-    # model                         size_kb    MMACs threads  median_ms   p90_ms  img_per_s
-    # student_int8.tflite             151.2     47.6       1       9.81    10.02      101.9
-    # student_int8.tflite             151.2     47.6       2       5.40     5.61      185.2
+    python pi/benchmark.py --models exports/*/*_int8.tflite --threads 1,4 --runs 50 --csv bench.csv --json bench.json
+    # prints one row per model and thread count:
+    # model                         size_kb    MMACs threads  median_ms   p90_ms  img_per_s  runtime
+    # sepunet8_int8.tflite             61.3     20.1       1       4.52     4.70      221.2  tflite-runtime 2.14.0
+    # sepunet8_int8.tflite             61.3     20.1       4       1.83     1.95      546.4  tflite-runtime 2.14.0
     # ...
-    # bench.json: {"model", "size_kb", "macs", "runs", "warmup", "machine",
-    #              "results": [{"threads", "median_ms", "p90_ms", "img_per_s", "macs"}, ...]}
+    # bench.csv, one row per (model, threads):
+    #   model,path,size_kb,macs,threads,median_ms,p90_ms,img_per_s,runtime,machine
+    # bench.json: {"runs", "warmup", "machine", "runtime", "results": [the CSV rows as objects, macs null where n/a]}
+    #   plus, with a single model, its "model" (path), "size_kb" and "macs" at the top
 
-Per image at batch 1, after --warmup runs, on a fixed random input (set_tensor + invoke + get_tensor).
-MACs are counted from the model's CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV and FULLY_CONNECTED ops
-and tensor shapes (n/a where this runtime does not list its ops). Bad input: one line `error: ...`, exit 2.
+--model PATH (one file) and --models PATH [PATH ...] (several, e.g. a shell glob) may be combined (their
+union, in order). `model` is the file name, `path` the path as given, `runtime` the TFLite interpreter
+package and version in use, `machine` platform.machine(). Per image at batch 1, after --warmup runs, on a
+fixed random input (set_tensor + invoke + get_tensor). MACs are counted from the model's CONV_2D,
+DEPTHWISE_CONV_2D, TRANSPOSE_CONV and FULLY_CONNECTED ops and tensor shapes (n/a, an empty CSV cell, where
+this runtime does not list its ops). --csv refuses an existing file unless --overwrite; files are written
+atomically. Bad input (a missing or non-TFLite model, a bad --threads list, an existing --csv): one line
+`error: ...`, exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import platform
 import sys
@@ -26,8 +35,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
-from infer import Parser, UserError, cli, load_model, write_atomic
-from runner import quantize
+from infer import Parser, UserError, check_model_file, cli, load_model, write_atomic
+from runner import ModelError, quantize, runtime_name
+
+CSV_COLUMNS = ("model", "path", "size_kb", "macs", "threads", "median_ms", "p90_ms", "img_per_s", "runtime", "machine")
 
 
 def count_macs(interp) -> int | None:
@@ -84,46 +95,87 @@ def bench(path: Path, threads: int, runs: int, warmup: int) -> dict:
     }
 
 
-def main(argv=None) -> int:
+def parse_args(argv) -> argparse.Namespace:
     ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True)
+    ap.add_argument("--model", help="a .tflite model")
+    ap.add_argument("--models", nargs="+", default=[], metavar="PATH", help="several .tflite models (e.g. DIR/*.tflite)")
     ap.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2,4")
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--json", default="", help="write the results here")
+    ap.add_argument("--csv", default="", help="write one row per (model, threads) here")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --csv file")
     args = ap.parse_args(argv)
     try:
-        threads = [int(t) for t in args.threads.split(",") if t.strip()]
+        args.threads = [int(t) for t in args.threads.split(",") if t.strip()]
     except ValueError:
         raise UserError(f"--threads {args.threads!r} must be comma-separated integers") from None
-    if not threads or min(threads) < 1 or args.runs < 1 or args.warmup < 0:
+    if not args.threads or min(args.threads) < 1 or args.runs < 1 or args.warmup < 0:
         raise UserError("--threads must be >= 1, --runs >= 1, --warmup >= 0")
-    path = Path(args.model)
-    results = [bench(path, t, args.runs, args.warmup) for t in threads]
-    size_kb = round(path.stat().st_size / 1024, 1)
-    macs = results[0]["macs"]
-    mm = f"{macs / 1e6:.1f}" if macs is not None else "n/a"
-    print(f"{'model':28s} {'size_kb':>8s} {'MMACs':>8s} {'threads':>7s} {'median_ms':>10s} {'p90_ms':>8s} {'img_per_s':>10s}")
-    for r in results:
-        print(f"{path.name:28s} {size_kb:8.1f} {mm:>8s} {r['threads']:7d} {r['median_ms']:10.2f} {r['p90_ms']:8.2f} {r['img_per_s']:10.1f}")
-    if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(
-            out,
-            json.dumps(
-                {
-                    "model": str(path),
-                    "size_kb": size_kb,
-                    "macs": macs,
-                    "runs": args.runs,
-                    "warmup": args.warmup,
-                    "machine": platform.machine(),
-                    "results": results,
-                },
-                indent=2,
-            ).encode(),
+    args.paths = list(dict.fromkeys(Path(p) for p in ([args.model] if args.model else []) + args.models))
+    if not args.paths:
+        raise UserError("give --model PATH or --models PATH [PATH ...] (see --help)")
+    for path in args.paths:  # every model checked before any is timed
+        check_model_file(path)
+    if args.csv and Path(args.csv).exists() and (Path(args.csv).is_dir() or not args.overwrite):
+        raise UserError(
+            f"--csv {args.csv} is a directory" if Path(args.csv).is_dir() else f"{args.csv} exists; pass --overwrite to replace it"
         )
+    return args
+
+
+def bench_models(paths: list[Path], threads: list[int], runs: int, warmup: int) -> list[dict]:
+    """One row (CSV_COLUMNS) per (model, threads)."""
+    rows = []
+    for path in paths:
+        results = [bench(path, t, runs, warmup) for t in threads]  # loads the model: a missing runtime is reported here
+        size_kb = round(path.stat().st_size / 1024, 1)
+        for r in results:
+            rows.append({"model": path.name, "path": str(path), "size_kb": size_kb, **r, "macs": results[0]["macs"]})
+    try:
+        runtime = runtime_name()
+    except ModelError as e:
+        raise UserError(str(e)) from None
+    extra = {"runtime": runtime, "machine": platform.machine()}
+    return [{c: {**r, **extra}[c] for c in CSV_COLUMNS} for r in rows]
+
+
+def print_table(rows: list[dict]) -> None:
+    w = max(28, *(len(r["model"]) for r in rows))
+    print(f"{'model':{w}s} {'size_kb':>8s} {'MMACs':>8s} {'threads':>7s} {'median_ms':>10s} {'p90_ms':>8s} {'img_per_s':>10s}  runtime")
+    for r in rows:
+        mm = f"{r['macs'] / 1e6:.1f}" if r["macs"] is not None else "n/a"
+        print(
+            f"{r['model']:{w}s} {r['size_kb']:8.1f} {mm:>8s} {r['threads']:7d} {r['median_ms']:10.2f} {r['p90_ms']:8.2f} "
+            f"{r['img_per_s']:10.1f}  {r['runtime']}"
+        )
+
+
+def write_csv(out: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows({**r, "macs": "" if r["macs"] is None else r["macs"]} for r in rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, buf.getvalue().encode())
+
+
+def write_json(out: Path, rows: list[dict], args) -> None:
+    report = {"runs": args.runs, "warmup": args.warmup, "machine": platform.machine(), "runtime": rows[0]["runtime"]}
+    if len(args.paths) == 1:  # the single-model keys of earlier versions
+        report.update(model=str(args.paths[0]), size_kb=rows[0]["size_kb"], macs=rows[0]["macs"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, json.dumps({**report, "results": rows}, indent=2).encode())
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    rows = bench_models(args.paths, args.threads, args.runs, args.warmup)
+    print_table(rows)
+    if args.csv:
+        write_csv(Path(args.csv), rows)
+    if args.json:
+        write_json(Path(args.json), rows, args)
     return 0
 
 

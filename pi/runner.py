@@ -43,6 +43,18 @@ def load_interpreter_class():
     return Interpreter
 
 
+_PACKAGES = {"tflite_runtime": "tflite-runtime", "ai_edge_litert": "ai-edge-litert", "tensorflow": "tensorflow"}
+
+
+def runtime_name(interpreter_class=None) -> str:
+    """'tflite-runtime 2.14.0': the package and version of `interpreter_class` (default: the one
+    load_interpreter_class() picks). The version is its top-level module's __version__ ("unknown" without one)."""
+    cls = interpreter_class if interpreter_class is not None else load_interpreter_class()
+    top = cls.__module__.split(".")[0]
+    version = getattr(sys.modules.get(top), "__version__", None)
+    return f"{_PACKAGES.get(top, top)} {version or 'unknown'}"
+
+
 class TFLiteSegmenter:
     def __init__(self, path, threads: int = 1, spec: dict | None = None):
         self.path = Path(path)
