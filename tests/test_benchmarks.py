@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from tests.conftest import cli
 
 
@@ -37,3 +39,27 @@ def test_train_speed_benchmark_names_backend_and_device(tmp_path):
     )
     (row,) = json.loads((tmp_path / "speed.json").read_text())
     assert row["backend"] == "torch" and "cpu" in row["device"] and row["img_per_s"] > 0 and row["first_step_s"] > 0
+
+
+def test_arch_latency_models_and_table():
+    """benchmarks.arch_latency: the preset's model axis, ARCH:WIDTH[:DEPTH[:UPSAMPLE]], and the pivot of benchmark rows."""
+    import pandas as pd
+
+    from benchmarks.arch_latency import CONFIG, config_models, parse_model, table
+    from common.cli import UserError
+
+    assert {"arch": "unet", "base_filters": 4, "depth": 4, "upsample": ""} in config_models(CONFIG)
+    assert parse_model("unet:6:3") == {"arch": "unet", "base_filters": 6, "depth": 3, "upsample": ""}
+    assert parse_model("unet:4:4:bilinear")["upsample"] == "bilinear"
+    with pytest.raises(UserError, match="ARCH:WIDTH"):
+        parse_model("unet")
+    rows = [
+        ("unet4_int8.tflite", 150.0, 47.6e6, 1, 3.0, "tflite-runtime 2.14.0"),
+        ("unet4_fp32.tflite", 490.0, 47.6e6, 1, 5.0, "tflite-runtime 2.14.0"),
+        ("unet4_int8.tflite", 150.0, 47.6e6, 1, 2.0, "ai-edge-litert 2.3.0"),
+        ("unet4_fp32.tflite", 490.0, 47.6e6, 1, 4.0, "ai-edge-litert 2.3.0"),
+    ]
+    b = pd.DataFrame(rows, columns=["model", "size_kb", "macs", "threads", "median_ms", "runtime"])
+    t = table(b, {"unet4": 122757}).iloc[0]
+    assert (t.model, t.params, t.mmacs, t.int8_kb, t.fp32_kb) == ("unet4", 122757, 47.6, 150.0, 490.0)
+    assert t["int8 1t tflite-runtime 2.14.0"] == 3.0 and t["fp32 1t ai-edge-litert 2.3.0"] == 4.0
