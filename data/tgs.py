@@ -33,6 +33,7 @@ class TgsData:
     masks: np.ndarray | None  # (N, 101, 101) bool, None for unlabelled images
     depths: np.ndarray  # (N,) float32, NaN where unknown
     source: str = ""
+    files: list | None = None  # the PNG file of each image (None when read from a .npz), for messages
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -44,7 +45,14 @@ class TgsData:
             raise UserError(f"{len(missing)} split ids are not in {self.source} (first: {missing[0]})")
         sel = np.array([index[i] for i in ids], dtype=np.int64)
         masks = None if self.masks is None else self.masks[sel]
-        return TgsData(list(ids), self.images[sel], masks, self.depths[sel], self.source)
+        files = None if self.files is None else [self.files[k] for k in sel]
+        return TgsData(list(ids), self.images[sel], masks, self.depths[sel], self.source, files)
+
+    def where(self, k: int) -> str:
+        """Where image k came from, for messages: its PNG file, or the source and the id."""
+        if self.files is not None:
+            return str(self.files[k])
+        return f"{self.source} (id {self.ids[k]})" if self.source else f"image id {self.ids[k]}"
 
 
 def read_png(path: Path, what: str = "image") -> np.ndarray:
@@ -107,10 +115,12 @@ def load_image_folder(folder, progress: bool = True) -> TgsData:
     if (folder / "images").is_dir():
         folder = folder / "images"
     files = list_pngs(folder, "image")
+    images = np.empty((len(files), ORIG_SIZE, ORIG_SIZE), np.uint8)  # filled in place: no list of arrays + a stacked copy
     with _progress(files, len(files), f"reading {folder}", progress) as bar:
-        images = np.stack([read_image(p) for p in bar])
+        for k, p in enumerate(bar):
+            images[k] = read_image(p)
     ids = [p.stem for p in files]
-    return TgsData(ids, images, None, np.full(len(ids), np.nan, np.float32), str(folder))
+    return TgsData(ids, images, None, np.full(len(ids), np.nan, np.float32), str(folder), files)
 
 
 def read_rle_csv(path: Path) -> dict:
@@ -194,7 +204,7 @@ def load_tgs_dir(path, progress: bool = True) -> TgsData:
     if (root / "depths.csv").exists():
         z = read_depths(root / "depths.csv")
         depths[:] = [z.get(i, np.nan) for i in ids]
-    return TgsData(ids, images, masks, depths, str(root))
+    return TgsData(ids, images, masks, depths, str(root), files)
 
 
 # ---- compact cache -------------------------------------------------------------------------
@@ -241,6 +251,60 @@ def load_data(path, progress: bool = True) -> TgsData:
             raise UserError(f"cache {path} does not exist")
         return load_npz(path)
     return load_tgs_dir(path, progress)
+
+
+def check_not_labelled(unlabelled: TgsData, labelled) -> None:
+    """Refuse an unlabelled image under the id (file stem) of a labelled one, naming both files: it would
+    enter training twice, or put a validation image into the soft term."""
+    where = {}
+    for part in labelled:
+        for k, i in enumerate(part.ids):
+            where.setdefault(i, (part, k))
+    for k, i in enumerate(unlabelled.ids):
+        if i in where:
+            part, j = where[i]
+            raise UserError(
+                f"unlabelled image {unlabelled.where(k)} has the id of the labelled image {part.where(j)}; "
+                "an image is labelled or unlabelled, not both (remove or rename it)"
+            )
+
+
+def join_unlabelled(parts, labelled=()) -> TgsData | None:
+    """Several unlabelled inputs as one set, each id once, in input order (None for no inputs).
+
+    An id in several inputs is kept once when its pixels agree and refused when they differ (as in the
+    teacher cache); an id of a labelled image (`labelled`: TgsData parts) is refused (`check_not_labelled`)."""
+    parts = list(parts)
+    if not parts:
+        return None
+    for part in parts:
+        check_not_labelled(part, labelled)
+    seen, rows = {}, []
+    for p, part in enumerate(parts):
+        for k, i in enumerate(part.ids):
+            if i not in seen:
+                seen[i] = (p, k)
+                rows.append((p, k))
+            elif not np.array_equal(part.images[k], parts[seen[i][0]].images[seen[i][1]]):
+                first = parts[seen[i][0]].where(seen[i][1])
+                raise UserError(
+                    f"unlabelled image {part.where(k)} has the id of {first} but other pixels; "
+                    "each image needs its own id (rename one, or leave one input out)"
+                )
+    if len(parts) == 1 and len(rows) == len(parts[0]):
+        return parts[0]
+    images = np.empty((len(rows),) + parts[0].images.shape[1:], np.uint8)
+    for n, (p, k) in enumerate(rows):
+        images[n] = parts[p].images[k]
+    files = [parts[p].files[k] if parts[p].files is not None else parts[p].where(k) for p, k in rows]
+    return TgsData(
+        [parts[p].ids[k] for p, k in rows],
+        images,
+        None,
+        np.array([parts[p].depths[k] for p, k in rows], np.float32),
+        ", ".join(str(part.source) for part in parts),
+        files,
+    )
 
 
 def load_unlabelled(path, progress: bool = True) -> TgsData:

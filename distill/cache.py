@@ -6,7 +6,9 @@ preprocessing spec, ids, and a fingerprint per image (a 64-bit BLAKE2b of its 10
 aligned with ids). `TeacherCache.check` refuses a cache that was made from other teacher files,
 other weights or other preprocessing than the run asks for; `TeacherCache.take(ids, images)` one
 whose logits belong to other pixels under the same ids (caches of earlier versions have no
-fingerprints and are taken as they are).
+fingerprints and are taken as they are). `TeacherCache(path, tta=True)` (distill_train.py --teacher-tta)
+gives flip-averaged logits instead of the two views (`flip_average`); refused for a black-box cache,
+whose flipped view is only the mirrored map.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def fingerprint(image) -> str:
 
 
 class TeacherCache:
-    def __init__(self, path):
+    def __init__(self, path, tta: bool = False):
         self.path = Path(path)
         meta_path, arr_path = self.path / "meta.json", self.path / "logits.npy"
         if not meta_path.exists() or not arr_path.exists():
@@ -48,6 +50,18 @@ class TeacherCache:
         ):
             raise UserError(f"teacher cache {self.path} is damaged or of another format")
         self.index = {i: k for k, i in enumerate(self.meta["ids"])}
+        self.tta = bool(tta)
+        if self.tta and not self.has_flip_view:
+            raise UserError(
+                f"--teacher-tta needs the teacher's own output on the flipped images, and teacher cache {self.path} holds "
+                "black-box probabilities whose flipped view is the mirrored map (its flip average is the map itself); "
+                "leave --teacher-tta out or build the cache from the teacher with `python -m teacher.cache --teacher ...`"
+            )
+
+    @property
+    def has_flip_view(self) -> bool:
+        """Whether view 1 is the teacher's output on the flipped image (a black-box cache's is the mirrored map)."""
+        return bool(self.meta["teachers"]) and list(self.meta.get("views", ["image", "hflip"])) == ["image", "hflip"]
 
     @property
     def weights(self) -> list[float]:
@@ -87,7 +101,8 @@ class TeacherCache:
                 raise UserError(f"teacher cache {self.path} has {k}={self.meta['spec'][k]}, the run uses {spec[k]}")
 
     def take(self, ids, images=None) -> np.ndarray:
-        """(N, 2, S, S, 1) float16 logits for these ids, in order.
+        """(N, 2, S, S, 1) float16 logits for these ids, in order; with `tta` (--teacher-tta) both views are
+        the flip-averaged logits (`flip_average`): view 0 in the image's orientation, view 1 its mirror.
 
         With images ((N, 101, 101) uint8, aligned with ids), refuse a cache whose logits were computed
         from other pixels under one of these ids (a cache without fingerprints is not checked)."""
@@ -106,7 +121,23 @@ class TeacherCache:
                         f"teacher cache {self.path} was made from other pixels for image {i} than the run's data "
                         "(same id, other image); rebuild it with `python -m teacher.cache` from this data"
                     )
-        return np.asarray(self.logits[sel])[..., None]
+        views = np.asarray(self.logits[sel])
+        if self.tta:
+            flip_average(views)
+        return views[..., None]
+
+
+def flip_average(views: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """In place: (N, 2, S, S) logits of each image (view 0) and of its flip (view 1, flipped orientation) ->
+    view 0 = (z(x) + flip(z(flip(x)))) / 2, the flip-averaged logits in the image's orientation, view 1 = its
+    mirror, so a flipped training view gets the same map flipped. Averaged in float32 (exact for float16
+    inputs), stored in the array's dtype (one rounding to float16); `chunk` images at a time."""
+    for s in range(0, len(views), chunk):
+        v = views[s : s + chunk]
+        m = (v[:, 0].astype(np.float32) + v[:, 1, :, ::-1].astype(np.float32)) / 2
+        v[:, 0] = m
+        v[:, 1] = m[:, :, ::-1]
+    return views
 
 
 def normalise_weights(weights) -> list[float]:

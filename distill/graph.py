@@ -3,7 +3,7 @@
     inputs {"image", "mask"[, "teacher_logits"]}
       student:  image -> student logits z
       teacher:  TeacherLogits.soft_target: teacher logits z_t -> head swap sigmoid(z_t / T)   (omitted for the baseline)
-      loss:     DistillationLoss(lam, T, s(T)) [mask, z, sigmoid(z_t / T)] -> per sample [total, hard, soft]
+      loss:     DistillationLoss(lam, T, s(T)[, hard_loss]) [mask, z, sigmoid(z_t / T)] -> per sample [total, hard, soft]
 
 T is given once, here, and reaches both the teacher's head and the loss layer. The graph is
 compiled with an identity loss (training.loop); only the student is saved and exported.
@@ -26,8 +26,12 @@ def build_training_graph(
     scale: str = "T",
     dice: bool = False,
     input_scale: float | None = None,
+    hard_loss: str = "bce",
 ) -> keras.Model:
     """The training graph; lam = 0 without a teacher is the hard-only baseline (and the teacher's own training).
+
+    hard_loss="lovasz": the loss layer can switch its hard term to the Lovasz hinge (its `lovasz_on`
+    variable, set per epoch by training.loop for --lovasz-epochs); "bce" is the graph of earlier versions.
 
     input_scale: the batches carry unscaled images (training.runs.batches: uint8 after padding, a quarter
     of the bytes) and the graph multiplies them by the sidecar's scale, exactly as preprocessing would.
@@ -42,5 +46,6 @@ def build_training_graph(
         extra, soft = teacher.soft_target(x, temperature)
         inputs.update(extra)
         parts.append(soft)
-    loss = DistillationLoss(lam, temperature, scale, dice=dice, name="loss", dtype="float32")  # float32 under mixed precision too
+    # float32 under mixed precision too
+    loss = DistillationLoss(lam, temperature, scale, dice=dice, hard_loss=hard_loss, name="loss", dtype="float32")
     return keras.Model(inputs, loss(parts), name="train_graph")

@@ -148,8 +148,8 @@ class TeacherLogits:
         return cls(ensemble_label([m.name for m in models], w), models=models, weights=w, paths=[str(p) for p in paths])
 
     @classmethod
-    def from_cache(cls, path, spec: dict, teachers=(), weights=None) -> TeacherLogits:
-        cache = TeacherCache(path)
+    def from_cache(cls, path, spec: dict, teachers=(), weights=None, tta: bool = False) -> TeacherLogits:
+        cache = TeacherCache(path, tta=tta)  # tta: flip-averaged logits (--teacher-tta)
         cache.check(list(teachers), spec, weights)
         return cls(cache.label, cache=cache, weights=cache.weights or None, paths=[str(t) for t in teachers])
 
@@ -163,7 +163,7 @@ class TeacherLogits:
 
     def describe(self) -> str:
         if self.cache is not None:
-            return f"{self.label} from cache {self.cache.path}"
+            return f"{self.label} from cache {self.cache.path}" + (", flip-averaged (--teacher-tta)" if self.cache.tta else "")
         return f"{self.label}, {sum(m.count_params() for m in self.models):,} params, in the graph"
 
     def soft_target(self, image, temperature: float) -> tuple[dict, object]:

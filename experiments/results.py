@@ -80,6 +80,12 @@ def load_runs(root) -> pd.DataFrame:
             label=label(run),
             model=model_name(cfg.get("arch", "unet"), cfg.get("base_filters"), cfg.get("depth", 4), cfg.get("upsample", "")),
             peak_rss_mb=met.get("peak_rss_mb"),
+            # the last epoch's model: no selection on the validation images (runs before 2026-11-27 lack it)
+            mean_iou_last=met.get("val_last", {}).get("mean_iou"),
+            kaggle_map_last=met.get("val_last", {}).get("kaggle_map"),
+            # at the threshold picked on these same validation images (--tune-threshold): optimistic
+            kaggle_map_tuned=met.get("val_tuned_threshold", {}).get("kaggle_map"),
+            threshold_tuned=met.get("val_tuned_threshold", {}).get("threshold"),
         )
         rows.append(row)
     return pd.DataFrame(rows)
@@ -127,6 +133,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
             "mean_iou_std": g["mean_iou"].std(ddof=1) if len(g) > 1 else np.nan,
             "kaggle_map": g["kaggle_map"].mean(),
             "kaggle_map_std": g["kaggle_map"].std(ddof=1) if len(g) > 1 else np.nan,
+            "kaggle_map_last": pd.to_numeric(g["kaggle_map_last"], errors="coerce").mean() if "kaggle_map_last" in g else np.nan,
         }
         first = g.iloc[0]
         if first["kind"] == "student" and first["lam"] > 0:

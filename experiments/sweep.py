@@ -18,8 +18,10 @@ Config (JSON): {"name", "data": path or "synthetic", "synthetic": {n_train, n_te
 "student": {distill_train flags}, "grid": GRID or [GRID, ...], "seeds": [...]}, where GRID is
 {"lam": [...], "temperature": [...], "scale": [...], "base_filters": [...], "unlabelled": [false, true],
 "ensemble": [false, true], "blackbox": [false, "mirrored", "noflip"], "model": [{"arch": "sepunet",
-"base_filters": 8}, {"arch": "unet", "base_filters": 6, "depth": 3}, ...]}; a "model" entry sets the
-student's architecture (arch, base_filters, depth, upsample; the rest from "student"); a list of grids runs the union
+"base_filters": 8}, {"arch": "unet", "base_filters": 6, "depth": 3}, ...], "options": [{}, {"n_unlabelled":
+32}, {"teacher_tta": true}, {"lovasz_epochs": 3}, {"tune_threshold": true}]}; a "model" entry sets the
+student's architecture (arch, base_filters, depth, upsample; the rest from "student"), an "options" entry
+flags that are off by default (each adds to the run's name); a list of grids runs the union
 of their products (so a costly axis such as the ensemble need not multiply every other one). lam = 0
 is the baseline (T, s(T), unlabelled and ensemble do not apply to it). "ensemble": true distils from
 the mean logits of the main teacher and the teachers trained with "ensemble_seeds" (same flags and
@@ -55,7 +57,9 @@ from training.naming import RunSpec, model_name
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 3.0  # how often a shard looks again at a teacher or cache that another shard is making
-GRID_KEYS = ("lam", "temperature", "scale", "base_filters", "model", "unlabelled", "ensemble", "blackbox")
+GRID_KEYS = ("lam", "temperature", "scale", "base_filters", "model", "options", "unlabelled", "ensemble", "blackbox")
+# what an "options" grid entry may set (distill_train.py flags that are off by default; each names its runs)
+OPTION_KEYS = ("n_unlabelled", "teacher_tta", "lovasz_epochs", "tune_threshold")
 MODEL_KEYS = ("arch", "base_filters", "depth", "upsample")  # what a "model" grid entry may set
 BLACKBOX = (False, "mirrored", "noflip")
 KINDS = ("teacher", "cache", "probabilities", "student")
@@ -154,6 +158,7 @@ def student_runs(cfg: dict, teacher: str) -> list[dict]:
             "scale": ["T"],
             "base_filters": [student.get("base_filters", 4)],
             "model": [{}],
+            "options": [{}],
             "unlabelled": [False],
             "ensemble": [False],
             "blackbox": [False],
@@ -166,15 +171,18 @@ def student_runs(cfg: dict, teacher: str) -> list[dict]:
             raise UserError(
                 f'sweep grid value {bad[0]!r} is not allowed (blackbox: false, "mirrored", "noflip"; temperature: a number or "auto")'
             )
-        for lam, T, scale, width, model, unl, ens, bb, seed in itertools.product(*(grid[k] for k in GRID_KEYS), cfg["seeds"]):
+        for lam, T, scale, width, model, opts, unl, ens, bb, seed in itertools.product(*(grid[k] for k in GRID_KEYS), cfg["seeds"]):
             model = student_model(student, width, model)
+            if not isinstance(opts, dict) or set(opts) - set(OPTION_KEYS):
+                raise UserError(f'sweep grid "options" entry {opts!r} must be an object with keys among {", ".join(OPTION_KEYS)}')
             if lam == 0:
                 T, scale, unl, ens, bb = 2.0, "T", False, False, False
+                opts = {k: v for k, v in opts.items() if k in ("lovasz_epochs", "tune_threshold")}  # no teacher: no tta, no unlabelled
             if bb and (unl or ens):
                 raise UserError(
                     'sweep grid combines "blackbox" with unlabelled or ensemble runs (the black-box cache holds the labelled images of one teacher)'
                 )
-            key = (lam, T, scale, tuple(model.items()), unl, ens, bb, seed)
+            key = (lam, T, scale, tuple(model.items()), tuple(sorted(opts.items())), unl, ens, bb, seed)
             if key in seen:
                 continue
             seen.add(key)
@@ -189,6 +197,10 @@ def student_runs(cfg: dict, teacher: str) -> list[dict]:
                 bool(unl),
                 bool(student.get("flip", True)) and bb != "noflip",
                 seed,
+                teacher_tta=bool(opts.get("teacher_tta", False)),
+                lovasz_epochs=int(opts.get("lovasz_epochs", 0)),
+                tune_threshold=bool(opts.get("tune_threshold", False)),
+                n_unlabelled=int(opts.get("n_unlabelled", student.get("n_unlabelled", 16))),
             )
             runs.append(
                 {
@@ -199,6 +211,7 @@ def student_runs(cfg: dict, teacher: str) -> list[dict]:
                     "scale": scale,
                     "base_filters": model["base_filters"],
                     "model": model,
+                    "options": opts,
                     "unlabelled": unl,
                     "ensemble": ens,
                     "blackbox": bb,
@@ -363,6 +376,7 @@ def plan(cfg: dict, args) -> list[Job]:
                 needs += [cdir / "meta.json"]
         if r["unlabelled"]:
             cmd += ["--unlabelled", data]
+        cmd += flags({k: v for k, v in r["options"].items() if not (k == "n_unlabelled" and not r["unlabelled"])})
         jobs.append(Job(r["name"], rdir, rdir / "metrics.json", tuple(cmd), tuple(needs), "student"))
     return shard_jobs(jobs, *shard) if shard else jobs
 

@@ -23,6 +23,9 @@ class DistillConfig(TrainConfig):
     scale: str = "T"  # s(T): "T" (design card, sigmoid outputs), "T2" (Hinton), "1"
     unlabelled: tuple = ()  # folders (or .npz caches) of unlabelled images: soft term only
     n_unlabelled: int = 16  # unlabelled images added to each batch of `batch_size` labelled ones
+    teacher_tta: bool = False  # with --teacher-cache: soft target from the flip-averaged cached logits (image and flipped image)
+    lovasz_epochs: int = 0  # the last N of --epochs train with the Lovasz hinge as the hard term (BCE before); 0 = BCE throughout
+    tune_threshold: bool = False  # after training, pick the mask threshold (0.30..0.70) with the best validation Kaggle mAP -> sidecar
 
 
 def validate(cfg: DistillConfig) -> None:
@@ -49,3 +52,9 @@ def validate(cfg: DistillConfig) -> None:
         raise UserError("--unlabelled images need a teacher and --lam > 0: they enter the soft term only")
     if cfg.n_unlabelled < 0:
         raise UserError(f"--n-unlabelled must be >= 0, got {cfg.n_unlabelled}")
+    if cfg.teacher_tta and not cfg.teacher_cache:
+        raise UserError("--teacher-tta averages the cached teacher logits of each image and its flip: it needs --teacher-cache")
+    if not 0 <= cfg.lovasz_epochs < cfg.epochs:
+        raise UserError(f"--lovasz-epochs must be >= 0 and < --epochs {cfg.epochs} (the last N epochs), got {cfg.lovasz_epochs}")
+    if cfg.lovasz_epochs and cfg.lam == 1:
+        raise UserError("--lovasz-epochs changes the hard term, which has weight 1 - lam = 0 at --lam 1")

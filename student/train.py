@@ -19,7 +19,7 @@ from common.cli import UserError, run
 from common.config import parse_args, show
 from common.devices import device_report
 from common.distribute import data_parallel, describe
-from data.tgs import TgsData, load_unlabelled
+from data.tgs import TgsData, join_unlabelled, load_unlabelled
 from distill.graph import build_training_graph
 from distill.teachers import TeacherLogits
 from metrics.calibration import calibration
@@ -50,19 +50,15 @@ def soft_target_source(cfg: DistillConfig, spec: dict) -> TeacherLogits | None:
     """The one soft-target path: a cache, or the teacher file(s) in the graph; None for a baseline without a teacher."""
     weights = [float(w) for w in cfg.teacher_weights] or None
     if cfg.teacher_cache and cfg.lam > 0:
-        return TeacherLogits.from_cache(cfg.teacher_cache, spec, cfg.teacher, weights)
+        return TeacherLogits.from_cache(cfg.teacher_cache, spec, cfg.teacher, weights, tta=cfg.teacher_tta)
     if cfg.teacher:
         return TeacherLogits.from_models(cfg.teacher, weights, cfg.input_size)
     return None
 
 
-def unlabelled_images(folders) -> TgsData | None:
-    if not folders:
-        return None
-    parts = [load_unlabelled(u) for u in folders]
-    return TgsData(
-        sum((p.ids for p in parts), []), np.concatenate([p.images for p in parts]), None, np.concatenate([p.depths for p in parts])
-    )
+def unlabelled_images(folders, labelled=()) -> TgsData | None:
+    """The --unlabelled images as one set, each id once; ids of the labelled images (`labelled`) refused (data.tgs.join_unlabelled)."""
+    return join_unlabelled([load_unlabelled(u) for u in folders], labelled)
 
 
 def distill(cfg: DistillConfig, opts, parallel: dict) -> int:
@@ -76,7 +72,7 @@ def distill(cfg: DistillConfig, opts, parallel: dict) -> int:
     if not split_file and first is not None and (first.parent / "split.json").exists():
         split_file = str(first.parent / "split.json")
     train, val, split = load_split_data(cfg.data, split_file, cfg.val_fraction, cfg.split_seed, cfg.max_train)
-    unlabelled = unlabelled_images(cfg.unlabelled)
+    unlabelled = unlabelled_images(cfg.unlabelled, (train, val))
     if unlabelled is not None:
         print(f"unlabelled: {len(unlabelled)} images, {cfg.n_unlabelled} per batch (soft term only)", flush=True)
     cache = source.cache if source is not None else None
@@ -105,7 +101,10 @@ def train_student(cfg: DistillConfig, opts, run_dir: Path, source: TeacherLogits
         + describe(parallel),
         flush=True,
     )
-    graph = build_training_graph(student, source, temperature=T, lam=cfg.lam, scale=cfg.scale, input_scale=spec["scale"])
+    hard_loss = "lovasz" if cfg.lovasz_epochs else "bce"  # the last --lovasz-epochs: Lovasz hinge hard term (training.loop)
+    graph = build_training_graph(
+        student, source, temperature=T, lam=cfg.lam, scale=cfg.scale, input_scale=spec["scale"], hard_loss=hard_loss
+    )
     io.write_json(sidecar_path(run_dir / "student.keras"), {**spec, "model_name": student.name})
     info = fit(graph, student, data, cfg, run_dir, "student.keras", opts.resume)
     spec_run = RunSpec.from_config(cfg, source.label if source is not None else "", resolved_temperature=float(T))
@@ -117,8 +116,15 @@ def train_student(cfg: DistillConfig, opts, run_dir: Path, source: TeacherLogits
         "parallel": parallel,
         "temperature": T,
         **info,
-        **final_metrics(student, val, data.val_x, spec),
+        **final_metrics(student, val, data.val_x, spec, cfg.tune_threshold),
     }
+    if cfg.tune_threshold:
+        # The threshold is picked on the validation images that val_tuned_threshold then scores, so that
+        # score flatters the model (an optimistic estimate); "val" stays at the default threshold 0.5.
+        # The sidecar carries it to evaluate.py, export_tflite.py's .tflite sidecars and the Pi (pi/runner.py).
+        tuned = metrics["val_tuned_threshold"]
+        io.write_json(sidecar_path(run_dir / "student.keras"), {**spec, "threshold": tuned["threshold"], "model_name": student.name})
+        print(f"threshold tuned on the validation split: {tuned} (written to the sidecar)", flush=True)
     if source is not None:
         where = {"cache": str(source.cache.path)} if source.cache is not None else {"params": sum(t.count_params() for t in source.models)}
         metrics["teacher"] = {

@@ -3,7 +3,7 @@
     python -m teacher.cache --teacher runs/cpu/teacher/teacher.keras --data cache/tgs.npz \
         --unlabelled cache/tgs.npz --out runs/cpu/teacher/cache
     # prints: cached logits of 1 teacher(s) for 4200 images x 2 views (float16, 275.3 MB) -> runs/cpu/teacher/cache
-    #         (built in 212.4 s, peak RSS 2310 MB)
+    #         (built in 361.8 s, peak RSS 1898 MB: unet8, one busy CPU thread; 21,200 images: 1389.4 MB on disk)
 
 `distill_train.py --teacher-cache CACHE` then trains with no teacher in the graph: the soft target
 is sigmoid(cached_logits / T), so one cache serves every T. Several --teacher files average their
@@ -15,7 +15,14 @@ view 1: the flipped image, in flipped orientation); CACHE/meta.json (also `build
 
 Repeated values take either spelling: `--unlabelled A B` or `--unlabelled A --unlabelled B` (the
 same for --teacher and --data). An id in several inputs is cached once if its pixels agree, and
-refused if they differ.
+refused if they differ; an unlabelled image under the id of a labelled one is refused. In an image
+folder only *.png files count (other files are ignored); a .png that is not a readable 101x101 8-bit
+grayscale PNG is refused, naming it. Every refusal comes before the cache dir is touched.
+
+Streamed: every image is read and checked first and kept as uint8 (10 KB an image), then the
+teachers predict `CHUNK` (512) images at a time, and each chunk's float16 logits go straight into
+logits.npy in the temp dir, so memory beyond the uint8 images does not grow with the number of images
+(the file holds the same bytes as the earlier all-at-once build: tests/test_cache_stream.py).
 
 The cache dir is replaced as a whole: both files are written into `.CACHE.partial-<pid>` next to
 it, then swapped into place, so a kill at any moment leaves the old cache or the new one, never new
@@ -37,15 +44,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from common import io
 from common.cli import UserError, run
 from common.io import file_sha256
 from data.pipeline import prep_images
-from data.tgs import load_data, load_unlabelled, read_png
+from data.tgs import check_not_labelled, load_data, load_unlabelled, read_png
 from distill.cache import FINGERPRINT, FORMAT, fingerprint, normalise_weights
-from distill.teachers import ensemble_logits, load_teacher
+from distill.teachers import load_teacher
 from models.files import model_spec
+from models.predict import predict
+from models.registry import logits_model
 from pi.sidecar import make_spec
 from pi.tgs_common import ORIG_SIZE, pad_amounts
 
@@ -62,23 +72,42 @@ def check_out(out: Path, overwrite: bool) -> None:
 def collect_images(data_paths, unlabelled_paths):
     """(ids, images (N, 101, 101) uint8, fingerprints) of every input, each id once, in input order.
 
-    An id in several inputs (e.g. --data D --unlabelled D) is kept once when its pixels agree, refused when they differ."""
-    parts = [(p, load_data(p)) for p in data_paths] + [(u, load_unlabelled(u)) for u in unlabelled_paths]
-    ids, images, fps, seen = [], [], [], {}
-    for src, part in parts:
-        for i, im in zip(part.ids, part.images):
+    An id in several inputs (e.g. --data D --data D) is kept once when its pixels agree, refused when they
+    differ; an unlabelled image under the id of a labelled one is refused (data.tgs.check_not_labelled).
+    The images are kept as uint8 (10 KB each): one copy, filled in place."""
+    labelled = [(p, load_data(p)) for p in data_paths]
+    parts = labelled + [(u, load_unlabelled(u)) for u in unlabelled_paths]
+    for _, part in parts[len(labelled) :]:
+        check_not_labelled(part, [d for _, d in labelled])
+    ids, fps, seen, rows = [], [], {}, []
+    for n, (src, part) in enumerate(parts):
+        keep = []
+        for k, (i, im) in enumerate(zip(part.ids, part.images)):
             fp = fingerprint(im)
             if i not in seen:
-                seen[i] = (len(ids), src)
+                seen[i] = (len(ids), n, k)
                 ids.append(i)
-                images.append(im)
                 fps.append(fp)
+                keep.append(k)
             elif fps[seen[i][0]] != fp:
                 raise UserError(
-                    f"image id {i} is in {seen[i][1]} and in {src} with different pixels; "
+                    f"image id {i} is in {_where(parts[seen[i][1]], seen[i][2])} and in {_where((src, part), k)} with different pixels; "
                     "a cache holds one image per id (rename one, or leave one input out)"
                 )
-    return ids, (np.stack(images) if images else np.empty((0, ORIG_SIZE, ORIG_SIZE), np.uint8)), fps
+        rows.append(np.array(keep, np.int64))
+    shape = parts[0][1].images.shape[1:] if parts else (ORIG_SIZE, ORIG_SIZE)
+    images = np.empty((len(ids),) + tuple(shape), np.uint8)
+    start = 0
+    for (_, part), keep in zip(parts, rows):
+        np.take(part.images, keep, axis=0, out=images[start : start + len(keep)])
+        start += len(keep)
+    return ids, images, fps
+
+
+def _where(item, k: int) -> str:
+    """An input's image k for messages: its PNG file, or the input and the id."""
+    src, part = item
+    return part.where(k) if part.files is not None else f"{src} (id {part.ids[k]})"
 
 
 @contextmanager
@@ -103,7 +132,45 @@ def write_cache(out: Path, logits: np.ndarray, meta: dict) -> None:
         io.write_json(tmp / "meta.json", meta)
 
 
-def build_cache(teacher_paths, data_paths, unlabelled_paths, out: Path, overwrite: bool, weights=None) -> dict:
+BATCH = 64  # images per predict call: distill.teachers.ensemble_logits' batch
+CHUNK = 512  # images preprocessed and predicted at once (a multiple of BATCH: the same batches as one pass over all)
+
+
+def teacher_views(heads, x: np.ndarray, weights) -> np.ndarray:
+    """(n, S, S, 1) float32 images -> (n, 2, S, S) float32: the teachers' (weighted) mean logits for each
+    image (view 0) and its horizontal flip (view 1, in flipped orientation).
+
+    The arithmetic of `distill.teachers.ensemble_logits` batch by batch (float64 average stored as float32),
+    so a cache built chunk by chunk holds the bits of one built from all images at once (tested)."""
+    w = normalise_weights(weights) if weights else None
+    out = np.empty((len(x), 2) + x.shape[1:3], np.float32)
+    for v, xv in enumerate((x, x[:, :, ::-1])):
+        for s in range(0, len(x), BATCH):
+            xb = xv[s : s + BATCH]
+            out[s : s + BATCH, v] = np.average([predict(h, xb, BATCH)[..., 0] for h in heads], axis=0, weights=w)
+    return out
+
+
+def stream_logits(path: Path, heads, images: np.ndarray, spec: dict, weights, chunk: int = CHUNK) -> None:
+    """The (N, 2, S, S) float16 logits of `images` (uint8) written into the .npy file `path`, `chunk` images at a
+    time: peak memory is one chunk's float32 images and logits whatever N (the old code held float32 copies of
+    all images, both views and their logits: 8.5 GB for 21,200 images). The bytes are np.save's (tested): its
+    version 1.0 header, then the rows in order, by plain writes (a memory map's written pages would count in
+    the RSS: 1.4 GB more for 21,200 images)."""
+    if chunk % BATCH:
+        raise ValueError(f"chunk {chunk} must be a multiple of {BATCH}")
+    size = int(spec["input_size"])
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False, "shape": (len(images), 2, size, size)}
+    with open(path, "wb") as f, tqdm(total=len(images), desc="teacher logits", unit="img", leave=False) as bar:
+        np.lib.format.write_array_header_1_0(f, header)
+        for s in range(0, len(images), chunk):
+            part = images[s : s + chunk]
+            f.write(teacher_views(heads, prep_images(part, spec), weights).astype(np.float16).data)
+            bar.update(len(part))
+
+
+def build_cache(teacher_paths, data_paths, unlabelled_paths, out: Path, overwrite: bool, weights=None, chunk: int = CHUNK) -> dict:
+    """Predict and write the cache of these teachers (see the module doc), `chunk` images at a time."""
     t0 = time.perf_counter()
     out = Path(out)
     check_out(out, overwrite)
@@ -115,12 +182,13 @@ def build_cache(teacher_paths, data_paths, unlabelled_paths, out: Path, overwrit
         raise UserError(f"--teacher-weights has {len(weights)} values for {len(teachers)} teacher(s)")
     w = normalise_weights(weights or [1.0] * len(teachers))
     spec = model_spec(teacher_paths[0], teachers[0])
-    ids, images, fps = collect_images(data_paths, unlabelled_paths)
-    x = prep_images(images, spec)
-    with claim(out, overwrite):
-        logits = np.stack([ensemble_logits(teachers, x, weights=w), ensemble_logits(teachers, x[:, :, ::-1], weights=w)], axis=1).astype(
-            np.float16
-        )
+    size = int(spec["input_size"])
+    if shapes.pop()[:2] != (size, size):
+        raise UserError(f"sidecar of {teacher_paths[0]} says input_size {size}, the teacher takes {teachers[0].inputs[0].shape[1]}")
+    ids, images, fps = collect_images(data_paths, unlabelled_paths)  # every image read and checked before the lock
+    heads = [logits_model(t) for t in teachers]
+    with claim(out, overwrite), io.atomic_dir(out) as tmp:
+        stream_logits(tmp / "logits.npy", heads, images, spec, w, chunk)
         meta = {
             "format": FORMAT,
             "teachers": [{"path": str(t), "sha256": file_sha256(t)} for t in teacher_paths],
@@ -133,7 +201,7 @@ def build_cache(teacher_paths, data_paths, unlabelled_paths, out: Path, overwrit
             "fingerprints": fps,
             "build_s": round(time.perf_counter() - t0, 1),
         }
-        write_cache(out, logits, meta)
+        io.write_json(tmp / "meta.json", meta)
     return meta
 
 

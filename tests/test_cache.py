@@ -152,14 +152,14 @@ def test_lock_refuses_a_second_build_and_is_seen_by_the_sweep(env, tmp_path, mon
 
     out = tmp_path / "cache"
     seen = {}
-    real = tc.write_cache
+    real = tc.teacher_views
 
-    def spy(o, logits, meta):
+    def spy(heads, x, weights):
         if seen:
-            return real(o, logits, meta)
-        # another process (the sweep) sees the dir as busy while this one builds
+            return real(heads, x, weights)
+        # another process (the sweep) sees the dir as busy while this one predicts into it
         p = subprocess.run(
-            [sys.executable, "-c", f"from common.io import is_locked; print(is_locked({str(o)!r}))"],
+            [sys.executable, "-c", f"from common.io import is_locked; print(is_locked({str(out)!r}))"],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -168,9 +168,9 @@ def test_lock_refuses_a_second_build_and_is_seen_by_the_sweep(env, tmp_path, mon
         seen["other"] = p.stdout.strip()
         with pytest.raises(UserError, match="in use"):  # a second build of the same dir is refused
             build(env, out)
-        real(o, logits, meta)
+        return real(heads, x, weights)
 
-    monkeypatch.setattr(tc, "write_cache", spy)
+    monkeypatch.setattr(tc, "teacher_views", spy)
     build(env, out)
     assert seen["other"] == "True"
     assert not io.is_locked(out) and not io.sibling_lock(out).exists()  # released after the build
@@ -267,26 +267,30 @@ def test_training_batches_pass_the_images(env, tmp_path):
 
 
 def test_duplicate_ids_same_pixels_kept_once_other_pixels_refused(env, tmp_path):
-    from data.tgs import load_data
+    """Between labelled inputs or between unlabelled ones: same pixels kept once, other pixels refused (naming
+    both files). An unlabelled image under a labelled id is refused whatever its pixels (tests/test_cache_stream.py)."""
+    from data.tgs import load_data, load_unlabelled
 
     d = load_data(env["data"], progress=False)
     meta = build(env, tmp_path / "c1", "--unlabelled", env["data"], "--unlabelled", env["test"], "--data", env["data"])
     assert len(meta["ids"]) == len(set(meta["ids"])) == 24 + 8 and meta["ids"][:24] == d.ids
 
+    u = load_unlabelled(env["test"], progress=False)
     same, other = tmp_path / "same", tmp_path / "other"
     for f in (same, other):
-        shutil.copytree(env["test"], f)
-        shutil.copy(env["data"] / "train" / "images" / f"{d.ids[2]}.png", f)
-    Image.fromarray(255 - d.images[2]).save(other / f"{d.ids[2]}.png")
-    meta = build(env, tmp_path / "c2", "--unlabelled", same)
-    assert len(meta["ids"]) == 32 and meta["ids"].count(d.ids[2]) == 1
-    with pytest.raises(UserError, match=f"image id {d.ids[2]} is in .* with different pixels"):
-        build(env, tmp_path / "c3", "--unlabelled", other)
+        f.mkdir()
+        shutil.copy(env["test"] / f"{u.ids[2]}.png", f)
+    Image.fromarray(255 - u.images[2]).save(other / f"{u.ids[2]}.png")
+    meta = build(env, tmp_path / "c2", "--unlabelled", env["test"], same)
+    assert len(meta["ids"]) == 32 and meta["ids"].count(u.ids[2]) == 1
+    first, second = env["test"] / f"{u.ids[2]}.png", other / f"{u.ids[2]}.png"
+    with pytest.raises(UserError, match=f"image id {u.ids[2]} is in {first} and in {second} with different pixels"):
+        build(env, tmp_path / "c3", "--unlabelled", env["test"], other)
     assert not (tmp_path / "c3").exists() and leftovers(tmp_path / "c3") == []
 
 
 def test_collect_images_is_linear(monkeypatch):
-    """30,000 ids twice (--data D --unlabelled D): well under a second (the old code compared each id with every other)."""
+    """30,000 ids twice (--data D --data D): well under a second (the old code compared each id with every other)."""
     import teacher.cache as tc
     from data.tgs import TgsData
 
@@ -296,7 +300,7 @@ def test_collect_images_is_linear(monkeypatch):
     monkeypatch.setattr(tc, "load_data", lambda p: part)
     monkeypatch.setattr(tc, "load_unlabelled", lambda p: part)
     t0 = time.perf_counter()
-    got, images, fps = tc.collect_images(["d"], ["d"])
+    got, images, fps = tc.collect_images(["d", "d"], [])
     assert time.perf_counter() - t0 < 5 and got == ids and len(images) == len(fps) == n
 
 

@@ -340,6 +340,33 @@ def test_model_axis_sets_the_architecture_flags(tmp_path):
         student_runs({**cfg, "grid": {"model": [{"arch": "unet", "width": 3}]}}, "unet4")
 
 
+def test_options_axis_names_runs_and_passes_flags(tmp_path):
+    """An "options" entry (n_unlabelled, teacher_tta, lovasz_epochs, tune_threshold) reaches the command and the name."""
+    from experiments.sweep import parse_args, plan, student_runs
+
+    cfg = {
+        "name": "o",
+        "data": "synthetic",
+        "teacher": {"base_filters": 4},
+        "teacher_cache": True,
+        "seeds": [0],
+        "grid": {"lam": [0, 0.9], "unlabelled": [True], "options": [{}, {"n_unlabelled": 32}, {"teacher_tta": True, "lovasz_epochs": 2}]},
+    }
+    names = [r["name"] for r in student_runs(cfg, "unet4")]
+    assert names == [
+        "unet4_baseline_s0",
+        "unet4_baseline_lov2_s0",
+        "unet4_from_unet4_T2_l0.9_sT_unl_s0",
+        "unet4_from_unet4_T2_l0.9_sT_unl32_s0",
+        "unet4_from_unet4_T2_l0.9_sT_unl_tta_lov2_s0",
+    ]
+    (tmp_path / "o.json").write_text(json.dumps(cfg))
+    jobs = {j.name: " ".join(j.cmd) for j in plan(cfg, parse_args(["--config", str(tmp_path / "o.json"), "--out", str(tmp_path / "x")]))}
+    assert "--n-unlabelled 32" in jobs["unet4_from_unet4_T2_l0.9_sT_unl32_s0"]
+    assert "--teacher-tta --lovasz-epochs 2" in jobs["unet4_from_unet4_T2_l0.9_sT_unl_tta_lov2_s0"]
+    assert "--teacher-tta" not in jobs["unet4_baseline_lov2_s0"] and "--lovasz-epochs 2" in jobs["unet4_baseline_lov2_s0"]
+
+
 def test_runspec_names_the_sweep_runs():
     """The names the sweep plans are RunSpec's, and RunSpec.from_config of the student's config gives them back."""
     from experiments.sweep import load_config, student_runs

@@ -6,7 +6,7 @@ import pytest
 from keras import ops
 
 from distill.graph import build_training_graph
-from distill.losses import DistillationLoss, IdentityLoss, LossPart, scale_factor
+from distill.losses import DistillationLoss, IdentityLoss, LossPart, lovasz_hinge, scale_factor
 from distill.teachers import TeacherLogits, TemperatureSigmoid, soft_teacher
 from models.registry import build_model, logits_model
 from models.unet import build_unet
@@ -164,3 +164,132 @@ def test_loss_layer_rejects_bad_arguments(kwargs):
         DistillationLoss(**kwargs)
     with pytest.raises(ValueError):
         TemperatureSigmoid(0.0)
+
+
+# ---------------------------------------------------------------- Lovasz hinge (Berman et al. 2018) against Berman's reference code
+
+
+def np_lovasz_grad(gt_sorted):
+    """Berman's reference `lovasz_grad` (github.com/bermanmaxim/LovaszSoftmax, lovasz_losses.py), in numpy."""
+    p = len(gt_sorted)
+    gts = gt_sorted.sum()
+    intersection = gts - np.cumsum(gt_sorted)
+    union = gts + np.cumsum(1.0 - gt_sorted)
+    jaccard = 1.0 - intersection / union
+    if p > 1:  # cover the 1-pixel case
+        jaccard[1:p] = jaccard[1:p] - jaccard[0:-1]
+    return jaccard
+
+
+def np_lovasz_hinge(logits, labels):
+    """Berman's `lovasz_hinge(logits, labels, per_image=True, ignore=-1)` per image: (loss (B,), d loss / d logits)."""
+    losses, grads = [], np.zeros(logits.shape, np.float64)
+    for b, (z, y) in enumerate(zip(logits.reshape(len(logits), -1).astype(np.float64), labels.reshape(len(labels), -1))):
+        keep = np.flatnonzero(y != -1)  # flatten_binary_scores(ignore=-1)
+        if len(keep) == 0:  # lovasz_hinge_flat: an empty image contributes 0
+            losses.append(0.0)
+            continue
+        z, y = z[keep], y[keep].astype(np.float64)
+        signs = 2.0 * y - 1.0
+        errors = 1.0 - z * signs
+        perm = np.argsort(-errors, kind="stable")
+        grad = np_lovasz_grad(y[perm])
+        losses.append(float(np.dot(np.maximum(errors[perm], 0.0), grad)))
+        g = np.zeros(len(z))
+        g[perm] = -signs[perm] * grad * (errors[perm] > 0)
+        grads.reshape(len(grads), -1)[b, keep] = g
+    return np.array(losses), grads
+
+
+def lovasz_inputs():
+    rng = np.random.default_rng(3)
+    z = rng.normal(0, 2, (6, 8, 8, 1)).astype(np.float32)
+    y = (rng.random((6, 8, 8, 1)) > 0.6).astype(np.float32)
+    y[1] = 0.0  # all background: relu(max error)
+    y[2, :3] = -1.0  # partly unlabelled: those pixels are left out
+    y[3] = -1.0  # an unlabelled image: contributes nothing
+    y[4] = 1.0  # all salt
+    return z, y
+
+
+def _grad(fn, z):
+    """d sum(fn(z)) / dz on the current backend."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        zt = torch.tensor(z, requires_grad=True)
+        fn(zt).sum().backward()
+        return zt.grad.numpy()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        zt = tf.Variable(z)
+        with tf.GradientTape() as tape:
+            out = tf.reduce_sum(fn(zt))
+        return tape.gradient(out, zt).numpy()
+    import jax
+
+    return np.asarray(jax.grad(lambda zz: fn(zz).sum())(z))
+
+
+def test_lovasz_hinge_matches_berman_reference():
+    z, y = lovasz_inputs()
+    want, want_grad = np_lovasz_hinge(z, y)
+    got = ops.convert_to_numpy(lovasz_hinge(y, z))
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert got[3] == 0.0 and got[1] > 0
+    np.testing.assert_allclose(got[1], 1 + z[1].max(), atol=1e-5)  # all background: relu(max error) = 1 + max z
+    np.testing.assert_allclose(float(np.mean(got)), float(np.mean(want)), atol=1e-5)  # Keras' mean over the batch
+    np.testing.assert_allclose(_grad(lambda zz: lovasz_hinge(y, zz), z), want_grad, atol=1e-5)
+    # ties (here: all logits 0, every error 1) do not change the value
+    np.testing.assert_allclose(ops.convert_to_numpy(lovasz_hinge(y, np.zeros_like(z))), np_lovasz_hinge(np.zeros_like(z), y)[0], atol=1e-5)
+    # perfect, confident logits: every error <= 0
+    assert np.all(ops.convert_to_numpy(lovasz_hinge(np.maximum(y, 0), 5 * (2 * np.maximum(y, 0) - 1))) == 0.0)
+
+
+def test_loss_layer_hard_term_switches_between_bce_and_lovasz():
+    z, y = lovasz_inputs()
+    rng = np.random.default_rng(4)
+    t = sigmoid(rng.normal(size=z.shape)).astype(np.float32)
+    layer = DistillationLoss(0.3, 2.0, hard_loss="lovasz")
+    assert float(ops.convert_to_numpy(layer.lovasz_on)) == 1.0 and not layer.trainable_weights
+    out = ops.convert_to_numpy(layer([y, z, t]))
+    bce = ops.convert_to_numpy(DistillationLoss(0.3, 2.0)([y, z, t]))
+    np.testing.assert_allclose(out[:, 1], np_lovasz_hinge(z, y)[0], atol=1e-5)
+    np.testing.assert_allclose(out[:, 2], bce[:, 2], rtol=1e-6)  # the soft term is unchanged
+    np.testing.assert_allclose(out[:, 0], 0.7 * out[:, 1] + 0.3 * 2.0 * out[:, 2], rtol=1e-5)
+    layer.lovasz_on.assign(0.0)
+    np.testing.assert_allclose(ops.convert_to_numpy(layer([y, z, t])), bce, rtol=1e-6)  # BCE phase: the default layer's numbers
+    assert not DistillationLoss(0.3, 2.0).weights  # the default layer holds no variable
+    with pytest.raises(ValueError):
+        DistillationLoss(hard_loss="dice")
+
+
+def test_lovasz_graph_round_trip_keeps_the_switch(tmp_path):
+    """A training graph with hard_loss="lovasz" reloads (safe_mode) with its loss config and switch value."""
+    keras.utils.set_random_seed(0)
+    graph = build_training_graph(build_student((32, 32, 1), 2, 2), lam=0.0, hard_loss="lovasz")
+    graph.get_layer("loss").lovasz_on.assign(0.0)
+    x = np.random.default_rng(0).random((2, 32, 32, 1)).astype(np.float32)
+    feed = {"image": x, "mask": (x > 0.5).astype(np.float32)}
+    graph.save(tmp_path / "g.keras")
+    loaded = keras.saving.load_model(tmp_path / "g.keras")
+    layer = loaded.get_layer("loss")
+    assert layer.hard_loss == "lovasz" and float(ops.convert_to_numpy(layer.lovasz_on)) == 0.0
+    np.testing.assert_allclose(ops.convert_to_numpy(loaded(feed)), ops.convert_to_numpy(graph(feed)), rtol=1e-6)
+    assert "hard_loss" not in DistillationLoss().get_config()  # the default layer's config is as before
+
+
+@pytest.mark.parametrize("backend", ["jax", "tensorflow"])
+def test_lovasz_on_other_backends(backend):
+    """The two tests above, run on the jax and tensorflow backends (torch: the session's backend)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import tests.test_losses as t; t.test_lovasz_hinge_matches_berman_reference(); t.test_loss_layer_hard_term_switches_between_bce_and_lovasz()"
+    root = Path(__file__).resolve().parents[1]
+    env = {**__import__("os").environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    p = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]

@@ -53,3 +53,13 @@ def test_model_names_say_depth_and_decoder_only_when_not_the_default():
     assert model_name("sepunet", 8, 4, "bilinear") == "sepunet8" and model_name("mbv2add", 4, 4, "transpose") == "mbv2add4_transpose"
     cfg = {"arch": "sepunet", "base_filters": 8, "depth": 3, "upsample": "", "lam": 0, "seed": 2}
     assert RunSpec.from_config(cfg).name == "sepunet8d3_baseline_s2"
+
+
+def test_options_off_by_default_name_their_runs():
+    kd = {"base_filters": 4, "lam": 0.9, "temperature": 2.0, "scale": "T", "unlabelled": True, "seed": 0}
+    assert RunSpec.from_config(kd, "unet8").name == "unet4_from_unet8_T2_l0.9_sT_unl_s0"
+    tta = RunSpec.from_config({**kd, "teacher_tta": True, "lovasz_epochs": 3, "tune_threshold": True}, "unet8")
+    assert tta.name == "unet4_from_unet8_T2_l0.9_sT_unl_tta_lov3_thr_s0"
+    assert tta.label == "unet4 KD T=2 lam=0.9 s=T +unl +tta +lovasz3 +thr"
+    base = RunSpec.from_config({**kd, "lam": 0, "lovasz_epochs": 2, "teacher_tta": True}, "unet8")
+    assert base.name == "unet4_baseline_lov2_s0" and base.label == "unet4 baseline +lovasz2"  # tta needs a teacher

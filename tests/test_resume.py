@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--lam", "0", "--epochs", "5", "--batch-size", "8", "--base-filters", "2", "--depth", "3", "--input-size", "104"]
@@ -56,3 +57,27 @@ def test_kill_and_resume_matches_uninterrupted(synth_dir, tmp_path):
         )
     )
     print("resume figures:", json.dumps({"killed_after_epoch": killed_at, "ref": m_ref, "resumed": m}))
+
+
+def test_resume_of_a_run_from_before_a_new_option(tmp_path):
+    """A config.json written before a field existed resumes when the field holds its default, and not otherwise."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from common.cli import UserError
+    from common.io import release_lock
+    from student.config import DistillConfig
+    from training.runs import start_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = DistillConfig(data="d", lam=0)
+    old = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(cfg))).items() if k not in ("teacher_tta", "lovasz_epochs")}
+    (run / "config.json").write_text(json.dumps(old))
+    (run / "checkpoint.json").write_text("{}")
+    opts = SimpleNamespace(overwrite=False, resume=True)
+    start_run(cfg, run, opts)
+    release_lock(run)
+    (run / "config.json").write_text(json.dumps(old))
+    with pytest.raises(UserError, match="lovasz_epochs"):
+        start_run(DistillConfig(data="d", lam=0, epochs=5, lovasz_epochs=2), run, opts)

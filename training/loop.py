@@ -2,7 +2,9 @@
 
 Each epoch: Keras' progress bar; validation loss (hard and soft parts); then the inference model
 predicts the validation images, predictions are cropped back to 101x101 and scored; the best
-epoch (by `monitor`) is saved atomically; history.csv is rewritten atomically.
+epoch (by `monitor`) is saved atomically; history.csv is rewritten atomically. The last epoch's
+scores are kept too (`val_last`: the best epoch is picked on the images that score it, the last is not).
+With `lovasz_epochs` N > 0 the last N epochs train with the Lovasz hinge as the hard term.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from common import io
 from common.cli import UserError
 from data.pipeline import Batches
 from distill.losses import IdentityLoss, LossPart
-from metrics.segmentation import score_masks
+from metrics.segmentation import kaggle_per_image, score_masks
 from models.predict import predict_probs
 from models.registry import float32_copy
 
@@ -42,6 +44,32 @@ def evaluate_probs(probs: np.ndarray, masks: np.ndarray, threshold: float = 0.5)
     return score_masks(probs > threshold, masks)
 
 
+def last_epoch_scores(probs: np.ndarray, masks: np.ndarray, threshold: float) -> dict:
+    """metrics.json's `val_last` and `val_last_kaggle_per_image` (split order), like `val` and `val_kaggle_per_image`."""
+    return {
+        "val_last": evaluate_probs(probs, masks, threshold),
+        "val_last_kaggle_per_image": np.round(kaggle_per_image(probs > threshold, masks), 4).tolist(),
+    }
+
+
+THRESHOLD_GRID = np.round(np.arange(0.30, 0.71, 0.02), 2)  # 0.30, 0.32, ..., 0.70
+
+
+def pick_threshold(probs: np.ndarray, masks: np.ndarray, grid=THRESHOLD_GRID) -> dict:
+    """The mask threshold in `grid` with the highest Kaggle mAP; ties -> the one closest to 0.5 (then the lower).
+
+    Kaggle mAP is compared exactly: each image scores k/10, so the sum of the k is an integer.
+    Returns {"threshold", "kaggle_map", "mean_iou"} at that threshold. Picked on the images it is
+    then scored on, the score flatters the model (see student.train).
+    """
+    grid = [float(t) for t in grid]
+    tally = [int(np.round(kaggle_per_image(probs > t, masks) * 10).sum()) for t in grid]
+    best = max(range(len(grid)), key=lambda i: (tally[i], -round(abs(grid[i] - 0.5) * 1e6), -grid[i]))
+    t = grid[best]
+    s = evaluate_probs(probs, masks, t)
+    return {"threshold": t, "kaggle_map": s["kaggle_map"], "mean_iou": s["mean_iou"]}
+
+
 class ValScore(keras.callbacks.Callback):
     """Score the inference model on validation images each epoch; keep the best; write history."""
 
@@ -50,6 +78,7 @@ class ValScore(keras.callbacks.Callback):
         self.infer_model, self.val_x, self.val_masks, self.spec = infer_model, val_x, val_masks, spec
         self.model_path, self.history_path, self.monitor, self.n_train = model_path, history_path, monitor, n_train
         self.best, self.best_epoch, self.rows, self.wall = -np.inf, -1, [], 0.0
+        self.last = None  # last_epoch_scores of the final epoch (fit's `epochs`), kept from its validation
 
     def on_epoch_begin(self, epoch, logs=None):
         self.t0, self.t_train = time.perf_counter(), None
@@ -67,7 +96,10 @@ class ValScore(keras.callbacks.Callback):
                 f"training diverged at epoch {epoch + 1}: {', '.join(f'{k} = {v}' for k, v in bad.items())} "
                 "(lower --lr, or check --temperature and the data)"
             )
-        scores = evaluate_probs(predict_probs(self.infer_model, self.val_x, self.spec), self.val_masks, self.spec["threshold"])
+        probs = predict_probs(self.infer_model, self.val_x, self.spec)
+        scores = evaluate_probs(probs, self.val_masks, self.spec["threshold"])
+        if epoch + 1 == (self.params or {}).get("epochs"):  # the last epoch: keep its scores (no extra prediction)
+            self.last = last_epoch_scores(probs, self.val_masks, self.spec["threshold"])
         logs = logs if logs is not None else {}
         logs.update({f"val_{k}": v for k, v in scores.items() if k != "n_images"})
         lr = self.model.optimizer.learning_rate
@@ -95,6 +127,22 @@ class ValScore(keras.callbacks.Callback):
             self.history_path.parent,
             {"epoch": epoch + 1, "best": self.best, "best_epoch": self.best_epoch, "rows": self.rows, "wall_s": self.wall},
         )
+
+
+class LovaszPhase(keras.callbacks.Callback):
+    """Sets the loss layer's `lovasz_on` at each epoch's start: 0 (BCE) before epoch `start` (0-based), 1 from it.
+
+    Set from the epoch number, so a resumed run is in the right phase whatever the checkpoint held."""
+
+    def __init__(self, switch, start: int):
+        super().__init__()
+        self.switch, self.start = switch, start
+
+    def on_epoch_begin(self, epoch, logs=None):
+        on = epoch >= self.start
+        self.switch.assign(1.0 if on else 0.0)
+        if epoch == self.start:
+            print(f"epoch {epoch + 1}: the hard term is the Lovasz hinge from here on", flush=True)
 
 
 CKPT_WEIGHTS, CKPT_STATE = "checkpoint.weights.h5", "checkpoint.json"
@@ -131,9 +179,12 @@ def load_checkpoint(train_model, run_dir: Path) -> dict | None:
 def fit(train_model, infer_model, data: TrainingData, cfg, run_dir: Path, model_name: str, resume: bool = False) -> dict:
     """Train `train_model` (outputs [total, hard, soft] per sample) and keep the best `infer_model`.
 
-    cfg gives epochs, lr, weight_decay, monitor and tensorboard (a training.config.TrainConfig).
+    cfg gives epochs, lr, weight_decay, monitor and tensorboard (a training.config.TrainConfig),
+    optionally lovasz_epochs (student.config.DistillConfig: the last N epochs train with the Lovasz
+    hinge as the hard term; the graph's loss layer must be built with hard_loss="lovasz").
     Every epoch ends with a checkpoint (weights, optimizer, epoch, history); `resume` continues
     from it: the data order and flips are seeded per epoch, so the rest of the run is the same.
+    Returns best_epoch, timings and the last epoch's validation scores (last_epoch_scores).
     """
     train_batches = data.train
     steps = cfg.epochs * len(train_batches)
@@ -151,6 +202,12 @@ def fit(train_model, infer_model, data: TrainingData, cfg, run_dir: Path, model_
         infer_model, data.val_x, data.val_masks, data.spec, model_path, run_dir / "history.csv", cfg.monitor, len(train_batches.x)
     )
     callbacks = [cb]
+    lovasz_epochs = getattr(cfg, "lovasz_epochs", 0)
+    if lovasz_epochs:
+        layer = train_model.get_layer("loss")
+        if getattr(layer, "hard_loss", "bce") != "lovasz":
+            raise ValueError("lovasz_epochs needs a training graph built with hard_loss='lovasz'")
+        callbacks.insert(0, LovaszPhase(layer.lovasz_on, cfg.epochs - lovasz_epochs))
     if cfg.tensorboard:  # after ValScore, so the validation scores it adds to the epoch's logs are logged too
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False))
     start, wall0 = 0, 0.0
@@ -174,6 +231,9 @@ def fit(train_model, infer_model, data: TrainingData, cfg, run_dir: Path, model_
             verbose=1 if sys.stdout.isatty() else 2,
         )
     wall = wall0 + time.perf_counter() - t0
+    last = cb.last
+    if last is None:  # resumed after the final epoch's checkpoint: infer_model holds that epoch's weights
+        last = last_epoch_scores(predict_probs(infer_model, data.val_x, data.spec), data.val_masks, data.spec["threshold"])
     best = keras.saving.load_model(model_path)
     infer_model.set_weights(best.get_weights())
     rows = cb.rows
@@ -182,4 +242,5 @@ def fit(train_model, infer_model, data: TrainingData, cfg, run_dir: Path, model_
         "epochs": cfg.epochs,
         "train_wall_s": round(wall, 1),
         "train_img_per_s": round(float(np.median([r["train_img_per_s"] for r in rows])), 1),
+        **last,
     }

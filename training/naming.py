@@ -48,6 +48,18 @@ class RunSpec:
     flip: bool = True
     seed: int = 0
     resolved_temperature: float | None = None  # what "auto" resolved to (labels only)
+    teacher_tta: bool = False  # flip-averaged soft targets (--teacher-tta)
+    lovasz_epochs: int = 0  # last epochs with the Lovasz hinge as the hard term (--lovasz-epochs)
+    tune_threshold: bool = False  # mask threshold picked on the validation split (--tune-threshold)
+    n_unlabelled: int = 16  # unlabelled images per batch (--n-unlabelled); named only when not 16
+
+    @property
+    def extras(self) -> tuple[str, str]:
+        """(name suffix, label suffix) of the options that are off by default."""
+        parts = [("tta", "+tta")] if self.teacher_tta and self.distilled else []
+        parts += [(f"lov{self.lovasz_epochs}", f"+lovasz{self.lovasz_epochs}")] if self.lovasz_epochs else []
+        parts += [("thr", "+thr")] if self.tune_threshold else []
+        return "".join("_" + n for n, _ in parts), "".join(" " + lab for _, lab in parts)
 
     @property
     def distilled(self) -> bool:
@@ -57,17 +69,18 @@ class RunSpec:
     def name(self) -> str:
         if self.kind == "teacher":
             return f"{self.model}_teacher_s{self.seed}"
-        flip = "" if self.flip else "_noflip"
+        flip = ("" if self.flip else "_noflip") + self.extras[0]
         if not self.distilled:
             return f"{self.model}_baseline{flip}_s{self.seed}"
         T = "auto" if self.temperature == "auto" else f"{float(self.temperature):g}"
-        return f"{self.model}_from_{self.teacher}_T{T}_l{self.lam:g}_s{self.scale}{'_unl' if self.unlabelled else ''}{flip}_s{self.seed}"
+        unl = ("_unl" + ("" if self.n_unlabelled == 16 else str(self.n_unlabelled))) if self.unlabelled else ""
+        return f"{self.model}_from_{self.teacher}_T{T}_l{self.lam:g}_s{self.scale}{unl}{flip}_s{self.seed}"
 
     @property
     def label(self) -> str:
         if self.kind == "teacher":
             return f"teacher {self.model}"
-        flip = "" if self.flip else " noflip"
+        flip = ("" if self.flip else " noflip") + self.extras[1]
         if not self.distilled:
             return f"{self.model} baseline{flip}"
         if self.temperature == "auto":
@@ -78,7 +91,7 @@ class RunSpec:
         ens = (f" ens{m.group(1)}" + (" weighted" if m.group(2) else "")) if m else ""
         return (
             f"{self.model} KD T={T} lam={self.lam:g} s={self.scale}"
-            + (" +unl" if self.unlabelled else "")
+            + ((" +unl" + ("" if self.n_unlabelled == 16 else str(self.n_unlabelled))) if self.unlabelled else "")
             + ens
             + (" blackbox" if self.teacher == "blackbox" else "")
             + flip
@@ -103,6 +116,10 @@ class RunSpec:
             bool(cfg.get("flip", True)),
             cfg.get("seed", 0),
             resolved_temperature,
+            bool(cfg.get("teacher_tta", False)),
+            int(cfg.get("lovasz_epochs", 0) or 0),
+            bool(cfg.get("tune_threshold", False)),
+            int(cfg.get("n_unlabelled", 16)),
         )
 
     @classmethod

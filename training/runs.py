@@ -23,7 +23,7 @@ from data.split import load_split, stratified_split
 from data.tgs import TgsData, load_data
 from metrics.segmentation import kaggle_per_image
 from models.predict import predict_probs
-from training.loop import TrainingData, evaluate_probs
+from training.loop import TrainingData, evaluate_probs, pick_threshold
 
 
 def start_run(cfg, run_dir: Path, opts, split: dict | None = None, parallel: dict | None = None) -> Path:
@@ -36,6 +36,9 @@ def start_run(cfg, run_dir: Path, opts, split: dict | None = None, parallel: dic
     if opts.resume and (run_dir / "config.json").exists():
         old = json.loads((run_dir / "config.json").read_text())
         old.pop("environment", None)
+        # a field added since the run started is as it was then when it holds its default
+        defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
+        old = {**{k: v for k, v in json.loads(json.dumps(defaults)).items() if k not in old}, **old}
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if diff:
             raise UserError(f"--resume with a different config than {run_dir / 'config.json'}: {', '.join(diff)}")
@@ -107,18 +110,25 @@ def batches(
     return TrainingData(tb, vb, vx, val.masks, spec)
 
 
-def final_metrics(model, val: TgsData, vx: np.ndarray, spec: dict) -> dict:
-    """Validation metrics of the best model, plain and with horizontal-flip test-time augmentation."""
+def final_metrics(model, val: TgsData, vx: np.ndarray, spec: dict, tune_threshold: bool = False) -> dict:
+    """Validation metrics of the best model, plain and with horizontal-flip test-time augmentation.
+
+    tune_threshold: also `val_tuned_threshold` (training.loop.pick_threshold: the threshold in 0.30..0.70
+    with the best validation Kaggle mAP, and its scores); the other entries stay at spec["threshold"]."""
     p = predict_probs(model, vx, spec)
     pf = predict_probs(model, vx[:, :, ::-1], spec)[:, :, ::-1]
     t = spec["threshold"]
-    return {
+    out = {
         "val": evaluate_probs(p, val.masks, t),
         "val_flip_tta": evaluate_probs((p + pf) / 2, val.masks, t),
         # per-image Kaggle scores in split order: paired comparisons between runs (experiments/)
         "val_ids": list(val.ids),
         "val_kaggle_per_image": np.round(kaggle_per_image(p > t, val.masks), 4).tolist(),
     }
+    if tune_threshold:
+        # chosen on the same validation images it is scored on: this score flatters the model
+        out["val_tuned_threshold"] = pick_threshold(p, val.masks)
+    return out
 
 
 def peak_rss_mb() -> float | None:
