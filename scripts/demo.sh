@@ -2,7 +2,7 @@
 # The demo (README command 1): build .venv from requirements.txt if needed, then run the whole
 # pipeline on embedded synthetic data: teacher -> baseline and distilled students (2 seeds) ->
 # results table -> TFLite export (fp32/fp16/int8) with parity -> the Raspberry Pi program ->
-# the notebook executed to HTML. About 10 minutes on a 2-core CPU.
+# the quality-vs-latency frontier -> the notebook executed to HTML. About 10 minutes on a 2-core CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import keras, tensorflow, torch, tflite_runtime" 2>/dev/null; then
@@ -22,6 +22,7 @@ $PY pi/infer.py --model $SWEEP/export/student_int8.tflite --images $SWEEP/data/t
     --submission $SWEEP/submission.csv --overwrite
 $PY pi/benchmark.py --model $SWEEP/export/student_fp32.tflite --threads 1,2 --runs 20 --json $SWEEP/export/student_fp32_benchmark.json
 $PY pi/benchmark.py --model $SWEEP/export/student_int8.tflite --threads 1,2 --runs 20 --json $SWEEP/export/student_int8_benchmark.json
+$PY -m experiments.frontier $SWEEP --threads 1 --runs 10 --overwrite
 SWEEP_DIR=$PWD/$SWEEP $PY -m experiments.notebook notebooks/compare_students.ipynb $SWEEP/compare_students.ipynb
 set +x
 echo "== done: results in $SWEEP/summary.txt, notebook in $SWEEP/, Pi masks in $SWEEP/pi_masks"
