@@ -87,7 +87,7 @@ def test_cache_and_in_graph_teacher_give_the_same_losses(runs, synth_dir):
     teacher = runs["teacher"] / "teacher.keras"
     from_model = TeacherLogits.from_models([teacher])
     from_cache = TeacherLogits.from_cache(runs["cache"], spec, [teacher])
-    assert from_model.label == from_cache.label == "unet4"
+    assert from_model.label == from_cache.label == "unet4d3"  # a depth-3 teacher: its name says so
     t = from_cache.cache.take(d.ids[:16])
     student = build_model("unet", (104, 104, 1), 2, 3)
     in_graph = build_training_graph(student, from_model, temperature=2.0, lam=0.9, scale="T2")
