@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from common.cli import UserError, run
+from tests.test_bad_input import check  # one line `error: ...`, exit 2, naming the problem
 
 TINY = ["--epochs", "1", "--base-filters", "2", "--depth", "3", "--input-size", "104"]
 
@@ -49,14 +50,6 @@ def call(module_main, argv, capsys):
     with pytest.raises(SystemExit) as e:
         run(module_main, [str(a) for a in argv])
     return e.value.code, capsys.readouterr().err.strip()
-
-
-def check(code, err, needle):
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) >= 1 and lines[-1].startswith("error: "), err
-    assert needle.lower() in lines[-1].lower(), (needle, lines[-1])
 
 
 def leftovers(out: Path) -> list[str]:
