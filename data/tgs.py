@@ -307,6 +307,22 @@ def join_unlabelled(parts, labelled=()) -> TgsData | None:
     )
 
 
+def count_unlabelled(paths) -> int:
+    """How many images `--unlabelled PATHS` would give (ids counted once), without reading pixels: for run names."""
+    ids = set()
+    for path in map(Path, paths):
+        if path.suffix == ".npz":
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    ids.update(str(i) for i in z["test_ids"]) if "test_ids" in z else None
+            except (OSError, ValueError) as e:
+                raise UserError(f"cannot read cache {path}: {e}") from None
+            continue
+        folder = path / "test" / "images" if (path / "test" / "images").is_dir() else path
+        ids.update(p.stem for p in list_pngs(folder, "unlabelled"))
+    return len(ids)
+
+
 def load_unlabelled(path, progress: bool = True) -> TgsData:
     """Unlabelled images from a folder of PNGs, a Kaggle folder's test/images, or a cache's test part."""
     path = Path(path)

@@ -15,13 +15,14 @@
 
 Config (JSON): {"name", "data": path or "synthetic", "synthetic": {n_train, n_test, seed},
 "teacher": {teacher.train flags} or "teacher_path", "ensemble_seeds": [seeds of extra teachers],
-"student": {distill_train flags}, "grid": GRID or [GRID, ...], "seeds": [...]}, where GRID is
-{"lam": [...], "temperature": [...], "scale": [...], "base_filters": [...], "unlabelled": [false, true],
+"student": {distill_train flags}, "unlabelled_extra": [folders], "grid": GRID or [GRID, ...], "seeds": [...]}, where GRID is
+{"lam": [...], "temperature": [...], "scale": [...], "base_filters": [...], "unlabelled": [false, true, "all"],
 "ensemble": [false, true], "blackbox": [false, "mirrored", "noflip"], "model": [{"arch": "sepunet",
 "base_filters": 8}, {"arch": "unet", "base_filters": 6, "depth": 3}, ...], "options": [{}, {"n_unlabelled":
 32}, {"teacher_tta": true}, {"lovasz_epochs": 3}, {"tune_threshold": true}]}; a "model" entry sets the
 student's architecture (arch, base_filters, depth, upsample; the rest from "student"), an "options" entry
-flags that are off by default (each adds to the run's name); a list of grids runs the union
+flags that are off by default (each adds to the run's name); "unlabelled": true adds the data's own test
+images, "all" those and the "unlabelled_extra" folders (its runs are named by the count, e.g. _unl_u18k); a list of grids runs the union
 of their products (so a costly axis such as the ensemble need not multiply every other one). lam = 0
 is the baseline (T, s(T), unlabelled and ensemble do not apply to it). "ensemble": true distils from
 the mean logits of the main teacher and the teachers trained with "ensemble_seeds" (same flags and
@@ -51,12 +52,14 @@ from tqdm import tqdm
 from common.cli import UserError, run
 from common.io import acquire_lock, is_locked, release_lock
 from data.synthetic import generate
+from data.tgs import count_unlabelled
 from distill.cache import ensemble_label
 from experiments.results import format_summary, write_tables
 from training.naming import RunSpec, model_name
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 3.0  # how often a shard looks again at a teacher or cache that another shard is making
+UNLABELLED = (False, True, "all")  # none; the data's own test images; those and the config's "unlabelled_extra" folders
 GRID_KEYS = ("lam", "temperature", "scale", "base_filters", "model", "options", "unlabelled", "ensemble", "blackbox")
 # what an "options" grid entry may set (distill_train.py flags that are off by default; each names its runs)
 OPTION_KEYS = ("n_unlabelled", "teacher_tta", "lovasz_epochs", "tune_threshold")
@@ -140,10 +143,11 @@ def flags(d: dict) -> list[str]:
     return out
 
 
-def student_runs(cfg: dict, teacher: str) -> list[dict]:
+def student_runs(cfg: dict, teacher: str, n_all: int = 0) -> list[dict]:
     """Expand the grid (or the union of several grids); the baseline (lam = 0) once per width and seed.
 
-    `teacher` is the teacher's model name (e.g. unet8); each run's "spec" is its training.naming.RunSpec."""
+    `teacher` is the teacher's model name (e.g. unet8); each run's "spec" is its training.naming.RunSpec.
+    `n_all`: how many images "unlabelled": "all" gives (the data's own test images + "unlabelled_extra"; in its runs' names)."""
     grids = cfg["grid"] if isinstance(cfg["grid"], list) else [cfg["grid"]]
     n_ens = 1 + len(cfg.get("ensemble_seeds", []))
     student = cfg.get("student", {})
@@ -167,9 +171,17 @@ def student_runs(cfg: dict, teacher: str) -> list[dict]:
         if any(grid["ensemble"]) and n_ens < 2:
             raise UserError('sweep grid asks for "ensemble": true but the config has no "ensemble_seeds"')
         bad = [v for v in grid["blackbox"] if v not in BLACKBOX] + [t for t in grid["temperature"] if isinstance(t, str) and t != "auto"]
+        bad += [u for u in grid["unlabelled"] if u not in UNLABELLED]
         if bad:
             raise UserError(
-                f'sweep grid value {bad[0]!r} is not allowed (blackbox: false, "mirrored", "noflip"; temperature: a number or "auto")'
+                f'sweep grid value {bad[0]!r} is not allowed (blackbox: false, "mirrored", "noflip"; temperature: a number or "auto"; '
+                'unlabelled: false, true, "all")'
+            )
+        if "all" in grid["unlabelled"] and any(grid["ensemble"]):
+            raise UserError('sweep grid combines "unlabelled": "all" with "ensemble": true (not supported: one teacher\'s cache_all)')
+        if "all" in grid["unlabelled"] and not cfg.get("unlabelled_extra"):
+            raise UserError(
+                'sweep grid asks for "unlabelled": "all" but the config has no "unlabelled_extra" (folders of more unlabelled images)'
             )
         for lam, T, scale, width, model, opts, unl, ens, bb, seed in itertools.product(*(grid[k] for k in GRID_KEYS), cfg["seeds"]):
             model = student_model(student, width, model)
@@ -201,6 +213,7 @@ def student_runs(cfg: dict, teacher: str) -> list[dict]:
                 lovasz_epochs=int(opts.get("lovasz_epochs", 0)),
                 tune_threshold=bool(opts.get("tune_threshold", False)),
                 n_unlabelled=int(opts.get("n_unlabelled", student.get("n_unlabelled", 16))),
+                unlabelled_count=n_all if unl == "all" else 0,
             )
             runs.append(
                 {
@@ -266,6 +279,23 @@ def select_seeds(cfg: dict, seeds) -> dict:
     return {**cfg, "seeds": [s for s in cfg["seeds"] if s in seeds]}
 
 
+def all_count(cfg: dict, data: str, extra: list[str]) -> int:
+    """How many images "unlabelled": "all" gives: counted when the folders are here, else the config's "unlabelled_all_count".
+
+    The count names the runs (_unl_u18k), so a config may state it, for planning where the data is not (a dry run, CI);
+    where both exist they must agree."""
+    stated = cfg.get("unlabelled_all_count")
+    if all(Path(p).exists() for p in [data, *extra]):
+        n = count_unlabelled([data, *extra])
+        if stated is not None and stated != n:
+            raise UserError(f'"unlabelled_all_count" is {stated} but {data} and "unlabelled_extra" hold {n} unlabelled images')
+        return n
+    if stated is None:
+        missing = next(p for p in [data, *extra] if not Path(p).exists())
+        raise UserError(f'{missing} does not exist: cannot count the "unlabelled": "all" images (or state "unlabelled_all_count")')
+    return int(stated)
+
+
 def plan(cfg: dict, args) -> list[Job]:
     """The sweep's jobs in dependency order: teachers, caches and black-box maps, then the student runs seed by seed.
 
@@ -276,7 +306,10 @@ def plan(cfg: dict, args) -> list[Job]:
     teacher_cfg = dict(cfg.get("teacher", {}))
     teacher_path = args.teacher or cfg.get("teacher_path", "")
     given_teacher = bool(teacher_path)  # not trained here: it may come without a split.json
-    runs = student_runs(cfg, teacher_model(cfg, teacher_path))
+    grids = cfg["grid"] if isinstance(cfg["grid"], list) else [cfg["grid"]]
+    extra = [str(u) for u in cfg.get("unlabelled_extra", [])]
+    n_all = all_count(cfg, data, extra) if extra and any("all" in g.get("unlabelled", []) for g in grids) else 0
+    runs = student_runs(cfg, teacher_model(cfg, teacher_path), n_all)
     jobs = []
     if not given_teacher:
         tdir = sweep / "teacher"
@@ -302,12 +335,21 @@ def plan(cfg: dict, args) -> list[Job]:
         )
         jobs.append(Job(f"teacher_s{s}", tdir, tdir / "metrics.json", cmd, (split,), "teacher"))
     cache_dir, ens_cache = Path(teacher_path).parent / "cache", sweep / f"teacher_ensemble{len(ensemble)}" / "cache"
+    # "unlabelled": "all" runs read a cache of their own (cache_all: 21,200 images on the cpu data), so the other runs'
+    # cache stays the size they need and a sweep dir can hold both
+    all_dir = Path(teacher_path).parent / "cache_all"
     if cfg.get("teacher_cache"):  # teacher logits computed once: a KD epoch then costs what a baseline epoch costs
-        caches = [("teacher_cache", [teacher_path], cache_dir, False)]
-        caches += [("ensemble_cache", ensemble, ens_cache, True)] if any(r["ensemble"] for r in runs) else []
-        for name, members, cdir, ens in caches:
+        kd = [r for r in runs if r["lam"] > 0 and not r["blackbox"]]
+        caches = [("teacher_cache", [teacher_path], cache_dir, False, any(r["unlabelled"] is True and not r["ensemble"] for r in kd), [])]
+        caches += (
+            [("ensemble_cache", ensemble, ens_cache, True, any(r["unlabelled"] for r in kd if r["ensemble"]), [])]
+            if any(r["ensemble"] for r in runs)
+            else []
+        )
+        caches += [("teacher_cache_all", [teacher_path], all_dir, False, True, extra)] if any(r["unlabelled"] == "all" for r in kd) else []
+        for name, members, cdir, _, unl, more in caches:
             cmd = [py, "-m", "teacher.cache", *(a for t in members for a in ("--teacher", t)), "--data", data, "--out", str(cdir)]
-            cmd += ["--unlabelled", data] if any(r["unlabelled"] and r["ensemble"] == ens for r in runs) else []
+            cmd += ["--unlabelled", data, *more] if unl else []
             jobs.append(Job(name, cdir, cdir / "meta.json", tuple(cmd), tuple(Path(t) for t in members), "cache"))
     bb_dir = sweep / "teacher_blackbox"
     if any(r["blackbox"] for r in runs):  # the teacher as a black box: its 16-bit probability maps, no flipped views
@@ -368,14 +410,14 @@ def plan(cfg: dict, args) -> list[Job]:
             cmd += ["--teacher-cache", str(bb_dir / "cache")] + (["--no-flip"] if r["blackbox"] == "noflip" else [])
             needs += [bb_dir / "cache" / "meta.json"]
         elif r["lam"] > 0:
-            members, cdir = (ensemble, ens_cache) if r["ensemble"] else ([teacher_path], cache_dir)
+            members, cdir = (ensemble, ens_cache) if r["ensemble"] else ([teacher_path], all_dir if r["unlabelled"] == "all" else cache_dir)
             cmd += ["--teacher", *members]
             needs += [Path(t) for t in members]
             if cfg.get("teacher_cache"):
                 cmd += ["--teacher-cache", str(cdir)]
                 needs += [cdir / "meta.json"]
         if r["unlabelled"]:
-            cmd += ["--unlabelled", data]
+            cmd += ["--unlabelled", data, *(extra if r["unlabelled"] == "all" else [])]
         cmd += flags({k: v for k, v in r["options"].items() if not (k == "n_unlabelled" and not r["unlabelled"])})
         jobs.append(Job(r["name"], rdir, rdir / "metrics.json", tuple(cmd), tuple(needs), "student"))
     return shard_jobs(jobs, *shard) if shard else jobs

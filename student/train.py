@@ -77,14 +77,17 @@ def distill(cfg: DistillConfig, opts, parallel: dict) -> int:
         print(f"unlabelled: {len(unlabelled)} images, {cfg.n_unlabelled} per batch (soft term only)", flush=True)
     cache = source.cache if source is not None else None
     data = batches(train, val, spec, cfg.batch_size, cfg.seed, cfg.flip, unlabelled, cfg.n_unlabelled, cache, parallel["replicas"])
-    name = RunSpec.from_config(cfg, source.label if source is not None else "").name
+    n_unl = len(unlabelled) if unlabelled is not None else 0
+    name = RunSpec.from_config(cfg, source.label if source is not None else "", unlabelled_count=n_unl).name
     run_dir = start_run(cfg, Path(cfg.out or Path("runs") / name), opts, split, parallel)
-    metrics = train_student(cfg, opts, run_dir, source, data, val, parallel)
+    metrics = {**train_student(cfg, opts, run_dir, source, data, val, parallel, n_unl), "unlabelled_images": n_unl}
     write_metrics(run_dir, metrics, t0)
     return 0
 
 
-def train_student(cfg: DistillConfig, opts, run_dir: Path, source: TeacherLogits | None, data, val: TgsData, parallel: dict) -> dict:
+def train_student(
+    cfg: DistillConfig, opts, run_dir: Path, source: TeacherLogits | None, data, val: TgsData, parallel: dict, n_unlabelled: int = 0
+) -> dict:
     """Build the student and its training graph, fit, and score it and its soft target."""
     spec = data.spec
     # the soft target's own score and calibration on the validation split (reported next to the student's)
@@ -107,7 +110,9 @@ def train_student(cfg: DistillConfig, opts, run_dir: Path, source: TeacherLogits
     )
     io.write_json(sidecar_path(run_dir / "student.keras"), {**spec, "model_name": student.name})
     info = fit(graph, student, data, cfg, run_dir, "student.keras", opts.resume)
-    spec_run = RunSpec.from_config(cfg, source.label if source is not None else "", resolved_temperature=float(T))
+    spec_run = RunSpec.from_config(
+        cfg, source.label if source is not None else "", resolved_temperature=float(T), unlabelled_count=n_unlabelled
+    )
     metrics = {
         "model": student.name,
         "params": student.count_params(),

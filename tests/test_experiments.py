@@ -217,6 +217,16 @@ def test_is_locked_sees_live_and_stale_locks(tmp_path):
 # run names of the shipped presets, from the sweep before it planned its jobs (student_runs built them by hand):
 # RunSpec must keep every existing run dir's name, or a sweep would train finished runs again
 PRESETS = {
+    "cpu_unlabelled": (
+        12,
+        ["teacher", "teacher_cache", "teacher_cache_all"],
+        [
+            "unet4_from_unet8_T2_l0.9_sT_unl_s0",
+            "unet4_from_unet8_T2_l0.9_sT_unl_u18k_s0",
+            "unet4_from_unet8_T2_l0.9_sT_unl32_u18k_s0",
+            "unet4_from_unet8_T2_l0.9_sT_unl_tta_s0",
+        ],
+    ),
     "cpu": (
         12,
         ["teacher", "teacher_s1", "teacher_cache", "ensemble_cache"],
@@ -273,6 +283,7 @@ PRESETS = {
     ),
 }
 ELSEWHERE = {
+    "cpu_unlabelled": ["unet4_from_unet8_T2_l0.9_sT_unl_u18k_s2"],
     "cpu_frontier": ["unet6d3_from_unet8_T2_l0.9_sT_unl_s2", "unet4_bilinear_baseline_s1"],
     "cpu": ["unet4_from_unet8x2_T2_l0.9_sT_s2"],
     "cpu_ablations": ["unet4_from_blackbox_T2_l0.9_sT_noflip_s2"],
@@ -365,6 +376,47 @@ def test_options_axis_names_runs_and_passes_flags(tmp_path):
     assert "--n-unlabelled 32" in jobs["unet4_from_unet4_T2_l0.9_sT_unl32_s0"]
     assert "--teacher-tta --lovasz-epochs 2" in jobs["unet4_from_unet4_T2_l0.9_sT_unl_tta_lov2_s0"]
     assert "--teacher-tta" not in jobs["unet4_baseline_lov2_s0"] and "--lovasz-epochs 2" in jobs["unet4_baseline_lov2_s0"]
+
+
+def test_all_unlabelled_runs_name_their_count_and_read_cache_all(tmp_path):
+    """"unlabelled": "all" adds the "unlabelled_extra" folders, names the count (_u18k here: counted, or as stated), and
+    reads the teacher's cache_all, built over the data's test images and the extra folders; bad configs are refused."""
+    from common.cli import UserError
+    from experiments.sweep import parse_args, plan, student_runs
+
+    extra = tmp_path / "more"
+    extra.mkdir()
+    for i in range(3):  # pixels are not read when counting
+        (extra / f"x{i}.png").write_bytes(b"")
+    cfg = {
+        "name": "u",
+        "data": str(tmp_path / "absent.npz"),
+        "teacher_path": str(tmp_path / "t" / "teacher.keras"),
+        "teacher_cache": True,
+        "unlabelled_extra": [str(extra)],
+        "unlabelled_all_count": 18000,
+        "seeds": [0],
+        "grid": {"lam": [0, 0.9], "unlabelled": [True, "all"]},
+    }
+    (tmp_path / "u.json").write_text(json.dumps(cfg))
+    jobs = {j.name: " ".join(j.cmd) for j in plan(cfg, parse_args(["--config", str(tmp_path / "u.json"), "--out", str(tmp_path / "o")]))}
+    assert list(jobs) == [
+        "teacher_cache",
+        "teacher_cache_all",
+        "unet4_baseline_s0",
+        "unet4_from_unet16_T2_l0.9_sT_unl_s0",
+        "unet4_from_unet16_T2_l0.9_sT_unl_u18k_s0",
+    ]
+    assert jobs["teacher_cache_all"].endswith(f"cache_all --unlabelled {cfg['data']} {extra}")
+    assert jobs["teacher_cache"].endswith(f"cache --unlabelled {cfg['data']}")
+    run = jobs["unet4_from_unet16_T2_l0.9_sT_unl_u18k_s0"]
+    assert f"--teacher-cache {tmp_path / 't' / 'cache_all'} --unlabelled {cfg['data']} {extra}" in run
+    with pytest.raises(UserError, match="does not exist"):  # nothing stated, nothing to count
+        plan({k: v for k, v in cfg.items() if k != "unlabelled_all_count"}, parse_args(["--config", str(tmp_path / "u.json")]))
+    with pytest.raises(UserError, match="unlabelled_extra"):
+        student_runs({**cfg, "unlabelled_extra": []}, "unet4")
+    with pytest.raises(UserError, match="not allowed"):
+        student_runs({**cfg, "grid": {"unlabelled": ["some"]}}, "unet4")
 
 
 def test_runspec_names_the_sweep_runs():

@@ -63,3 +63,23 @@ def test_options_off_by_default_name_their_runs():
     assert tta.label == "unet4 KD T=2 lam=0.9 s=T +unl +tta +lovasz3 +thr"
     base = RunSpec.from_config({**kd, "lam": 0, "lovasz_epochs": 2, "teacher_tta": True}, "unet8")
     assert base.name == "unet4_baseline_lov2_s0" and base.label == "unet4 baseline +lovasz2"  # tta needs a teacher
+
+
+def test_unlabelled_count_names_runs_beyond_the_datas_own_test_images(tmp_path):
+    """--unlabelled DATA keeps the old name; more folders name the count (_u18k), and from_run_dir reads it back."""
+    import json
+
+    from training.naming import RunSpec, count_label
+
+    base = {"arch": "unet", "base_filters": 4, "lam": 0.9, "data": "cache/tgs.npz", "seed": 1}
+    own = RunSpec.from_config({**base, "unlabelled": ["cache/tgs.npz"]}, "unet8", unlabelled_count=1000)
+    more = RunSpec.from_config({**base, "unlabelled": ["cache/tgs.npz", "extra/images"]}, "unet8", unlabelled_count=18000)
+    assert own.name == "unet4_from_unet8_T2_l0.9_sT_unl_s1"
+    assert more.name == "unet4_from_unet8_T2_l0.9_sT_unl_u18k_s1"
+    assert more.label == "unet4 KD T=2 lam=0.9 s=T +unl 18k"
+    assert [count_label(n) for n in (18000, 1000, 1500, 150)] == ["18k", "1k", "1500", "150"]
+    run = tmp_path / more.name
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({**base, "unlabelled": ["cache/tgs.npz", "extra/images"]}))
+    (run / "metrics.json").write_text(json.dumps({"teacher": {"label": "unet8"}, "temperature": 2.0, "unlabelled_images": 18000}))
+    assert RunSpec.from_run_dir(run).name == more.name

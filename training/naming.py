@@ -52,6 +52,9 @@ class RunSpec:
     lovasz_epochs: int = 0  # last epochs with the Lovasz hinge as the hard term (--lovasz-epochs)
     tune_threshold: bool = False  # mask threshold picked on the validation split (--tune-threshold)
     n_unlabelled: int = 16  # unlabelled images per batch (--n-unlabelled); named only when not 16
+    unlabelled_count: int = (
+        0  # how many unlabelled images, named (_u18k) when --unlabelled is more than the data's own test images; 0 = not named
+    )
 
     @property
     def extras(self) -> tuple[str, str]:
@@ -60,6 +63,10 @@ class RunSpec:
         parts += [(f"lov{self.lovasz_epochs}", f"+lovasz{self.lovasz_epochs}")] if self.lovasz_epochs else []
         parts += [("thr", "+thr")] if self.tune_threshold else []
         return "".join("_" + n for n, _ in parts), "".join(" " + lab for _, lab in parts)
+
+    def count_tag(self, sep: str) -> str:
+        """The unlabelled images' count in names ("_u18k") and labels (" 18k"); "" when not named."""
+        return sep + count_label(self.unlabelled_count) if self.unlabelled and self.unlabelled_count else ""
 
     @property
     def distilled(self) -> bool:
@@ -73,7 +80,7 @@ class RunSpec:
         if not self.distilled:
             return f"{self.model}_baseline{flip}_s{self.seed}"
         T = "auto" if self.temperature == "auto" else f"{float(self.temperature):g}"
-        unl = ("_unl" + ("" if self.n_unlabelled == 16 else str(self.n_unlabelled))) if self.unlabelled else ""
+        unl = ("_unl" + ("" if self.n_unlabelled == 16 else str(self.n_unlabelled)) + self.count_tag("_u")) if self.unlabelled else ""
         return f"{self.model}_from_{self.teacher}_T{T}_l{self.lam:g}_s{self.scale}{unl}{flip}_s{self.seed}"
 
     @property
@@ -91,15 +98,19 @@ class RunSpec:
         ens = (f" ens{m.group(1)}" + (" weighted" if m.group(2) else "")) if m else ""
         return (
             f"{self.model} KD T={T} lam={self.lam:g} s={self.scale}"
-            + ((" +unl" + ("" if self.n_unlabelled == 16 else str(self.n_unlabelled))) if self.unlabelled else "")
+            + ((" +unl" + ("" if self.n_unlabelled == 16 else str(self.n_unlabelled)) + self.count_tag(" ")) if self.unlabelled else "")
             + ens
             + (" blackbox" if self.teacher == "blackbox" else "")
             + flip
         )
 
     @classmethod
-    def from_config(cls, cfg: dict, teacher: str = "", kind: str = "student", resolved_temperature=None) -> RunSpec:
-        """From a config (a dataclass or its config.json dict) and the soft target's label."""
+    def from_config(
+        cls, cfg: dict, teacher: str = "", kind: str = "student", resolved_temperature=None, unlabelled_count: int = 0
+    ) -> RunSpec:
+        """From a config (a dataclass or its config.json dict) and the soft target's label.
+
+        unlabelled_count: the number of --unlabelled images; named only when `names_unlabelled_count(cfg)`."""
         cfg = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg
         model = model_name(cfg.get("arch", "unet"), cfg.get("base_filters"), cfg.get("depth", DEFAULT_DEPTH), cfg.get("upsample", ""))
         if kind == "teacher":
@@ -120,6 +131,7 @@ class RunSpec:
             int(cfg.get("lovasz_epochs", 0) or 0),
             bool(cfg.get("tune_threshold", False)),
             int(cfg.get("n_unlabelled", 16)),
+            int(unlabelled_count) if names_unlabelled_count(cfg) else 0,
         )
 
     @classmethod
@@ -134,4 +146,26 @@ class RunSpec:
             n = len(cfg.get("teacher") or [])
             teacher = "blackbox" if cfg.get("teacher_cache") and not n else f"teacher{'x' + str(n) if n > 1 else ''}"
         T = met.get("temperature")
-        return cls.from_config(cfg, teacher, resolved_temperature=float(T) if isinstance(T, (int, float)) else None)
+        return cls.from_config(
+            cfg,
+            teacher,
+            resolved_temperature=float(T) if isinstance(T, (int, float)) else None,
+            unlabelled_count=met.get("unlabelled_images", 0),
+        )
+
+
+def names_unlabelled_count(cfg: dict) -> bool:
+    """Whether a run's name says how many unlabelled images it had: yes unless --unlabelled is just --data (its own test images).
+
+    So `--unlabelled DATA` keeps the names of earlier versions (unet4_..._unl_s0), and every other set of folders is
+    told apart by its size (unet4_..._unl_u18k_s0 with the 17,000 extra Kaggle test images)."""
+    unl = cfg.get("unlabelled") or ()
+    if not isinstance(unl, (list, tuple)):  # a bare flag (tests, hand-made configs): no folders to count
+        return False
+    unl = [str(u) for u in unl]
+    return bool(unl) and unl != [str(cfg.get("data", ""))]
+
+
+def count_label(n: int) -> str:
+    """18000 -> "18k", 1000 -> "1k", 1500 -> "1500"."""
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
