@@ -4,6 +4,8 @@
     # writes runs/cpu/results.csv (one row per run) and runs/cpu/summary.csv, and prints the summary:
     # config, n seeds, mean_iou mean ± std, kaggle_map mean ± std, paired d_kaggle vs baseline
     # [bootstrap 95% CI], share of the teacher-baseline gap closed
+    python -m experiments.results runs/cpu --reference "unet4 KD T=2 lam=0.9 s=T +unl"
+    # the same, plus d_ref [95% CI] and seeds above: each config paired by seed against that config (its label)
 
 Paired differences: distilled minus baseline of the same model (arch, width, depth, decoder) and seed, on per-image Kaggle
 scores of the same validation images; the interval bootstraps images (seeds averaged first).
@@ -116,8 +118,27 @@ def bootstrap_ci(diff: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float,
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration: mean ± std over seeds; paired difference vs the baseline; gap closed."""
+def paired_vs(g: pd.DataFrame, ref: pd.DataFrame) -> dict:
+    """Runs g paired by seed (same validation images) with the runs ref: mean per-image Kaggle difference (seeds averaged
+    first), its bootstrap 95% interval over images, and how many seeds are above their reference run."""
+    pairs = [(d, ref[ref.seed == d.seed].iloc[0]) for d in g.itertuples() if (ref.seed == d.seed).any()]
+    pairs = [(d, b) for d, b in pairs if _paired_diff(d.path, b["path"]) is not None]
+    if not pairs:
+        return {}
+    diffs = np.mean([_paired_diff(d.path, b["path"]) for d, b in pairs], axis=0)
+    lo, hi = bootstrap_ci(diffs)
+    return {
+        "n_ref_pairs": len(pairs),
+        "d_ref": float(diffs.mean()),
+        "d_ref_lo": lo,
+        "d_ref_hi": hi,
+        "ref_seeds_above": int(sum(d.kaggle_map > b["kaggle_map"] for d, b in pairs)),
+    }
+
+
+def summarize(df: pd.DataFrame, reference: str = "") -> pd.DataFrame:
+    """Per configuration: mean ± std over seeds; paired difference vs the baseline; gap closed; with `reference` (a
+    config's label), also the paired difference vs that config (d_ref, its interval, seeds above it)."""
     df = df.copy()
     df["config"] = df["label"] if "label" in df else df.apply(label, axis=1)
     if "arch" not in df:
@@ -158,6 +179,8 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
                     seeds_positive=int(sum(d.kaggle_map > b["kaggle_map"] for d, b in pairs)),
                     gap_closed=float((r["kaggle_map"] - base_map) / (own - base_map)) if own > base_map else np.nan,
                 )
+        if reference and config != reference and first["kind"] == "student":
+            r.update(paired_vs(g, df[(df.config == reference) & (df.kind == "student")]))
         if first["kind"] == "teacher" and "teacher_nll" in g:
             r.update(teacher_nll=g["teacher_nll"].mean(), teacher_ece=g["teacher_ece"].mean(), teacher_best_T=g["teacher_best_T"].mean())
         out.append(r)
@@ -175,7 +198,12 @@ def format_summary(s: pd.DataFrame) -> str:
             else ""
         )
         gap = f"{r['gap_closed']:.0%}" if r.get("gap_closed") == r.get("gap_closed") and "gap_closed" in r else ""
-        lines.append(f"{r['config']:50s} {r['n_seeds']:2d} {r['params']:9,d} {mi:>15s} {km:>15s} {d:>26s} {gap:>5s}")
+        ref = (
+            f"  vs ref {r['d_ref']:+.4f} [{r['d_ref_lo']:+.4f},{r['d_ref_hi']:+.4f}] {r['ref_seeds_above']}/{r['n_ref_pairs']} seeds above"
+            if r.get("d_ref") == r.get("d_ref") and "d_ref" in r
+            else ""
+        )
+        lines.append(f"{r['config']:50s} {r['n_seeds']:2d} {r['params']:9,d} {mi:>15s} {km:>15s} {d:>26s} {gap:>5s}{ref}")
     cal = [r for r in s.to_dict("records") if r.get("teacher_nll") == r.get("teacher_nll") and "teacher_nll" in r]
     if cal:
         lines.append(
@@ -188,11 +216,13 @@ def format_summary(s: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_tables(root) -> tuple[pd.DataFrame, pd.DataFrame]:
+def write_tables(root, reference: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
     df = load_runs(root)
     if df.empty:
         return df, df
-    s = summarize(df)
+    s = summarize(df, reference)
+    if reference and reference not in set(s.config):
+        raise UserError(f"--reference {reference!r} is not a config here; configs: {', '.join(map(repr, s.config))}")
     io.write_text(Path(root) / "results.csv", df.to_csv(index=False))
     io.write_text(Path(root) / "summary.csv", s.to_csv(index=False))
     io.write_text(Path(root) / "summary.txt", format_summary(s) + "\n")
@@ -200,10 +230,17 @@ def write_tables(root) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = list(sys.argv[1:] if argv is None else argv)
+    reference = ""
+    if "--reference" in argv:
+        i = argv.index("--reference")
+        if i + 1 >= len(argv):
+            raise UserError('--reference needs a config\'s label, e.g. "unet4 KD T=2 lam=0.9 s=T +unl"')
+        reference = argv.pop(i + 1)
+        argv.pop(i)
     if len(argv) != 1 or not Path(argv[0]).is_dir():
-        raise UserError("usage: python -m experiments.results SWEEP_DIR (a folder of run dirs)")
-    df, s = write_tables(argv[0])
+        raise UserError('usage: python -m experiments.results SWEEP_DIR [--reference "CONFIG LABEL"] (a folder of run dirs)')
+    df, s = write_tables(argv[0], reference)
     if df.empty:
         raise UserError(f"no finished runs (metrics.json) under {argv[0]}")
     print(format_summary(s))

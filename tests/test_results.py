@@ -65,3 +65,25 @@ def test_paired_diff(tmp_path):
     assert _paired_diff(_run(tmp_path, "other", ["a", "b", "d"], [1.0, 0.5, 0.0]), base) is None
     assert _paired_diff(_run(tmp_path, "order", ["c", "b", "a"], [0.0, 0.5, 1.0]), base) is None
     assert _paired_diff(_run(tmp_path, "fewer", ["a", "b"], [1.0, 0.5]), base) is None
+
+
+def test_reference_pairs_each_config_by_seed_with_the_reference_config(tmp_path):
+    """--reference: d_ref is the mean per-image difference against the reference config's run of the same seed."""
+    import pandas as pd
+
+    from experiments.results import summarize
+
+    rows = []
+    for config, scores in (("ref", [[0.5, 0.5], [0.0, 1.0]]), ("more", [[1.0, 0.5], [0.0, 0.0]])):
+        for seed, sc in enumerate(scores):
+            d = _run(tmp_path, f"{config}{seed}", ["a", "b"], sc)
+            rows.append(
+                {"path": str(d), "label": config, "kind": "student", "seed": seed, "lam": 0.9, "params": 1, "model": "unet4"}
+                | {"mean_iou": 0.5, "kaggle_map": float(np.mean(sc)), "kaggle_map_last": np.nan, "base_filters": 4}
+            )
+    s = summarize(pd.DataFrame(rows), reference="ref").set_index("config")
+    # seed 0: [+0.5, 0], seed 1: [0, -1]; averaged over seeds per image: [+0.25, -0.5] -> mean -0.125
+    assert s.loc["more", "d_ref"] == pytest.approx(-0.125)
+    assert s.loc["more", "d_ref_lo"] == pytest.approx(-0.5) and s.loc["more", "d_ref_hi"] == pytest.approx(0.25)
+    assert s.loc["more", "ref_seeds_above"] == 1 and s.loc["more", "n_ref_pairs"] == 2
+    assert np.isnan(s.loc["ref", "d_ref"])  # no pairing with itself
