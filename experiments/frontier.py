@@ -295,6 +295,9 @@ def assemble(table: pd.DataFrame, reports: dict, benches: list, pi: pd.DataFrame
             fp32_kb=rep.get("fp32", {}).get("size_kb", np.nan),
             int8_d_mean_iou=rep.get("int8", {}).get("d_mean_iou", np.nan),
             int8_d_kaggle_map=rep.get("int8", {}).get("d_kaggle_map", np.nan),
+            # export_tflite.py's conversion time per file (int8 includes calibration), from export.json
+            int8_convert_s=rep.get("int8", {}).get("convert_s", np.nan),
+            fp32_convert_s=rep.get("fp32", {}).get("convert_s", np.nan),
         )
         head.update({c: lat[m].get(c, np.nan) for c in local + pi_cols})
         rows.append(head | {k: v for k, v in r.items() if k not in head})

@@ -90,6 +90,7 @@ def calls(monkeypatch):
             for fmt, kb, d in (("fp32", 40.0, 0.0), ("int8", 12.5, -0.002)):
                 (out / f"{name}_{fmt}.tflite").write_bytes(b"t")
                 rows.append({"format": fmt, "size_kb": kb, "mean_iou": 0.5, "kaggle_map": 0.5, "d_mean_iou": d, "d_kaggle_map": 2 * d})
+                rows[-1]["convert_s"] = 3.5 if fmt == "int8" else 1.25
             (out / "export.json").write_text(json.dumps({"model": opt("--model"), "rows": rows}))
         else:
             files = [Path(f) for f in cmd[cmd.index("--models") + 1 : cmd.index("--threads")]]
@@ -155,6 +156,7 @@ def test_frontier_table_and_paired_differences(sweep, calls, capsys):
     assert exports["unet4"].endswith("unet4_kd_unl_s0/student.keras") and exports["mbv2cat8"].endswith("mbv2cat8_kd_s1/student.keras")
     assert all(c[c.index("--quant") + 1] == "fp32,int8" for c in calls if c[1].endswith("export_tflite.py"))
     assert (row.int8_kb == 12.5).all() and (row.fp32_kb == 40.0).all() and (row.int8_d_mean_iou == -0.002).all()
+    assert (row.int8_convert_s == 3.5).all() and (row.fp32_convert_s == 1.25).all()
     assert row.loc[("sepunet8", "kd_unl")].macs == 20e6 and row.loc[("mbv2cat8", "baseline")].macs == 8e6
     for fmt, t in (("int8", 1), ("int8", 4), ("fp32", 1), ("fp32", 4)):
         assert row.loc[("unet4", "kd_unl")][f"{fmt}_ms_{t}t_fake-runtime-1.0"] == _ms("unet4", fmt, t)
