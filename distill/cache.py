@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -100,12 +101,8 @@ class TeacherCache:
             if self.meta["spec"][k] != spec[k]:
                 raise UserError(f"teacher cache {self.path} has {k}={self.meta['spec'][k]}, the run uses {spec[k]}")
 
-    def take(self, ids, images=None) -> np.ndarray:
-        """(N, 2, S, S, 1) float16 logits for these ids, in order; with `tta` (--teacher-tta) both views are
-        the flip-averaged logits (`flip_average`): view 0 in the image's orientation, view 1 its mirror.
-
-        With images ((N, 101, 101) uint8, aligned with ids), refuse a cache whose logits were computed
-        from other pixels under one of these ids (a cache without fingerprints is not checked)."""
+    def select(self, ids, images=None) -> np.ndarray:
+        """The cache rows of these ids (int64, aligned with ids), after the coverage and fingerprint checks of `take`."""
         ids = list(ids)
         missing = [i for i in ids if i not in self.index]
         if missing:
@@ -121,10 +118,71 @@ class TeacherCache:
                         f"teacher cache {self.path} was made from other pixels for image {i} than the run's data "
                         "(same id, other image); rebuild it with `python -m teacher.cache` from this data"
                     )
-        views = np.asarray(self.logits[sel])
+        return sel
+
+    def rows(self, ids, images=None) -> CachedRows:
+        """Like `take`, but nothing is read now: `CachedRows.gather` reads a batch's rows from logits.npy when asked, so
+        memory does not grow with the number of images (the unlabelled images' logits: 1.2 GB for 18,000)."""
+        return CachedRows(self.path / "logits.npy", self.logits, self.select(ids, images), self.tta)
+
+    def take(self, ids, images=None) -> np.ndarray:
+        """(N, 2, S, S, 1) float16 logits for these ids, in order; with `tta` (--teacher-tta) both views are
+        the flip-averaged logits (`flip_average`): view 0 in the image's orientation, view 1 its mirror.
+
+        With images ((N, 101, 101) uint8, aligned with ids), refuse a cache whose logits were computed
+        from other pixels under one of these ids (a cache without fingerprints is not checked)."""
+        views = np.asarray(self.logits[self.select(ids, images)])
         if self.tta:
             flip_average(views)
         return views[..., None]
+
+
+class CachedRows:
+    """The cached logits of some images, read per batch from logits.npy by plain reads (os.pread), not kept in memory.
+
+    `gather(rows, out)`: row r = 2 * j + v is image j's view v (0: the image, 1: its flip, flipped orientation), as in
+    the arrays `take` returns, reshaped to (2N, S, S, 1); with `tta` the flip-averaged views (`flip_average`, the same
+    float16 values). Plain reads go through the page cache and do not count in the process's RSS, where a memory map's
+    touched pages would (an epoch touches most of them). len() is the number of rows (2N), as for the arrays."""
+
+    def __init__(self, path, logits: np.ndarray, sel: np.ndarray, tta: bool = False):
+        self.path, self.sel, self.tta = Path(path), np.asarray(sel, np.int64), bool(tta)
+        self.offset, self.size = int(logits.offset), int(logits.shape[-1])
+        self.view_bytes = self.size * self.size * 2
+        self.shape = (2 * len(self.sel), self.size, self.size, 1)
+        self.dtype = np.dtype(np.float16)
+        self._fd = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getstate__(self):  # a worker process opens its own file
+        return {**self.__dict__, "_fd": None}
+
+    def _read(self, k: int, view: int) -> np.ndarray:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        pos = self.offset + (2 * int(self.sel[k]) + view) * self.view_bytes
+        buf = os.pread(self._fd, self.view_bytes, pos)
+        if len(buf) != self.view_bytes:
+            raise UserError(f"teacher cache {self.path} is shorter than its header says (damaged)")
+        return np.frombuffer(buf, np.float16).reshape(self.size, self.size)
+
+    def gather(self, rows, out: np.ndarray) -> np.ndarray:
+        """out[i] = row rows[i] (float16 (len(rows), S, S, 1)); returns out."""
+        for i, r in enumerate(np.asarray(rows, np.int64)):
+            k, v = divmod(int(r), 2)
+            if self.tta:  # both views of the image: the same arithmetic as flip_average
+                a, b = self._read(k, 0).astype(np.float32), self._read(k, 1)[:, ::-1].astype(np.float32)
+                m = ((a + b) / 2).astype(np.float16)
+                out[i, ..., 0] = m if v == 0 else m[:, ::-1]
+            else:
+                out[i, ..., 0] = self._read(k, v)
+        return out
+
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
 
 
 def flip_average(views: np.ndarray, chunk: int = 1024) -> np.ndarray:

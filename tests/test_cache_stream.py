@@ -351,3 +351,27 @@ def test_tta_refused_for_a_black_box_cache(env):
     TeacherCache(env["root"] / "bb")  # without tta: taken as today
     with pytest.raises(UserError, match="black-box probabilities"):
         TeacherCache(env["root"] / "bb", tta=True)
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_cached_rows_read_per_batch_what_take_returns(tmp_path, tta):
+    """CachedRows.gather (plain reads of logits.npy per batch) gives exactly take()'s rows, flip-averaged with tta."""
+
+    from distill.cache import FORMAT, TeacherCache
+
+    rng = np.random.default_rng(0)
+    logits = (rng.normal(size=(7, 2, 8, 8)) * 5).astype(np.float16)
+    np.save(tmp_path / "logits.npy", logits)
+    ids = [f"i{k}" for k in range(7)]
+    meta = {"format": FORMAT, "ids": ids, "teachers": [{"path": "t.keras", "sha256": "0"}], "spec": {"model_name": "unet8"}}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    cache = TeacherCache(tmp_path, tta=tta)
+    want_ids = ["i5", "i0", "i3"]
+    taken = cache.take(want_ids).reshape(6, 8, 8, 1)  # row 2j + v, as Batches uses them
+    rows = cache.rows(want_ids)
+    assert len(rows) == 6 and rows.shape == taken.shape
+    order = np.array([5, 0, 1, 4, 2, 3])
+    got = rows.gather(order, np.empty((6, 8, 8, 1), np.float16))
+    np.testing.assert_array_equal(got, taken[order])
+    if not tta:
+        np.testing.assert_array_equal(got[0, ..., 0], logits[3, 1])  # i3's flipped view
