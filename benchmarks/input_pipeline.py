@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python -m benchmarks.input_pipeline
     # prints one row per setting and batch size: plain flips, + 16 unlabelled per batch, + cached teacher
-    # logits, + both, + 2 replicas; img/s counts every image a batch carries (labelled and unlabelled)
+    # logits, + both, + 2 replicas, strong augmentation (+ mixup); img/s counts every image a batch carries
 
 Synthetic arrays of the real shapes and dtypes (2879 labelled, 1000 unlabelled, 128x128 uint8 images,
 float16 teacher views) stand in for the data: the cost is batch assembly, not reading files. Each setting assembles a whole
@@ -60,6 +60,9 @@ def main(argv=None) -> int:
         "flips + cached logits": {"t": t},
         "flips + unlabelled + cached logits": {"unlabelled_x": ux, "n_unlabelled": 16, "t": t, "unlabelled_t": ut},
         "all + 2 replicas": {"unlabelled_x": ux, "n_unlabelled": 16, "t": t, "unlabelled_t": ut, "multiple_of": 2},
+        # --augment strong (shift, zoom, brightness/contrast: data.augment) and --mixup: the teacher in the graph, no cache
+        "strong + 16 unlabelled": {"unlabelled_x": ux, "n_unlabelled": 16, "augment": "strong"},
+        "strong + unlabelled + mixup": {"unlabelled_x": ux, "n_unlabelled": 16, "augment": "strong", "mixup": 0.2},
     }
     print(f"{'setting':38s} " + " ".join(f"{'batch ' + str(b):>12s}" for b in args.batch_size) + "   (img/s, one process)")
     for name, kw in settings.items():

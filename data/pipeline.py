@@ -2,7 +2,8 @@
 
 Preprocessing is `pi.tgs_common.preprocess`, the same numpy code the Raspberry Pi runs, driven by
 one spec dict (`pi.sidecar.make_spec`: input size, pad or resize) that is saved next to every model. Augmentation is a
-horizontal flip only: seismic sections have an up and a down, so no vertical flips.
+horizontal flip (seismic sections have an up and a down, so no vertical flips); `augment="strong"` adds shifts,
+small zooms and brightness/contrast (data.augment), `mixup` mixes pairs of unlabelled images.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from data import augment as aug
 from pi.tgs_common import postprocess, preprocess
 
 
@@ -45,6 +47,12 @@ class Batches(keras.utils.PyDataset):
     the loss layer counts in the soft term only. With cached teacher logits `t` (N, 2, S, S, 1):
     view 0 for the image, view 1 for its flip, so a flipped image gets the teacher's output on
     the flipped image. The target is a dummy: the model outputs its loss.
+
+    augment="strong" (data.augment.strong): after the flips, every image is shifted, zoomed and
+    jittered, each labelled mask warped with its image; images then travel as float32 grey levels.
+    mixup > 0 (data.augment.mixup): each batch's unlabelled images are mixed in pairs with weights
+    ~ Beta(mixup, mixup). Neither can follow cached teacher logits (the cache holds only the image and
+    its flip), so both refuse `t`. augment="flip" with mixup 0 gives the batches of earlier versions, byte for byte.
     """
 
     def __init__(
@@ -60,9 +68,16 @@ class Batches(keras.utils.PyDataset):
         t=None,
         unlabelled_t=None,
         multiple_of=1,
+        augment="flip",
+        mixup=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if augment not in aug.AUGMENTS:
+            raise ValueError(f"augment {augment!r} must be one of {', '.join(aug.AUGMENTS)}")
+        if (augment != "flip" or mixup) and (t is not None or unlabelled_t is not None):
+            raise ValueError("strong augmentation and mixup need the teacher in the graph: cached logits hold only the image and its flip")
+        self.augment, self.mixup = augment, float(mixup)
         self.x, self.t = x, t
         # masks are 0/1 after reflect padding: int8 (a quarter of float32's bytes); resized masks keep their fractions
         y = y.astype(np.int8) if ((y == 0) | (y == 1)).all() else y.astype(np.float32)
@@ -78,13 +93,15 @@ class Batches(keras.utils.PyDataset):
         # masks are flipped here once; the teacher's view 1 is already its output on the flipped image.
         self.x_views = _views(x, flip)
         self.y_views = _views(y, flip)
-        self.ux_views = _views(unlabelled_x, flip) if unlabelled_x is not None else None
         # the unflipped arrays as strided views of the views: no second copy of the images is kept
         self.x, self.y = self.x_views[:: 2 if flip else 1], self.y_views[:: 2 if flip else 1]
-        if unlabelled_x is not None:
-            self.ux = self.ux_views[:: 2 if flip else 1]
         self.t_views = np.ascontiguousarray(t).reshape((-1,) + t.shape[2:]) if t is not None else None
-        self.ut_views = np.ascontiguousarray(unlabelled_t).reshape((-1,) + unlabelled_t.shape[2:]) if unlabelled_t is not None else None
+        # the unlabelled set can be large (18,000 images): its images are kept once (flipped per batch), and its teacher
+        # logits may be rows with .gather(rows, out) (distill.cache.CachedRows) that read each batch's rows from the cache file, never all of them
+        if hasattr(unlabelled_t, "gather"):
+            self.ut_views = unlabelled_t
+        else:
+            self.ut_views = np.ascontiguousarray(unlabelled_t).reshape((-1,) + unlabelled_t.shape[2:]) if unlabelled_t is not None else None
         self.epoch = 0
         self._order()
 
@@ -110,7 +127,8 @@ class Batches(keras.utils.PyDataset):
             start = (i * self.n_unlabelled) % len(self.ux)
             uidx = np.sort(np.take(self.uperm, np.arange(start, start + self.n_unlabelled), mode="wrap"))
         n = nl + (len(uidx) if uidx is not None else 0)
-        f = np.random.default_rng([self.seed, self.epoch, i]).random(n) < 0.5 if self.flip else np.zeros(n, bool)
+        rng = np.random.default_rng([self.seed, self.epoch, i])  # flips, then any strong augmentation and mixup
+        f = rng.random(n) < 0.5 if self.flip else np.zeros(n, bool)
         rows = 2 * idx + f[:nl] if self.flip else idx
         urows = (2 * uidx + f[nl:] if self.flip else uidx) if uidx is not None else None
         xb = np.empty((n,) + self.x.shape[1:], self.x.dtype)
@@ -118,14 +136,24 @@ class Batches(keras.utils.PyDataset):
         np.take(self.x_views, rows, axis=0, out=xb[:nl])
         np.take(self.y_views, rows, axis=0, out=yb[:nl])
         if urows is not None:
-            np.take(self.ux_views, urows, axis=0, out=xb[nl:])
+            np.take(self.ux, uidx, axis=0, out=xb[nl:])
+            if self.flip:
+                fu = nl + np.flatnonzero(f[nl:])
+                xb[fu] = xb[fu, :, ::-1]
             yb[nl:] = -1  # unlabelled: soft term only
+        if self.augment == "strong":
+            xb, yb = aug.strong(xb, yb, rng, nl)
+        if self.mixup and n > nl:
+            xb = aug.mixup(xb, nl, self.mixup, rng)[0]
         feed = {"image": xb, "mask": yb}
         if self.t is not None:
             tb = np.empty((n,) + self.t.shape[2:], self.t.dtype)
             np.take(self.t_views, 2 * idx + f[:nl], axis=0, out=tb[:nl])
             if uidx is not None:
-                np.take(self.ut_views, 2 * uidx + f[nl:], axis=0, out=tb[nl:])
+                if hasattr(self.ut_views, "gather"):
+                    self.ut_views.gather(2 * uidx + f[nl:], tb[nl:])
+                else:
+                    np.take(self.ut_views, 2 * uidx + f[nl:], axis=0, out=tb[nl:])
             feed["teacher_logits"] = tb
         return feed, np.zeros((n, 1), np.float32)
 

@@ -1,8 +1,9 @@
 """The distillation loss: a registered Keras layer in the training graph, plus its identity loss and parts.
 
 No Lambda, no closures: everything here reloads from `.keras` files with `safe_mode=True` once this
-module is imported. Feature-distillation losses go beside `DistillationLoss`, each with its formula
-and paper in the docstring and a numpy golden-value test (tests/test_losses.py).
+module is imported. The feature-distillation losses (FitNets hints, attention transfer, channel-wise
+distillation: --feature-loss) sit beside `DistillationLoss`, each with its formula and paper in the
+docstring and a numpy golden-value test (tests/test_feature_kd.py); `AddFeatureTerm` adds them to the total.
 """
 
 from __future__ import annotations
@@ -145,6 +146,172 @@ class DistillationLoss(keras.layers.Layer):
         return config
 
 
+# ---------------------------------------------------------------- feature distillation (the teacher in the graph)
+#
+# Each layer takes [student feature (B, h, w, c_s), teacher feature (B, H, W, c_t)] (named stage outputs of
+# both models, distill.graph) and returns the per-image loss (B,); Keras' mean over the batch then gives the
+# papers' batch means. They need the teacher's features, so the teacher must run in the graph (--teacher, not
+# --teacher-cache). The 1x1 adapters (FitNets, CWD) are trainable variables of the loss layer: they live in the
+# training graph (and its checkpoints) only, never in the student that is saved and exported.
+
+FEATURE_LOSSES = ("fitnets", "at", "cwd")
+
+
+def resize_to(x, size):
+    """x (B, h, w, c) bilinearly resized to `size` (H, W) (half-pixel centres, no antialiasing); x itself when h, w = H, W."""
+    if tuple(x.shape[1:3]) == tuple(size):
+        return x
+    return ops.image.resize(x, tuple(int(s) for s in size), interpolation="bilinear", antialias=False, data_format="channels_last")
+
+
+class _AdaptedFeatureLoss(keras.layers.Layer):
+    """Shared by FitNets and CWD: a 1x1 conv (with bias) from the student's channels to the teacher's, made in build."""
+
+    def build(self, input_shapes):
+        s_shape, t_shape = input_shapes
+        self.adapter = keras.layers.Conv2D(int(t_shape[-1]), 1, name="adapter", dtype=self.dtype_policy)
+        self.adapter.build(tuple(s_shape))
+
+    def adapt(self, inputs):
+        """(adapted student feature resized to the teacher's size, teacher feature without gradient)."""
+        s, t = inputs
+        return resize_to(self.adapter(s), t.shape[1:3]), ops.stop_gradient(t)
+
+    def compute_output_shape(self, input_shapes):
+        return (input_shapes[0][0],)
+
+
+@keras.saving.register_keras_serializable(package="kdseg")
+class FitNetsLoss(_AdaptedFeatureLoss):
+    """FitNets hint loss (Romero et al., ICLR 2015, "FitNets: Hints for Thin Deep Nets"), per image:
+
+        loss = mean_{pixels, channels} (r(F_s) - F_t)^2,      r = 1x1 conv adapter (the paper's regressor)
+
+    F_s is the student's feature (the "guided" layer), F_t the teacher's ("hint"); r maps the student's
+    channels to the teacher's and is trained with the student (it is dropped afterwards). When the spatial
+    sizes differ, r(F_s) is bilinearly resized to the teacher's. The paper trains the hint stage first and
+    then the whole student with KD; here the hint is one more term of the loss, weighted by --feature-weight.
+    Zero when r(F_s) = F_t.
+    """
+
+    def call(self, inputs):
+        s, t = self.adapt(inputs)
+        return ops.mean(ops.square(s - t), axis=(1, 2, 3))
+
+
+@keras.saving.register_keras_serializable(package="kdseg")
+class AttentionTransferLoss(keras.layers.Layer):
+    """Attention transfer (Zagoruyko & Komodakis, ICLR 2017, "Paying More Attention to Attention: Improving
+    the Performance of Convolutional Neural Networks via Attention Transfer"), per image:
+
+        A(F)  = mean_c |F_c|^p  (p = 2), flattened over the H*W positions, Q = A / ||A||_2
+        loss  = mean_{positions} (Q_s - Q_t)^2
+
+    This is the paper's code (github.com/szagoruyko/attention-transfer, `at_loss`:
+    (at(x) - at(y)).pow(2).mean() with at(x) = F.normalize(x.pow(p).mean(1).view(B, -1))): the squared
+    distance averaged over positions, not the unsquared 2-norm of the paper's eq. 2. The paper weights it
+    by beta / 2 with beta = 1000 (summed over layer pairs): --feature-weight plays that part. No adapter:
+    the channel counts may differ. When the spatial sizes differ, the student's map A_s (before the
+    normalisation) is bilinearly resized to the teacher's. Zero when F_s = F_t (or any positive multiple).
+    """
+
+    def __init__(self, p: float = 2.0, **kwargs):
+        super().__init__(**kwargs)
+        if not p > 0:
+            raise ValueError(f"the attention power p must be > 0, got {p}")
+        self.p = float(p)
+
+    def attention(self, f):
+        """A(F) = mean_c |F_c|^p, (B, H, W, 1)."""
+        return ops.mean(ops.square(f) if self.p == 2.0 else ops.power(ops.abs(f), self.p), axis=-1, keepdims=True)
+
+    @staticmethod
+    def normalise(a):
+        q = ops.reshape(a, (-1, int(a.shape[1]) * int(a.shape[2])))
+        # F.normalize: q / max(||q||, eps), eps = 1e-12, as sqrt(max(||q||^2, eps^2)): a finite gradient at an all-zero map too
+        return q / ops.sqrt(ops.maximum(ops.sum(ops.square(q), axis=-1, keepdims=True), 1e-24))
+
+    def call(self, inputs):
+        s, t = inputs
+        a_t = self.attention(ops.stop_gradient(t))
+        a_s = resize_to(self.attention(s), a_t.shape[1:3])
+        return ops.mean(ops.square(self.normalise(a_s) - self.normalise(a_t)), axis=-1)
+
+    def compute_output_shape(self, input_shapes):
+        return (input_shapes[0][0],)
+
+    def get_config(self):
+        return {**super().get_config(), "p": self.p}
+
+
+@keras.saving.register_keras_serializable(package="kdseg")
+class ChannelWiseLoss(_AdaptedFeatureLoss):
+    """Channel-wise distillation (Shu, Liu, Gao, Yan & Shen, ICCV 2021, "Channel-wise Knowledge Distillation
+    for Dense Prediction"), per image:
+
+        P_c(F) = softmax over the H*W positions of F_c / tau          (one distribution per channel c)
+        loss   = tau^2 / C * sum_c KL(P_c(F_t) || P_c(r(F_s)))         (KL summed over the positions)
+
+    r is a 1x1 conv adapter from the student's channels to the teacher's C (trained with the student,
+    dropped afterwards); when the spatial sizes differ, r(F_s) is bilinearly resized to the teacher's.
+    Keras' mean over the N images of a batch gives the authors' code (mmrazor ChannelWiseDivergence):
+    sum(KL) * tau^2 / (C * N). tau = 4 is the paper's default. Zero when r(F_s) = F_t.
+    """
+
+    def __init__(self, tau: float = 4.0, **kwargs):
+        super().__init__(**kwargs)
+        if not tau > 0:
+            raise ValueError(f"the temperature tau must be > 0, got {tau}")
+        self.tau = float(tau)
+
+    def call(self, inputs):
+        s, t = self.adapt(inputs)
+        n, c = int(t.shape[1]) * int(t.shape[2]), int(t.shape[-1])
+        log_ps = ops.log_softmax(ops.reshape(s, (-1, n, c)) / self.tau, axis=1)
+        log_pt = ops.log_softmax(ops.reshape(t, (-1, n, c)) / self.tau, axis=1)
+        kl = ops.sum(ops.exp(log_pt) * (log_pt - log_ps), axis=(1, 2))
+        return kl * (self.tau**2 / c)
+
+    def get_config(self):
+        return {**super().get_config(), "tau": self.tau}
+
+
+def feature_loss_layer(kind: str, name: str) -> keras.layers.Layer:
+    """The loss layer of --feature-loss `kind` (FEATURE_LOSSES), in float32 under mixed precision too."""
+    layers = {"fitnets": FitNetsLoss, "at": AttentionTransferLoss, "cwd": ChannelWiseLoss}
+    if kind not in layers:
+        raise ValueError(f"unknown feature loss {kind!r}; choose one of {', '.join(FEATURE_LOSSES)}")
+    return layers[kind](name=name, dtype="float32")
+
+
+@keras.saving.register_keras_serializable(package="kdseg")
+class AddFeatureTerm(keras.layers.Layer):
+    """[total, hard, soft] (DistillationLoss) and the feature losses (B,) each -> (B, 4) [total + w * feat, hard, soft, feat].
+
+    feat = the sum of the feature losses (one per matched layer pair), unweighted; training.loop logs it
+    as the LossPart "feat". Only in graphs with feature distillation: the others keep three columns.
+    """
+
+    def __init__(self, weight: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        if not weight >= 0:
+            raise ValueError(f"the feature weight must be >= 0, got {weight}")
+        self.weight = float(weight)
+
+    def call(self, inputs):
+        parts, feats = inputs[0], inputs[1:]
+        feat = feats[0]
+        for f in feats[1:]:
+            feat = feat + f
+        return ops.concatenate([parts[:, :1] + self.weight * feat[:, None], parts[:, 1:3], feat[:, None]], axis=-1)
+
+    def compute_output_shape(self, input_shapes):
+        return (input_shapes[0][0], 4)
+
+    def get_config(self):
+        return {**super().get_config(), "weight": self.weight}
+
+
 @keras.saving.register_keras_serializable(package="kdseg")
 class IdentityLoss(keras.losses.Loss):
     """The model already outputs its loss (column 0 of DistillationLoss); y_true is ignored."""
@@ -155,7 +322,7 @@ class IdentityLoss(keras.losses.Loss):
 
 @keras.saving.register_keras_serializable(package="kdseg")
 class LossPart(keras.metrics.Mean):
-    """Mean of one column of the DistillationLoss output (1 = hard part, 2 = soft part)."""
+    """Mean of one column of the training graph's output (1 = hard part, 2 = soft part, 3 = feature part: AddFeatureTerm)."""
 
     def __init__(self, index: int = 1, name: str = "hard", **kwargs):
         super().__init__(name=name, **kwargs)

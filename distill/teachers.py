@@ -26,7 +26,7 @@ from common.cli import UserError
 from distill.cache import TeacherCache, ensemble_label, normalise_weights
 from models.files import load_keras
 from models.predict import predict
-from models.registry import logits_model
+from models.registry import features_model, logits_model
 from pi.tgs_common import postprocess
 
 
@@ -176,6 +176,21 @@ class TeacherLogits:
             t = keras.Input(tuple(image.shape[1:3]) + (1,), name="teacher_logits")
             return {"teacher_logits": t}, head_swap(t, temperature)
         return {}, soft_teacher(self.models, temperature, self.weights)(image)
+
+    def feature_teacher(self) -> keras.Model:
+        """The one in-graph teacher whose features feature distillation matches; UserError for a cache or an ensemble."""
+        if self.cache is not None or len(self.models) != 1:
+            raise UserError("feature distillation needs one teacher in the graph (--teacher; not --teacher-cache, not an ensemble)")
+        return self.models[0]
+
+    def soft_target_and_features(self, image, temperature: float, layer_names) -> tuple[object, list]:
+        """(soft target, teacher features) for feature distillation (--feature-loss): one frozen teacher in the graph,
+        on the student's own input, gives both in one pass: its logits through the head swap (as `soft_target`) and
+        the outputs of its stage layers `layer_names`. A cache holds no features: feature distillation needs the model."""
+        model = features_model(self.feature_teacher(), layer_names, name="teacher_features")
+        model.trainable = False
+        logits, *feats = model(image)
+        return head_swap(logits, temperature), feats
 
     def val_logits(self, vx: np.ndarray, cached_views, spec: dict) -> np.ndarray:
         """The soft target's logits on the validation images, original 101x101 pixels."""

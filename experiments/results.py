@@ -88,6 +88,7 @@ def load_runs(root) -> pd.DataFrame:
             # at the threshold picked on these same validation images (--tune-threshold): optimistic
             kaggle_map_tuned=met.get("val_tuned_threshold", {}).get("kaggle_map"),
             threshold_tuned=met.get("val_tuned_threshold", {}).get("threshold"),
+            augment=cfg.get("augment", "flip"),  # --augment: a run is paired with the baseline of the same augmentation
         )
         rows.append(row)
     return pd.DataFrame(rows)
@@ -161,6 +162,7 @@ def summarize(df: pd.DataFrame, reference: str = "") -> pd.DataFrame:
             same = (
                 (df.model == first["model"]) if "model" in df else (df.base_filters == first["base_filters"]) & (df.arch == first["arch"])
             )
+            same &= (df.augment == first["augment"]) if "augment" in df else True  # --augment strong: its own baseline
             base = df[(df.kind == "student") & (df.lam == 0) & same]
             pairs = [(d, base[base.seed == d.seed].iloc[0]) for d in g.itertuples() if (base.seed == d.seed).any()]
             pairs = [(d, b) for d, b in pairs if _paired_diff(d.path, b["path"]) is not None]  # same validation images only

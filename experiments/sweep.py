@@ -19,9 +19,12 @@ Config (JSON): {"name", "data": path or "synthetic", "synthetic": {n_train, n_te
 {"lam": [...], "temperature": [...], "scale": [...], "base_filters": [...], "unlabelled": [false, true, "all"],
 "ensemble": [false, true], "blackbox": [false, "mirrored", "noflip"], "model": [{"arch": "sepunet",
 "base_filters": 8}, {"arch": "unet", "base_filters": 6, "depth": 3}, ...], "options": [{}, {"n_unlabelled":
-32}, {"teacher_tta": true}, {"lovasz_epochs": 3}, {"tune_threshold": true}]}; a "model" entry sets the
+32}, {"teacher_tta": true}, {"lovasz_epochs": 3}, {"tune_threshold": true}, {"augment": "strong", "mixup": 0.2}]}; a "model" entry sets the
 student's architecture (arch, base_filters, depth, upsample; the rest from "student"), an "options" entry
-flags that are off by default (each adds to the run's name); "unlabelled": true adds the data's own test
+flags that are off by default (each adds to the run's name; "augment": "strong" and "mixup" put the teacher in the graph
+even with "teacher_cache", and baselines keep "augment" but drop "mixup"; {"feature_loss": "fitnets" | "at" | "cwd",
+"feature_weight": w} adds feature distillation, with the teacher in the graph, not for baselines, blackbox or ensembles);
+"unlabelled": true adds the data's own test
 images, "all" those and the "unlabelled_extra" folders (its runs are named by the count, e.g. _unl_u18k); a list of grids runs the union
 of their products (so a costly axis such as the ensemble need not multiply every other one). lam = 0
 is the baseline (T, s(T), unlabelled and ensemble do not apply to it). "ensemble": true distils from
@@ -51,18 +54,19 @@ from tqdm import tqdm
 
 from common.cli import UserError, run
 from common.io import acquire_lock, is_locked, release_lock
+from data.augment import AUGMENTS
 from data.synthetic import generate
 from data.tgs import count_unlabelled
 from distill.cache import ensemble_label
 from experiments.results import format_summary, write_tables
-from training.naming import RunSpec, model_name
+from training.naming import FEATURE_LOSSES, RunSpec, model_name
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 3.0  # how often a shard looks again at a teacher or cache that another shard is making
 UNLABELLED = (False, True, "all")  # none; the data's own test images; those and the config's "unlabelled_extra" folders
 GRID_KEYS = ("lam", "temperature", "scale", "base_filters", "model", "options", "unlabelled", "ensemble", "blackbox")
 # what an "options" grid entry may set (distill_train.py flags that are off by default; each names its runs)
-OPTION_KEYS = ("n_unlabelled", "teacher_tta", "lovasz_epochs", "tune_threshold")
+OPTION_KEYS = ("n_unlabelled", "teacher_tta", "lovasz_epochs", "tune_threshold", "augment", "mixup", "feature_loss", "feature_weight")
 MODEL_KEYS = ("arch", "base_filters", "depth", "upsample")  # what a "model" grid entry may set
 BLACKBOX = (False, "mirrored", "noflip")
 KINDS = ("teacher", "cache", "probabilities", "student")
@@ -189,7 +193,12 @@ def student_runs(cfg: dict, teacher: str, n_all: int = 0) -> list[dict]:
                 raise UserError(f'sweep grid "options" entry {opts!r} must be an object with keys among {", ".join(OPTION_KEYS)}')
             if lam == 0:
                 T, scale, unl, ens, bb = 2.0, "T", False, False, False
-                opts = {k: v for k, v in opts.items() if k in ("lovasz_epochs", "tune_threshold")}  # no teacher: no tta, no unlabelled
+                # no teacher: no tta, no unlabelled (so no mixup); the same augmentation as the runs it is compared with
+                opts = {k: v for k, v in opts.items() if k in ("lovasz_epochs", "tune_threshold", "augment")}
+            if not unl:  # mixup mixes unlabelled images
+                opts = {k: v for k, v in opts.items() if k != "mixup"}
+            augment, mixup = augmentation(student, opts, unl, bb)
+            feature = feature_kd(opts, ens, bb)
             if bb and (unl or ens):
                 raise UserError(
                     'sweep grid combines "blackbox" with unlabelled or ensemble runs (the black-box cache holds the labelled images of one teacher)'
@@ -214,6 +223,9 @@ def student_runs(cfg: dict, teacher: str, n_all: int = 0) -> list[dict]:
                 tune_threshold=bool(opts.get("tune_threshold", False)),
                 n_unlabelled=int(opts.get("n_unlabelled", student.get("n_unlabelled", 16))),
                 unlabelled_count=n_all if unl == "all" else 0,
+                augment=augment,
+                mixup=mixup,
+                **feature,
             )
             runs.append(
                 {
@@ -229,10 +241,41 @@ def student_runs(cfg: dict, teacher: str, n_all: int = 0) -> list[dict]:
                     "ensemble": ens,
                     "blackbox": bb,
                     "seed": seed,
+                    # the teacher in the graph even with "teacher_cache": a cache cannot see strong augmentation or mixup
+                    "in_graph": augment == "strong" or bool(mixup) or bool(feature),  # feature KD: the teacher's features
                 }
             )
     # seed by seed, so an interrupted sweep already holds complete paired comparisons
     return sorted(runs, key=lambda r: r["seed"])
+
+
+def augmentation(student: dict, opts: dict, unl, bb) -> tuple[str, float]:
+    """One run's (augment, mixup): an "options" entry's, else the "student" section's; mixup only with unlabelled images."""
+    augment = opts.get("augment", student.get("augment", "flip"))
+    mixup = opts.get("mixup", student.get("mixup", 0.0)) if unl else 0.0
+    if augment not in AUGMENTS or isinstance(mixup, bool) or not isinstance(mixup, (int, float)) or not mixup >= 0:
+        raise UserError(f"sweep augment {augment!r} / mixup {mixup!r}: augment must be one of {', '.join(AUGMENTS)}, mixup a number >= 0")
+    if bb and augment != "flip":
+        raise UserError('sweep grid combines "blackbox" with "augment": "strong" (a cache holds only the image and its flip)')
+    if opts.get("teacher_tta") and (augment != "flip" or mixup):
+        raise UserError('sweep "options" combine "teacher_tta" (cached logits) with strong augmentation or mixup (in-graph teacher)')
+    return augment, float(mixup)
+
+
+def feature_kd(opts: dict, ens, bb) -> dict:
+    """One run's feature distillation (RunSpec fields): an "options" entry's "feature_loss" (and "feature_weight"); {} when off.
+
+    It needs the teacher's features: one teacher in the graph (not the black box, not an ensemble; no --teacher-cache)."""
+    loss, weight = opts.get("feature_loss", ""), opts.get("feature_weight", 1.0)
+    if not loss:
+        if "feature_weight" in opts:
+            raise UserError(f'sweep grid "options" entry {opts!r} sets "feature_weight" without "feature_loss"')
+        return {}
+    if loss not in FEATURE_LOSSES or isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+        raise UserError(f"sweep feature_loss {loss!r} / feature_weight {weight!r}: one of {', '.join(FEATURE_LOSSES)}, a weight >= 0")
+    if bb or ens:
+        raise UserError('sweep grid combines "feature_loss" with "blackbox" or "ensemble" (it needs one teacher in the graph)')
+    return {"feature_loss": loss, "feature_weight": float(weight)}
 
 
 def student_model(student: dict, width, entry) -> dict:
@@ -339,7 +382,7 @@ def plan(cfg: dict, args) -> list[Job]:
     # cache stays the size they need and a sweep dir can hold both
     all_dir = Path(teacher_path).parent / "cache_all"
     if cfg.get("teacher_cache"):  # teacher logits computed once: a KD epoch then costs what a baseline epoch costs
-        kd = [r for r in runs if r["lam"] > 0 and not r["blackbox"]]
+        kd = [r for r in runs if r["lam"] > 0 and not r["blackbox"] and not r["in_graph"]]
         caches = [("teacher_cache", [teacher_path], cache_dir, False, any(r["unlabelled"] is True and not r["ensemble"] for r in kd), [])]
         caches += (
             [("ensemble_cache", ensemble, ens_cache, True, any(r["unlabelled"] for r in kd if r["ensemble"]), [])]
@@ -398,7 +441,7 @@ def plan(cfg: dict, args) -> list[Job]:
             "--lam",
             str(r["lam"]),
             *flags({k: v for k, v in r["model"].items() if v != ""}),
-            *flags(student_fixed),
+            *flags({k: v for k, v in student_fixed.items() if not (k == "mixup" and not r["unlabelled"])}),
         ]
         # the teacher's split (a black-box cache names no teacher, so it is passed too)
         pass_split = (r["lam"] == 0 or r["blackbox"]) and (split.exists() or not given_teacher)
@@ -413,7 +456,7 @@ def plan(cfg: dict, args) -> list[Job]:
             members, cdir = (ensemble, ens_cache) if r["ensemble"] else ([teacher_path], all_dir if r["unlabelled"] == "all" else cache_dir)
             cmd += ["--teacher", *members]
             needs += [Path(t) for t in members]
-            if cfg.get("teacher_cache"):
+            if cfg.get("teacher_cache") and not r["in_graph"]:
                 cmd += ["--teacher-cache", str(cdir)]
                 needs += [cdir / "meta.json"]
         if r["unlabelled"]:

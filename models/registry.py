@@ -76,6 +76,20 @@ def logits_model(model: keras.Model, name: str | None = None) -> keras.Model:
     return keras.Model(model.inputs[0], logits, name=name or f"{model.name}_logits")
 
 
+def stage_names(model: keras.Model) -> list[str]:
+    """The model's named stage outputs (`enc{i}_out`, `mid_out`, `dec{i}_out`, `head_out`): what feature distillation matches."""
+    return [layer.name for layer in model.layers if layer.name.endswith("_out") and len(layer.output.shape) == 4]
+
+
+def features_model(model: keras.Model, layer_names, name: str | None = None) -> keras.Model:
+    """Sub-model sharing weights: model input -> [its `logits`, the outputs of the named layers (stage_names)]."""
+    missing = [n for n in layer_names if n not in stage_names(model)]
+    if missing:
+        raise ValueError(f"model {model.name!r} has no stage output {missing[0]!r}; its stage outputs: {', '.join(stage_names(model))}")
+    outputs = [model.get_layer("logits").output, *(model.get_layer(n).output for n in layer_names)]
+    return keras.Model(model.inputs[0], outputs, name=name or f"{model.name}_features")
+
+
 def float32_copy(model: keras.Model) -> keras.Model:
     """The same architecture and weights with every layer in float32: what is saved and exported after a
     mixed-precision run (the variables are float32 already; only the compute dtype changes)."""

@@ -6,8 +6,10 @@ import math
 from dataclasses import dataclass
 
 from common.cli import UserError, check_range
-from distill.losses import SCALE_RULES
+from data.augment import AUGMENTS
+from distill.losses import FEATURE_LOSSES, SCALE_RULES
 from training.config import TrainConfig, validate_common
+from training.naming import DEFAULT_FEATURE_LAYERS, feature_pairs
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,12 @@ class DistillConfig(TrainConfig):
     teacher_tta: bool = False  # with --teacher-cache: soft target from the flip-averaged cached logits (image and flipped image)
     lovasz_epochs: int = 0  # the last N of --epochs train with the Lovasz hinge as the hard term (BCE before); 0 = BCE throughout
     tune_threshold: bool = False  # after training, pick the mask threshold (0.30..0.70) with the best validation Kaggle mAP -> sidecar
+    # feature distillation (distill.losses): needs the teacher in the graph (--teacher, one model; a cache holds no features)
+    feature_loss: str = ""  # "" = off; "fitnets" (hints, 1x1 adapter, MSE), "at" (attention transfer), "cwd" (channel-wise, tau 4)
+    feature_weight: float = 1.0  # weight of the feature term added to the total loss
+    feature_layers: tuple = DEFAULT_FEATURE_LAYERS  # STUDENT_LAYER:TEACHER_LAYER stage names (enc{i}_out, mid_out, dec{i}_out, head_out)
+    augment: str = "flip"  # "flip": horizontal flips (earlier versions); "strong": + shifts, zoom, brightness/contrast (data.augment)
+    mixup: float = 0.0  # alpha of Beta(alpha, alpha) mixup of pairs of unlabelled images (soft term only); 0 = off
 
 
 def validate(cfg: DistillConfig) -> None:
@@ -58,3 +66,42 @@ def validate(cfg: DistillConfig) -> None:
         raise UserError(f"--lovasz-epochs must be >= 0 and < --epochs {cfg.epochs} (the last N epochs), got {cfg.lovasz_epochs}")
     if cfg.lovasz_epochs and cfg.lam == 1:
         raise UserError("--lovasz-epochs changes the hard term, which has weight 1 - lam = 0 at --lam 1")
+    check_augment(cfg)
+    check_feature_kd(cfg)
+
+
+def check_augment(cfg: DistillConfig) -> None:
+    """--augment and --mixup: known values, and the teacher in the graph (Beyer et al. 2022: the teacher sees the student's view)."""
+    if cfg.augment not in AUGMENTS:
+        raise UserError(f"--augment {cfg.augment!r} must be one of {', '.join(AUGMENTS)}")
+    if not (math.isfinite(cfg.mixup) and cfg.mixup >= 0):
+        raise UserError(f"--mixup must be a finite number >= 0 (the Beta distribution's alpha; 0 = off), got {cfg.mixup}")
+    if cfg.mixup and not cfg.unlabelled:
+        raise UserError("--mixup mixes pairs of unlabelled images: it needs --unlabelled")
+    if cfg.mixup and cfg.n_unlabelled < 2:
+        raise UserError(f"--mixup mixes pairs of a batch's unlabelled images: it needs --n-unlabelled >= 2, got {cfg.n_unlabelled}")
+    if cfg.teacher_cache and cfg.lam > 0:  # the cache is the soft target (student.train.soft_target_source)
+        for flag, on in (("--augment strong", cfg.augment == "strong"), ("--mixup", bool(cfg.mixup))):
+            if on:
+                raise UserError(f"{flag} needs the teacher in the graph (a cache holds only the image and its flip); drop --teacher-cache")
+
+
+def check_feature_kd(cfg: DistillConfig) -> None:
+    """--feature-loss, --feature-weight, --feature-layers (the layer names are checked against the models in student.train)."""
+    if cfg.feature_loss:
+        if cfg.feature_loss not in FEATURE_LOSSES:
+            raise UserError(f"--feature-loss {cfg.feature_loss!r} must be one of {', '.join(FEATURE_LOSSES)} (or '' for none)")
+        if cfg.teacher_cache:
+            raise UserError("--feature-loss needs the teacher's features, so the teacher in the graph (--teacher), not --teacher-cache")
+        if not cfg.teacher:
+            raise UserError("--feature-loss needs a --teacher (in the graph: feature distillation matches its features)")
+        if len(cfg.teacher) > 1:
+            raise UserError(f"--feature-loss needs one --teacher in the graph, not an ensemble of {len(cfg.teacher)}")
+        try:
+            feature_pairs(cfg.feature_layers)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        if not cfg.feature_layers:
+            raise UserError("--feature-layers needs at least one STUDENT_LAYER:TEACHER_LAYER pair")
+    if not (math.isfinite(cfg.feature_weight) and cfg.feature_weight >= 0):
+        raise UserError(f"--feature-weight must be a finite number >= 0, got {cfg.feature_weight}")

@@ -20,19 +20,21 @@ from common.config import parse_args, show
 from common.devices import device_report
 from common.distribute import data_parallel, describe
 from data.tgs import TgsData, join_unlabelled, load_unlabelled
-from distill.graph import build_training_graph
+from distill.graph import build_training_graph, check_feature_layers
 from distill.teachers import TeacherLogits
 from metrics.calibration import calibration
 from pi.sidecar import make_spec, sidecar_path
 from student.config import DistillConfig, validate
 from student.model import build_student
 from training.loop import evaluate_probs, fit
-from training.naming import RunSpec
+from training.naming import RunSpec, feature_pairs
 from training.runs import batches, final_metrics, load_split_data, start_run, write_metrics
 
 
 def main(argv=None, doc: str = __doc__) -> int:
-    cfg, opts = parse_args(DistillConfig, argv, doc, required=("data",), multi=("unlabelled", "teacher", "teacher_weights"))
+    cfg, opts = parse_args(
+        DistillConfig, argv, doc, required=("data",), multi=("unlabelled", "teacher", "teacher_weights", "feature_layers")
+    )
     validate(cfg)
     show(cfg)
     # before any model exists (teachers included): with N devices every model lives in the data-parallel scope
@@ -65,6 +67,9 @@ def distill(cfg: DistillConfig, opts, parallel: dict) -> int:
     t0 = time.perf_counter()
     spec = make_spec(cfg.input_size, cfg.resize_mode)
     source = soft_target_source(cfg, spec)
+    if cfg.feature_loss:  # the matched stages exist in both models, checked before the run dir exists (a throwaway student)
+        check_feature_layers(build_student(cfg), source.feature_teacher(), feature_pairs(cfg.feature_layers))
+        print(f"feature distillation: {cfg.feature_loss}, weight {cfg.feature_weight:g}, layers {' '.join(cfg.feature_layers)}", flush=True)
     split_file = cfg.split_file
     first = Path(source.paths[0]) if source is not None and source.paths else None
     if first is None and source is not None and source.cache is not None and source.cache.meta["teachers"]:
@@ -76,7 +81,20 @@ def distill(cfg: DistillConfig, opts, parallel: dict) -> int:
     if unlabelled is not None:
         print(f"unlabelled: {len(unlabelled)} images, {cfg.n_unlabelled} per batch (soft term only)", flush=True)
     cache = source.cache if source is not None else None
-    data = batches(train, val, spec, cfg.batch_size, cfg.seed, cfg.flip, unlabelled, cfg.n_unlabelled, cache, parallel["replicas"])
+    data = batches(
+        train,
+        val,
+        spec,
+        cfg.batch_size,
+        cfg.seed,
+        cfg.flip,
+        unlabelled,
+        cfg.n_unlabelled,
+        cache,
+        parallel["replicas"],
+        cfg.augment,
+        cfg.mixup,
+    )
     n_unl = len(unlabelled) if unlabelled is not None else 0
     name = RunSpec.from_config(cfg, source.label if source is not None else "", unlabelled_count=n_unl).name
     run_dir = start_run(cfg, Path(cfg.out or Path("runs") / name), opts, split, parallel)
@@ -106,7 +124,17 @@ def train_student(
     )
     hard_loss = "lovasz" if cfg.lovasz_epochs else "bce"  # the last --lovasz-epochs: Lovasz hinge hard term (training.loop)
     graph = build_training_graph(
-        student, source, temperature=T, lam=cfg.lam, scale=cfg.scale, input_scale=spec["scale"], hard_loss=hard_loss
+        student,
+        source,
+        temperature=T,
+        lam=cfg.lam,
+        scale=cfg.scale,
+        input_scale=spec["scale"],
+        hard_loss=hard_loss,
+        # --feature-loss: the adapters live in the graph only; `student` (saved as student.keras) is unchanged
+        feature_loss=cfg.feature_loss,
+        feature_weight=cfg.feature_weight,
+        feature_layers=feature_pairs(cfg.feature_layers),
     )
     io.write_json(sidecar_path(run_dir / "student.keras"), {**spec, "model_name": student.name})
     info = fit(graph, student, data, cfg, run_dir, "student.keras", opts.resume)

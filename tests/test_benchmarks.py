@@ -16,6 +16,8 @@ def test_input_pipeline_benchmark_reports_every_setting():
         "flips + cached logits",
         "flips + unlabelled + cached logits",
         "all + 2 replicas",
+        "strong + 16 unlabelled",
+        "strong + unlabelled + mixup",
     ]
     assert all(float(r.split()[-1].replace(",", "")) > 0 for r in rows)
 

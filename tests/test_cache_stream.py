@@ -375,3 +375,38 @@ def test_cached_rows_read_per_batch_what_take_returns(tmp_path, tta):
     np.testing.assert_array_equal(got, taken[order])
     if not tta:
         np.testing.assert_array_equal(got[0, ..., 0], logits[3, 1])  # i3's flipped view
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_batches_from_cached_rows_equal_batches_from_taken_logits(tmp_path, tta):
+    """Training batches whose unlabelled logits are read per batch (CachedRows) are byte-identical to batches built from
+    take()'s in-memory array, flips and the unlabelled images' per-batch flips included."""
+    from data.pipeline import Batches
+    from distill.cache import FORMAT, TeacherCache
+
+    rng = np.random.default_rng(1)
+    n_lab, n_unl, s = 10, 9, 8
+    logits = (rng.normal(size=(n_lab + n_unl, 2, s, s)) * 4).astype(np.float16)
+    np.save(tmp_path / "logits.npy", logits)
+    ids = [f"i{k}" for k in range(n_lab + n_unl)]
+    meta = {"format": FORMAT, "ids": ids, "teachers": [{"path": "t.keras", "sha256": "0"}], "spec": {"model_name": "unet8"}}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    cache = TeacherCache(tmp_path, tta=tta)
+    x = rng.integers(0, 256, (n_lab, s, s, 1), dtype=np.uint8)
+    y = (rng.random((n_lab, s, s, 1)) < 0.5).astype(np.float32)
+    ux = rng.integers(0, 256, (n_unl, s, s, 1), dtype=np.uint8)
+    t = cache.take(ids[:n_lab])
+
+    def batches(ut):
+        b = Batches(x, y, batch_size=4, seed=3, unlabelled_x=ux, n_unlabelled=3, t=t, unlabelled_t=ut)
+        out = []
+        for _ in range(2):
+            out += [b[i][0] for i in range(len(b))]
+            b.on_epoch_end()
+        return out
+
+    for a, b in zip(batches(cache.take(ids[n_lab:])), batches(cache.rows(ids[n_lab:]))):
+        assert set(a) == set(b) == {"image", "mask", "teacher_logits"}
+        for k in a:
+            assert a[k].dtype == b[k].dtype
+            np.testing.assert_array_equal(a[k], b[k])

@@ -379,7 +379,7 @@ def test_options_axis_names_runs_and_passes_flags(tmp_path):
 
 
 def test_all_unlabelled_runs_name_their_count_and_read_cache_all(tmp_path):
-    """"unlabelled": "all" adds the "unlabelled_extra" folders, names the count (_u18k here: counted, or as stated), and
+    """ "unlabelled": "all" adds the "unlabelled_extra" folders, names the count (_u18k here: counted, or as stated), and
     reads the teacher's cache_all, built over the data's test images and the extra folders; bad configs are refused."""
     from common.cli import UserError
     from experiments.sweep import parse_args, plan, student_runs

@@ -221,9 +221,14 @@ def test_epoch_benchmark_runs(runs, synth_dir, tmp_path):
         "--out",
         tmp_path / "b.json",
     ).stdout
-    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
-    assert [r["mode"] for r in rows] == ["baseline", "kd_in_graph", "kd_cache"] and all(r["img_per_s"] > 0 for r in rows)
-    assert "kd_cache" in out
+    report = json.loads((tmp_path / "b.json").read_text())
+    rows = report["rows"]
+    assert [r["mode"] for r in rows] == ["baseline", "kd_in_graph", "kd_cache", "kd_fitnets", "kd_at", "kd_cwd", "kd_strong"]
+    assert all(r["img_per_s"] > 0 for r in rows) and rows[0]["ratio_to_baseline"] == 1.0
+    assert "kd_cwd" in out and "dec1_out" in out
+    # dec1_out of the teacher: 104 x 104 x its width, float16, two views per image
+    sizes = report["dec1_out_feature_cache_mb"]
+    assert all(v > 0 for v in sizes.values()) and sizes["21200"] > sizes[min(sizes, key=int)]
 
 
 def test_tensorboard_logs_losses_and_validation_scores(synth_dir, tmp_path):

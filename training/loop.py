@@ -177,7 +177,7 @@ def load_checkpoint(train_model, run_dir: Path) -> dict | None:
 
 
 def fit(train_model, infer_model, data: TrainingData, cfg, run_dir: Path, model_name: str, resume: bool = False) -> dict:
-    """Train `train_model` (outputs [total, hard, soft] per sample) and keep the best `infer_model`.
+    """Train `train_model` (outputs [total, hard, soft] per sample, + feat with feature KD) and keep the best `infer_model`.
 
     cfg gives epochs, lr, weight_decay, monitor and tensorboard (a training.config.TrainConfig),
     optionally lovasz_epochs (student.config.DistillConfig: the last N epochs train with the Lovasz
@@ -195,7 +195,8 @@ def fit(train_model, infer_model, data: TrainingData, cfg, run_dir: Path, model_
     train_model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay),
         loss=IdentityLoss(),
-        metrics=[LossPart(1, "hard"), LossPart(2, "soft")],
+        # a 4th column (distill.losses.AddFeatureTerm): the feature-distillation loss, logged as "feat"
+        metrics=[LossPart(1, "hard"), LossPart(2, "soft")] + ([LossPart(3, "feat")] if train_model.outputs[0].shape[-1] == 4 else []),
     )
     model_path = run_dir / model_name
     cb = ValScore(

@@ -16,6 +16,25 @@ DEFAULT_DEPTH = 4
 # the architectures' default decoders (models.registry.DEFAULT_UPSAMPLE; repeated here to keep this module Keras-free, a test checks they agree)
 DEFAULT_UPSAMPLE = {"unet": "transpose", "sepunet": "bilinear", "mbv2cat": "bilinear", "mbv2add": "bilinear", "lraspp": "bilinear"}
 
+# --feature-loss choices (distill.losses.FEATURE_LOSSES; repeated here Keras-free for the sweep, a test checks they agree)
+FEATURE_LOSSES = ("fitnets", "at", "cwd")
+# --feature-layers when not given: the students' and teachers' 1/2-resolution decoder stage (unet, sepunet, mbv2cat, mbv2add)
+DEFAULT_FEATURE_LAYERS = ("dec1_out:dec1_out",)
+
+
+def feature_pairs(items) -> list[tuple[str, str]]:
+    """--feature-layers items "student_layer:teacher_layer" ("name" alone: the same name on both) -> [(student, teacher)].
+
+    ValueError (naming the item) for an empty name or more than one ':'."""
+    pairs = []
+    for item in items:
+        s, sep, t = str(item).partition(":")
+        t = t if sep else s
+        if not s or not t or ":" in t:
+            raise ValueError(f"--feature-layers {item!r} must be STUDENT_LAYER:TEACHER_LAYER (or one layer name for both)")
+        pairs.append((s, t))
+    return pairs
+
 
 def model_name(arch: str, base_filters, depth: int = DEFAULT_DEPTH, upsample: str = "") -> str:
     """A model's name: arch + width, then `d<depth>` and the decoder only where they are not the defaults.
@@ -55,14 +74,34 @@ class RunSpec:
     unlabelled_count: int = (
         0  # how many unlabelled images, named (_u18k) when --unlabelled is more than the data's own test images; 0 = not named
     )
+    feature_loss: str = ""  # feature distillation (--feature-loss fitnets | at | cwd); "" = off, not named
+    feature_weight: float = 1.0  # its weight (--feature-weight), named with it: _fitnets1, _cwd0.5
+    feature_layers: tuple = DEFAULT_FEATURE_LAYERS  # matched stage pairs (--feature-layers), named only when not the default
+    augment: str = "flip"  # --augment: "strong" (shifts, zoom, brightness/contrast) is named _aug; "flip" is not named
+    mixup: float = 0.0  # --mixup alpha of the unlabelled images, named _mix0.2 when > 0 (only with unlabelled images)
 
     @property
     def extras(self) -> tuple[str, str]:
         """(name suffix, label suffix) of the options that are off by default."""
         parts = [("tta", "+tta")] if self.teacher_tta and self.distilled else []
+        parts += [self.feature_tag] if self.feature_loss and self.kind == "student" else []
         parts += [(f"lov{self.lovasz_epochs}", f"+lovasz{self.lovasz_epochs}")] if self.lovasz_epochs else []
         parts += [("thr", "+thr")] if self.tune_threshold else []
+        parts += [("aug", "+aug")] if self.augment == "strong" else []
+        parts += [(f"mix{self.mixup:g}", f"+mixup{self.mixup:g}")] if self.mixup and self.unlabelled else []
         return "".join("_" + n for n, _ in parts), "".join(" " + lab for _, lab in parts)
+
+    @property
+    def feature_tag(self) -> tuple[str, str]:
+        """Feature distillation in names and labels: ("fitnets1", "+fitnets w=1"); the stage pairs when not the default
+        ("at0.5_dec2+mid-dec1" for dec2_out:dec2_out and mid_out:dec1_out, "+at w=0.5 [dec2_out, mid_out:dec1_out]")."""
+        name, label = f"{self.feature_loss}{self.feature_weight:g}", f"+{self.feature_loss} w={self.feature_weight:g}"
+        pairs = feature_pairs(self.feature_layers)
+        if pairs != feature_pairs(DEFAULT_FEATURE_LAYERS):
+            short = [(s.removesuffix("_out"), t.removesuffix("_out")) for s, t in pairs]
+            name += "_" + "+".join(s if s == t else f"{s}-{t}" for s, t in short)
+            label += " [" + ", ".join(s if s == t else f"{s}:{t}" for s, t in pairs) + "]"
+        return name, label
 
     def count_tag(self, sep: str) -> str:
         """The unlabelled images' count in names ("_u18k") and labels (" 18k"); "" when not named."""
@@ -70,7 +109,8 @@ class RunSpec:
 
     @property
     def distilled(self) -> bool:
-        return self.kind == "student" and self.lam > 0
+        """A student with a teacher: a soft term (lam > 0) or feature distillation (which may run at lam = 0)."""
+        return self.kind == "student" and (self.lam > 0 or bool(self.feature_loss))
 
     @property
     def name(self) -> str:
@@ -116,10 +156,11 @@ class RunSpec:
         if kind == "teacher":
             return cls(model, "teacher", seed=cfg.get("seed", 0))
         lam = float(cfg.get("lam", 0.0))
+        feature_loss = str(cfg.get("feature_loss", "") or "")
         return cls(
             model,
             kind,
-            teacher if lam > 0 else "",
+            teacher if lam > 0 or feature_loss else "",
             lam,
             cfg.get("temperature", 2.0) if lam > 0 else 2.0,
             cfg.get("scale", "T") if lam > 0 else "T",
@@ -132,6 +173,11 @@ class RunSpec:
             bool(cfg.get("tune_threshold", False)),
             int(cfg.get("n_unlabelled", 16)),
             int(unlabelled_count) if names_unlabelled_count(cfg) else 0,
+            feature_loss=feature_loss,
+            feature_weight=float(cfg.get("feature_weight", 1.0)),
+            feature_layers=tuple(cfg.get("feature_layers") or DEFAULT_FEATURE_LAYERS),
+            augment=str(cfg.get("augment", "flip") or "flip"),
+            mixup=float(cfg.get("mixup", 0.0) or 0.0),
         )
 
     @classmethod

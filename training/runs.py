@@ -83,8 +83,12 @@ def batches(
     n_unlabelled: int = 0,
     cache=None,
     replicas: int = 1,
+    augment: str = "flip",
+    mixup: float = 0.0,
 ) -> TrainingData:
-    """Training and validation batches; with a teacher cache, each carries the teacher's logits."""
+    """Training and validation batches; with a teacher cache, each carries the teacher's logits.
+
+    augment and mixup (data.pipeline.Batches) shape the training batches only; validation batches are never augmented."""
     # batches carry unscaled images (uint8 when padded); the graph scales them (build_training_graph's input_scale)
     x, y = prep_images_unscaled(train.images, spec), prep_masks(train.masks, spec)
     vx, vy = prep_images(val.images, spec), prep_masks(val.masks, spec)
@@ -92,7 +96,8 @@ def batches(
     t = vt = ut = None
     if cache is not None:
         t, vt = cache.take(train.ids, train.images), cache.take(val.ids, val.images)
-        ut = cache.take(unlabelled.ids, unlabelled.images) if unlabelled is not None else None
+        # read per batch from the cache file: training memory does not grow with the unlabelled set's logits
+        ut = cache.rows(unlabelled.ids, unlabelled.images) if unlabelled is not None else None
     tb = Batches(
         x,
         y,
@@ -105,6 +110,8 @@ def batches(
         t=t,
         unlabelled_t=ut,
         multiple_of=replicas,
+        augment=augment,
+        mixup=mixup,
     )
     vb = Batches(prep_images_unscaled(val.images, spec), vy, 64 * replicas, shuffle=False, flip=False, t=vt, multiple_of=replicas)
     return TrainingData(tb, vb, vx, val.masks, spec)
