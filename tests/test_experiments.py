@@ -217,6 +217,20 @@ def test_is_locked_sees_live_and_stale_locks(tmp_path):
 # run names of the shipped presets, from the sweep before it planned its jobs (student_runs built them by hand):
 # RunSpec must keep every existing run dir's name, or a sweep would train finished runs again
 PRESETS = {
+    "cpu_signals": (
+        18,
+        ["teacher", "teacher_cache"],
+        [
+            "unet4_baseline_aug_s0",
+            "unet4_from_unet8_T2_l0.9_sT_unl_fitnets1_s0",
+            "unet4_from_unet8_T2_l0.9_sT_unl_at500_s0",
+            "unet4_from_unet8_T2_l0.9_sT_unl_cwd3_s0",
+            "unet4_from_unet8_T2_l0.9_sT_unl_aug_s0",
+            "unet4_from_unet8_T2_l0.9_sT_unl_aug_mix0.2_s0",
+        ],
+    ),
+    "cpu_e45": (6, ["teacher_cache"], ["unet4_baseline_s0", "unet4_from_unet8_T2_l0.9_sT_unl_s0"]),
+    "cpu_e90": (6, ["teacher_cache"], ["unet4_baseline_s0", "unet4_from_unet8_T2_l0.9_sT_unl_s0"]),
     "cpu_unlabelled": (
         12,
         ["teacher", "teacher_cache", "teacher_cache_all"],
@@ -283,6 +297,9 @@ PRESETS = {
     ),
 }
 ELSEWHERE = {
+    "cpu_signals": ["unet4_from_unet8_T2_l0.9_sT_unl_cwd3_s2"],
+    "cpu_e45": ["unet4_baseline_s2"],
+    "cpu_e90": ["unet4_from_unet8_T2_l0.9_sT_unl_s2"],
     "cpu_unlabelled": ["unet4_from_unet8_T2_l0.9_sT_unl_u18k_s2"],
     "cpu_frontier": ["unet6d3_from_unet8_T2_l0.9_sT_unl_s2", "unet4_bilinear_baseline_s1"],
     "cpu": ["unet4_from_unet8x2_T2_l0.9_sT_s2"],

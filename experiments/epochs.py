@@ -1,0 +1,114 @@
+"""The epochs curve: validation Kaggle mAP against the training budget, one line per configuration.
+
+    python -m experiments.epochs runs/cpu runs/cpu_e45 runs/cpu_e90 [--out runs/epochs] [--overwrite]
+    # prints one row per (configuration, epochs): seeds, kaggle_map mean ± std (best epoch), kaggle_map_last
+    # (the last epoch: no selection on the validation images), and writes OUT/epochs.csv and OUT/epochs.png
+
+Each sweep dir is read with experiments.results (its finished runs; a run's budget is its config's --epochs, so
+one dir may hold several). Configurations are matched across dirs by their label ("unet4 baseline",
+"unet4 KD T=2 lam=0.9 s=T +unl"), so the curve of a configuration is the same training at 15, 45 and 90 epochs
+(the cosine schedule stretched to each budget, not one long run cut short). Where the curve flattens is
+what a longer CPU schedule, or a GPU box, buys. Default OUT: the first sweep dir's `epochs/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from common import io
+from common.cli import UserError, run
+from experiments.results import load_runs
+
+
+def curve(dirs) -> pd.DataFrame:
+    """One row per (config label, epochs) over the students of all dirs: n seeds, Kaggle mAP (best epoch) mean ± std,
+    last-epoch Kaggle mAP mean, mean IoU mean."""
+    frames = [load_runs(d) for d in dirs]
+    df = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) else pd.DataFrame()
+    if df.empty or not (df.kind == "student").any():
+        raise UserError(f"no finished student runs (metrics.json) under {', '.join(map(str, dirs))}")
+    df = df[df.kind == "student"].drop_duplicates("path")
+    rows = []
+    for (label, epochs), g in df.groupby(["label", "epochs"], sort=True):
+        last = pd.to_numeric(g["kaggle_map_last"], errors="coerce")
+        rows.append(
+            {
+                "config": label,
+                "epochs": int(epochs),
+                "n_seeds": len(g),
+                "seeds": " ".join(str(s) for s in sorted(g.seed)),
+                "kaggle_map": g.kaggle_map.mean(),
+                "kaggle_map_std": g.kaggle_map.std(ddof=1) if len(g) > 1 else np.nan,
+                "kaggle_map_last": last.mean() if last.notna().any() else np.nan,
+                "mean_iou": g.mean_iou.mean(),
+                "wall_h": pd.to_numeric(g.wall_s, errors="coerce").mean() / 3600,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def plot(table: pd.DataFrame, path: Path, teacher: float | None = None) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for config, g in table.groupby("config", sort=False):
+        g = g.sort_values("epochs")
+        line = ax.errorbar(g.epochs, g.kaggle_map, yerr=g.kaggle_map_std.fillna(0), marker="o", capsize=3, label=f"{config} (best epoch)")
+        if g.kaggle_map_last.notna().any():
+            ax.plot(g.epochs, g.kaggle_map_last, ls="--", marker="x", color=line[0].get_color(), label=f"{config} (last epoch)")
+    if teacher is not None and np.isfinite(teacher):
+        ax.axhline(teacher, color="k", ls=":", label=f"teacher {teacher:.4f}")
+    ax.set_xlabel("training epochs (cosine schedule over the whole budget)")
+    ax.set_ylabel("validation Kaggle mAP (mean over seeds, ± std)")
+    ax.set_xticks(sorted(table.epochs.unique()))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with io.atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+
+
+def teacher_score(dirs) -> float | None:
+    for d in dirs:
+        df = load_runs(d)
+        if not df.empty and (df.kind == "teacher").any():
+            return float(df.loc[df.kind == "teacher", "kaggle_map"].iloc[0])
+    return None
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sweep_dirs", nargs="+", help="sweep dirs (runs/cpu runs/cpu_e45 ...)")
+    ap.add_argument("--out", default="", help="where epochs.csv and epochs.png go (default: FIRST_SWEEP_DIR/epochs)")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing OUT/epochs.csv")
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    dirs = [Path(d) for d in args.sweep_dirs]
+    for d in dirs:
+        if not d.is_dir():
+            raise UserError(f"sweep dir {d} does not exist")
+    out = Path(args.out) if args.out else dirs[0] / "epochs"
+    if (out / "epochs.csv").exists() and not args.overwrite:
+        raise UserError(f"{out / 'epochs.csv'} exists; pass --overwrite to replace it")
+    table = curve(dirs)
+    out.mkdir(parents=True, exist_ok=True)
+    io.write_text(out / "epochs.csv", table.to_csv(index=False))
+    plot(table, out / "epochs.png", teacher_score(dirs))
+    print(f"{'config':45s} {'epochs':>6s} {'n':>2s} {'kaggle_map':>16s} {'last epoch':>10s} {'mean_iou':>8s} {'h/run':>6s}")
+    for r in table.to_dict("records"):
+        km = f"{r['kaggle_map']:.4f}" + (f"±{r['kaggle_map_std']:.4f}" if r["kaggle_map_std"] == r["kaggle_map_std"] else "")
+        last = f"{r['kaggle_map_last']:.4f}" if r["kaggle_map_last"] == r["kaggle_map_last"] else ""
+        print(f"{r['config']:45s} {r['epochs']:6d} {r['n_seeds']:2d} {km:>16s} {last:>10s} {r['mean_iou']:8.4f} {r['wall_h']:6.2f}")
+    print(f"wrote {out / 'epochs.csv'} and {out / 'epochs.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
