@@ -17,6 +17,8 @@ in its own module under models/, add it to ARCHITECTURES, and add it to tests/te
 
 from __future__ import annotations
 
+import re
+
 import keras
 
 from models.mbv2 import build_lraspp, build_mbv2, build_mbv2add
@@ -76,17 +78,28 @@ def logits_model(model: keras.Model, name: str | None = None) -> keras.Model:
     return keras.Model(model.inputs[0], logits, name=name or f"{model.name}_logits")
 
 
+def _stage_layers(model: keras.Model) -> dict:
+    """{stage name: layer}: the `*_out` layers; a U-Net saved before the stages were named (2026-11-27) has none,
+    and its stage outputs are the same tensors under the names of their last activation (`enc1_relu2` is `enc1_out`)."""
+    named = {layer.name: layer for layer in model.layers if layer.name.endswith("_out") and len(layer.output.shape) == 4}
+    if named:
+        return named
+    legacy = re.compile(r"^((?:enc|dec)\d+|mid)_relu2$")
+    return {legacy.match(layer.name).group(1) + "_out": layer for layer in model.layers if legacy.match(layer.name)}
+
+
 def stage_names(model: keras.Model) -> list[str]:
     """The model's named stage outputs (`enc{i}_out`, `mid_out`, `dec{i}_out`, `head_out`): what feature distillation matches."""
-    return [layer.name for layer in model.layers if layer.name.endswith("_out") and len(layer.output.shape) == 4]
+    return list(_stage_layers(model))
 
 
 def features_model(model: keras.Model, layer_names, name: str | None = None) -> keras.Model:
     """Sub-model sharing weights: model input -> [its `logits`, the outputs of the named layers (stage_names)]."""
-    missing = [n for n in layer_names if n not in stage_names(model)]
+    stages = _stage_layers(model)
+    missing = [n for n in layer_names if n not in stages]
     if missing:
-        raise ValueError(f"model {model.name!r} has no stage output {missing[0]!r}; its stage outputs: {', '.join(stage_names(model))}")
-    outputs = [model.get_layer("logits").output, *(model.get_layer(n).output for n in layer_names)]
+        raise ValueError(f"model {model.name!r} has no stage output {missing[0]!r}; its stage outputs: {', '.join(stages)}")
+    outputs = [model.get_layer("logits").output, *(stages[n].output for n in layer_names)]
     return keras.Model(model.inputs[0], outputs, name=name or f"{model.name}_features")
 
 

@@ -360,3 +360,23 @@ def test_one_epoch_with_fitnets_saves_only_the_student(synth_dir, tmp_path, caps
     assert met["label"] == "unet2d3 KD T=2 lam=0.9 s=T +fitnets w=0.5" and met["params"] == baseline.count_params()
     cfg = json.loads((out / "config.json").read_text())
     assert (cfg["feature_loss"], cfg["feature_weight"], cfg["feature_layers"]) == ("fitnets", 0.5, ["dec1_out:dec1_out"])
+
+
+def test_unets_saved_before_the_stage_names_match_by_their_last_activation():
+    """A U-Net saved before `*_out` layers existed (the cpu teacher of 2026-11-27): its stage `dec0_out` is `dec0_relu2`."""
+    import keras
+    import numpy as np
+
+    from models.registry import features_model, stage_names
+
+    x = keras.Input((8, 8, 1))
+    e = keras.layers.Activation("relu", name="enc0_relu2")(keras.layers.Conv2D(2, 3, padding="same", name="enc0_conv2")(x))
+    m = keras.layers.Activation("relu", name="mid_relu2")(keras.layers.Conv2D(3, 3, padding="same")(e))
+    d = keras.layers.Activation("relu", name="dec0_relu2")(keras.layers.Conv2D(2, 3, padding="same")(m))
+    model = keras.Model(x, keras.layers.Conv2D(1, 1, name="logits")(d))
+    assert stage_names(model) == ["enc0_out", "mid_out", "dec0_out"]
+    z, mid = features_model(model, ["mid_out"])(np.ones((1, 8, 8, 1), np.float32))
+    want = keras.Model(x, model.get_layer("mid_relu2").output)(np.ones((1, 8, 8, 1), np.float32))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(mid), keras.ops.convert_to_numpy(want))
+    with pytest.raises(ValueError, match="enc0_out, mid_out, dec0_out"):
+        features_model(model, ["dec1_out"])
