@@ -31,7 +31,7 @@ from data.tgs import load_data
 from distill.graph import build_training_graph
 from distill.losses import IdentityLoss
 from distill.teachers import TeacherLogits
-from models.registry import build_model
+from models.registry import build_model, stage_layer
 from pi.sidecar import make_spec
 from training.runs import batches
 
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     for r in rows:
         r["ratio_to_baseline"] = round(rows[0]["img_per_s"] / r["img_per_s"], 2)
     backend = keras.backend.backend()
-    feat = teacher.get_layer("dec1_out").output.shape  # (None, S, S, C)
+    feat = stage_layer(teacher, "dec1_out").output.shape  # (None, S, S, C)
     feature_cache_mb = {n: round(n * 2 * feat[1] * feat[2] * feat[3] * 2 / 2**20, 1) for n in (full + len(split["val"]), 21200)}
     out = Path(args.out or f"benchmarks/results/distill_epoch_{backend}.json")
     io.write_json(

@@ -93,6 +93,14 @@ def stage_names(model: keras.Model) -> list[str]:
     return list(_stage_layers(model))
 
 
+def stage_layer(model: keras.Model, name: str) -> keras.layers.Layer:
+    """The layer whose output is the stage `name` (stage_names), KeyError naming the valid ones."""
+    stages = _stage_layers(model)
+    if name not in stages:
+        raise KeyError(f"model {model.name!r} has no stage output {name!r}; its stage outputs: {', '.join(stages)}")
+    return stages[name]
+
+
 def features_model(model: keras.Model, layer_names, name: str | None = None) -> keras.Model:
     """Sub-model sharing weights: model input -> [its `logits`, the outputs of the named layers (stage_names)]."""
     stages = _stage_layers(model)
