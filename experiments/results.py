@@ -201,7 +201,7 @@ def format_summary(s: pd.DataFrame) -> str:
         )
         gap = f"{r['gap_closed']:.0%}" if r.get("gap_closed") == r.get("gap_closed") and "gap_closed" in r else ""
         ref = (
-            f"  vs ref {r['d_ref']:+.4f} [{r['d_ref_lo']:+.4f},{r['d_ref_hi']:+.4f}] {r['ref_seeds_above']}/{r['n_ref_pairs']} seeds above"
+            f"  vs ref {r['d_ref']:+.4f} [{r['d_ref_lo']:+.4f},{r['d_ref_hi']:+.4f}] {int(r['ref_seeds_above'])}/{int(r['n_ref_pairs'])} seeds above"
             if r.get("d_ref") == r.get("d_ref") and "d_ref" in r
             else ""
         )
