@@ -95,13 +95,10 @@ class Batches(keras.utils.PyDataset):
         self.y_views = _views(y, flip)
         # the unflipped arrays as strided views of the views: no second copy of the images is kept
         self.x, self.y = self.x_views[:: 2 if flip else 1], self.y_views[:: 2 if flip else 1]
-        self.t_views = np.ascontiguousarray(t).reshape((-1,) + t.shape[2:]) if t is not None else None
+        self.t_views = _rows(t)
         # the unlabelled set can be large (18,000 images): its images are kept once (flipped per batch), and its teacher
         # logits may be rows with .gather(rows, out) (distill.cache.CachedRows) that read each batch's rows from the cache file, never all of them
-        if hasattr(unlabelled_t, "gather"):
-            self.ut_views = unlabelled_t
-        else:
-            self.ut_views = np.ascontiguousarray(unlabelled_t).reshape((-1,) + unlabelled_t.shape[2:]) if unlabelled_t is not None else None
+        self.ut_views = unlabelled_t if hasattr(unlabelled_t, "gather") else _rows(unlabelled_t)
         self.epoch = 0
         self._order()
 
@@ -130,12 +127,11 @@ class Batches(keras.utils.PyDataset):
         rng = np.random.default_rng([self.seed, self.epoch, i])  # flips, then any strong augmentation and mixup
         f = rng.random(n) < 0.5 if self.flip else np.zeros(n, bool)
         rows = 2 * idx + f[:nl] if self.flip else idx
-        urows = (2 * uidx + f[nl:] if self.flip else uidx) if uidx is not None else None
         xb = np.empty((n,) + self.x.shape[1:], self.x.dtype)
         yb = np.empty((n,) + self.y.shape[1:], self.y.dtype)
         np.take(self.x_views, rows, axis=0, out=xb[:nl])
         np.take(self.y_views, rows, axis=0, out=yb[:nl])
-        if urows is not None:
+        if uidx is not None:
             np.take(self.ux, uidx, axis=0, out=xb[nl:])
             if self.flip:
                 fu = nl + np.flatnonzero(f[nl:])
@@ -150,16 +146,26 @@ class Batches(keras.utils.PyDataset):
             tb = np.empty((n,) + self.t.shape[2:], self.t.dtype)
             np.take(self.t_views, 2 * idx + f[:nl], axis=0, out=tb[:nl])
             if uidx is not None:
-                if hasattr(self.ut_views, "gather"):
-                    self.ut_views.gather(2 * uidx + f[nl:], tb[nl:])
-                else:
-                    np.take(self.ut_views, 2 * uidx + f[nl:], axis=0, out=tb[nl:])
+                _gather(self.ut_views, 2 * uidx + f[nl:], tb[nl:])
             feed["teacher_logits"] = tb
         return feed, np.zeros((n, 1), np.float32)
 
     def on_epoch_end(self):
         self.epoch += 1
         self._order()
+
+
+def _rows(t):
+    """Cached teacher logits (N, 2, S, S, 1) as rows (2N, S, S, 1), row 2j + v = image j's view v; None stays None."""
+    return np.ascontiguousarray(t).reshape((-1,) + t.shape[2:]) if t is not None else None
+
+
+def _gather(src, rows, out: np.ndarray) -> None:
+    """out[i] = src's row rows[i]: an in-memory array (`_rows`) or rows read on demand (`.gather`, distill.cache.CachedRows)."""
+    if hasattr(src, "gather"):
+        src.gather(rows, out)
+    else:
+        np.take(src, rows, axis=0, out=out)
 
 
 def _views(a: np.ndarray, flip: bool) -> np.ndarray:

@@ -307,6 +307,11 @@ def join_unlabelled(parts, labelled=()) -> TgsData | None:
     )
 
 
+def unlabelled_folder(path: Path) -> Path:
+    """An --unlabelled folder: itself, or a Kaggle folder's test/images."""
+    return path / "test" / "images" if (path / "test" / "images").is_dir() else path
+
+
 def count_unlabelled(paths) -> int:
     """How many images `--unlabelled PATHS` would give (ids counted once), without reading pixels: for run names."""
     ids = set()
@@ -318,8 +323,7 @@ def count_unlabelled(paths) -> int:
             except (OSError, ValueError) as e:
                 raise UserError(f"cannot read cache {path}: {e}") from None
             continue
-        folder = path / "test" / "images" if (path / "test" / "images").is_dir() else path
-        ids.update(p.stem for p in list_pngs(folder, "unlabelled"))
+        ids.update(p.stem for p in list_pngs(unlabelled_folder(path), "unlabelled"))
     return len(ids)
 
 
@@ -328,6 +332,4 @@ def load_unlabelled(path, progress: bool = True) -> TgsData:
     path = Path(path)
     if path.suffix == ".npz":
         return load_npz(path, "test")
-    if (path / "test" / "images").is_dir():
-        path = path / "test" / "images"
-    return load_image_folder(path, progress)
+    return load_image_folder(unlabelled_folder(path), progress)

@@ -172,10 +172,8 @@ class CachedRows:
         """out[i] = row rows[i] (float16 (len(rows), S, S, 1)); returns out."""
         for i, r in enumerate(np.asarray(rows, np.int64)):
             k, v = divmod(int(r), 2)
-            if self.tta:  # both views of the image: the same arithmetic as flip_average
-                a, b = self._read(k, 0).astype(np.float32), self._read(k, 1)[:, ::-1].astype(np.float32)
-                m = ((a + b) / 2).astype(np.float16)
-                out[i, ..., 0] = m if v == 0 else m[:, ::-1]
+            if self.tta:  # both views of the image, through flip_average itself
+                out[i, ..., 0] = flip_average(np.stack([self._read(k, 0), self._read(k, 1)])[None])[0, v]
             else:
                 out[i, ..., 0] = self._read(k, v)
         return out

@@ -119,14 +119,20 @@ def bootstrap_ci(diff: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float,
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def _pairs(g: pd.DataFrame, ref: pd.DataFrame) -> tuple[list, np.ndarray | None]:
+    """Runs g paired by seed with the runs ref (same validation images only), and the per-image Kaggle differences
+    with the seeds averaged first (None without pairs)."""
+    pairs = [(d, ref[ref.seed == d.seed].iloc[0]) for d in g.itertuples() if (ref.seed == d.seed).any()]
+    pairs = [(d, b) for d, b in pairs if _paired_diff(d.path, b["path"]) is not None]
+    return pairs, (np.mean([_paired_diff(d.path, b["path"]) for d, b in pairs], axis=0) if pairs else None)
+
+
 def paired_vs(g: pd.DataFrame, ref: pd.DataFrame) -> dict:
     """Runs g paired by seed (same validation images) with the runs ref: mean per-image Kaggle difference (seeds averaged
     first), its bootstrap 95% interval over images, and how many seeds are above their reference run."""
-    pairs = [(d, ref[ref.seed == d.seed].iloc[0]) for d in g.itertuples() if (ref.seed == d.seed).any()]
-    pairs = [(d, b) for d, b in pairs if _paired_diff(d.path, b["path"]) is not None]
+    pairs, diffs = _pairs(g, ref)
     if not pairs:
         return {}
-    diffs = np.mean([_paired_diff(d.path, b["path"]) for d, b in pairs], axis=0)
     lo, hi = bootstrap_ci(diffs)
     return {
         "n_ref_pairs": len(pairs),
@@ -164,10 +170,8 @@ def summarize(df: pd.DataFrame, reference: str = "") -> pd.DataFrame:
             )
             same &= (df.augment == first["augment"]) if "augment" in df else True  # --augment strong: its own baseline
             base = df[(df.kind == "student") & (df.lam == 0) & same]
-            pairs = [(d, base[base.seed == d.seed].iloc[0]) for d in g.itertuples() if (base.seed == d.seed).any()]
-            pairs = [(d, b) for d, b in pairs if _paired_diff(d.path, b["path"]) is not None]  # same validation images only
+            pairs, diffs = _pairs(g, base)
             if pairs:
-                diffs = np.mean([_paired_diff(d.path, b["path"]) for d, b in pairs], axis=0)
                 lo, hi = bootstrap_ci(diffs)
                 base_map = np.mean([b["kaggle_map"] for _, b in pairs])
                 # the gap to this configuration's own soft target (an ensemble's score, not a single teacher's)

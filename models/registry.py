@@ -94,20 +94,16 @@ def stage_names(model: keras.Model) -> list[str]:
 
 
 def stage_layer(model: keras.Model, name: str) -> keras.layers.Layer:
-    """The layer whose output is the stage `name` (stage_names), KeyError naming the valid ones."""
+    """The layer whose output is the stage `name` (stage_names); ValueError naming the valid ones."""
     stages = _stage_layers(model)
     if name not in stages:
-        raise KeyError(f"model {model.name!r} has no stage output {name!r}; its stage outputs: {', '.join(stages)}")
+        raise ValueError(f"model {model.name!r} has no stage output {name!r}; its stage outputs: {', '.join(stages)}")
     return stages[name]
 
 
 def features_model(model: keras.Model, layer_names, name: str | None = None) -> keras.Model:
     """Sub-model sharing weights: model input -> [its `logits`, the outputs of the named layers (stage_names)]."""
-    stages = _stage_layers(model)
-    missing = [n for n in layer_names if n not in stages]
-    if missing:
-        raise ValueError(f"model {model.name!r} has no stage output {missing[0]!r}; its stage outputs: {', '.join(stages)}")
-    outputs = [model.get_layer("logits").output, *(stages[n].output for n in layer_names)]
+    outputs = [model.get_layer("logits").output, *(stage_layer(model, n).output for n in layer_names)]
     return keras.Model(model.inputs[0], outputs, name=name or f"{model.name}_features")
 
 
