@@ -311,10 +311,13 @@ ELSEWHERE = {
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "experiments" / "configs").glob("*.json")), ids=lambda p: p.stem)
-def test_shipped_configs_plan_todays_run_names(path):
+def test_shipped_configs_plan_todays_run_names(path, tmp_path, monkeypatch):
     """Every preset plans its jobs (teachers and caches first), names each run once and as the sweep always has,
-    and presets sharing a sweep dir agree on the teacher."""
+    and presets sharing a sweep dir agree on the teacher. Planned from an empty dir, as on a fresh clone: a preset's
+    given teacher (teacher_path) is not there, so its names come from the config alone."""
     from experiments.sweep import load_config, parse_args, plan
+
+    monkeypatch.chdir(tmp_path)
 
     cfg = load_config(path)
     jobs = plan(cfg, parse_args(["--config", str(path)]))
