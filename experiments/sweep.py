@@ -383,7 +383,9 @@ def plan(cfg: dict, args) -> list[Job]:
     all_dir = Path(teacher_path).parent / "cache_all"
     if cfg.get("teacher_cache"):  # teacher logits computed once: a KD epoch then costs what a baseline epoch costs
         kd = [r for r in runs if r["lam"] > 0 and not r["blackbox"] and not r["in_graph"]]
-        caches = [("teacher_cache", [teacher_path], cache_dir, False, any(r["unlabelled"] is True and not r["ensemble"] for r in kd), [])]
+        # a cache only where some run reads it (teacher-in-the-graph runs, e.g. feature KD or strong augmentation, do not)
+        single = [r for r in kd if not r["ensemble"] and r["unlabelled"] != "all"]
+        caches = [("teacher_cache", [teacher_path], cache_dir, False, any(r["unlabelled"] is True for r in single), [])] if single else []
         caches += (
             [("ensemble_cache", ensemble, ens_cache, True, any(r["unlabelled"] for r in kd if r["ensemble"]), [])]
             if any(r["ensemble"] for r in runs)

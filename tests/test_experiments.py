@@ -219,7 +219,7 @@ def test_is_locked_sees_live_and_stale_locks(tmp_path):
 PRESETS = {
     "cpu_signals": (
         18,
-        ["teacher", "teacher_cache"],
+        ["teacher"],
         [
             "unet4_baseline_aug_s0",
             "unet4_from_unet8_T2_l0.9_sT_unl_fitnets1_s0",
