@@ -3,9 +3,11 @@
     python -m experiments.results runs/cpu
     # writes runs/cpu/results.csv (one row per run) and runs/cpu/summary.csv, and prints the summary:
     # config, n seeds, mean_iou mean ± std, kaggle_map mean ± std, paired d_kaggle vs baseline
-    # [bootstrap 95% CI], share of the teacher-baseline gap closed
+    # [bootstrap 95% CI], share of the teacher-baseline gap closed, and the same paired difference for the
+    # last epoch's models ("last": no epoch picked on the validation images, so selection cannot inflate it)
     python -m experiments.results runs/cpu --reference "unet4 KD T=2 lam=0.9 s=T +unl"
-    # the same, plus d_ref [95% CI] and seeds above: each config paired by seed against that config (its label)
+    # the same, plus d_ref [95% CI] and seeds above: each config paired by seed against that config (its label),
+    # best epoch and last epoch
 
 Paired differences: distilled minus baseline of the same model (arch, width, depth, decoder) and seed, on per-image Kaggle
 scores of the same validation images; the interval bootstraps images (seeds averaged first).
@@ -102,15 +104,19 @@ def label(r) -> str:
     return got if isinstance(got, str) and got else RunSpec.from_run_dir(Path(r["path"])).label
 
 
-def _per_image(path) -> tuple[list, np.ndarray]:
+BEST, LAST = "val_kaggle_per_image", "val_last_kaggle_per_image"  # per-image Kaggle scores: best epoch, last epoch
+
+
+def _per_image(path, key: str = BEST) -> tuple[list, np.ndarray | None]:
     m = json.loads((Path(path) / "metrics.json").read_text())
-    return m["val_ids"], np.asarray(m["val_kaggle_per_image"])
+    return m["val_ids"], (np.asarray(m[key]) if key in m else None)
 
 
-def _paired_diff(run, base) -> np.ndarray | None:
-    """Per-image Kaggle score differences, or None when the two runs were not scored on the same images."""
-    (ids_a, a), (ids_b, b) = _per_image(run), _per_image(base)
-    return a - b if ids_a == ids_b else None
+def _paired_diff(run, base, key: str = BEST) -> np.ndarray | None:
+    """Per-image Kaggle score differences (of the best-epoch models, or with key=LAST the last epoch's), or None when
+    the two runs were not scored on the same images or one lacks the scores (runs before 2026-11-27 have no LAST)."""
+    (ids_a, a), (ids_b, b) = _per_image(run, key), _per_image(base, key)
+    return a - b if ids_a == ids_b and a is not None and b is not None else None
 
 
 def bootstrap_ci(diff: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -119,12 +125,21 @@ def bootstrap_ci(diff: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float,
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def _pairs(g: pd.DataFrame, ref: pd.DataFrame) -> tuple[list, np.ndarray | None]:
+def _pairs(g: pd.DataFrame, ref: pd.DataFrame, key: str = BEST) -> tuple[list, np.ndarray | None]:
     """Runs g paired by seed with the runs ref (same validation images only), and the per-image Kaggle differences
-    with the seeds averaged first (None without pairs)."""
+    (of `key`'s scores) with the seeds averaged first (None without pairs)."""
     pairs = [(d, ref[ref.seed == d.seed].iloc[0]) for d in g.itertuples() if (ref.seed == d.seed).any()]
-    pairs = [(d, b) for d, b in pairs if _paired_diff(d.path, b["path"]) is not None]
-    return pairs, (np.mean([_paired_diff(d.path, b["path"]) for d, b in pairs], axis=0) if pairs else None)
+    pairs = [(d, b) for d, b in pairs if _paired_diff(d.path, b["path"], key) is not None]
+    return pairs, (np.mean([_paired_diff(d.path, b["path"], key) for d, b in pairs], axis=0) if pairs else None)
+
+
+def _last(g: pd.DataFrame, ref: pd.DataFrame, prefix: str) -> dict:
+    """The last-epoch paired difference and its interval ({prefix}_last, _last_lo, _last_hi), where every pair has it."""
+    pairs, diffs = _pairs(g, ref, LAST)
+    if not pairs or len(pairs) < len(_pairs(g, ref)[0]):  # some runs predate the last-epoch scores: no partial mean
+        return {}
+    lo, hi = bootstrap_ci(diffs)
+    return {f"{prefix}_last": float(diffs.mean()), f"{prefix}_last_lo": lo, f"{prefix}_last_hi": hi}
 
 
 def paired_vs(g: pd.DataFrame, ref: pd.DataFrame) -> dict:
@@ -140,6 +155,7 @@ def paired_vs(g: pd.DataFrame, ref: pd.DataFrame) -> dict:
         "d_ref_lo": lo,
         "d_ref_hi": hi,
         "ref_seeds_above": int(sum(d.kaggle_map > b["kaggle_map"] for d, b in pairs)),
+        **_last(g, ref, "d_ref"),
     }
 
 
@@ -184,6 +200,7 @@ def summarize(df: pd.DataFrame, reference: str = "") -> pd.DataFrame:
                     teacher_kaggle_map=own,
                     seeds_positive=int(sum(d.kaggle_map > b["kaggle_map"] for d, b in pairs)),
                     gap_closed=float((r["kaggle_map"] - base_map) / (own - base_map)) if own > base_map else np.nan,
+                    **_last(g, base, "d_kaggle"),
                 )
         if reference and config != reference and first["kind"] == "student":
             r.update(paired_vs(g, df[(df.config == reference) & (df.kind == "student")]))
@@ -193,8 +210,16 @@ def summarize(df: pd.DataFrame, reference: str = "") -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _ci(r: dict, key: str) -> str:
+    return f"{r[key]:+.4f} [{r[key + '_lo']:+.4f},{r[key + '_hi']:+.4f}]" if r.get(key) == r.get(key) and key in r else ""
+
+
 def format_summary(s: pd.DataFrame) -> str:
-    lines = [f"{'config':50s} {'n':>2s} {'params':>9s} {'mean_iou':>15s} {'kaggle_map':>15s} {'d_kaggle [95% CI]':>26s} {'gap':>5s}"]
+    """One line a config; "last" columns score the last epoch's models (no epoch picked on the validation images)."""
+    lines = [
+        f"{'config':50s} {'n':>2s} {'params':>9s} {'mean_iou':>15s} {'kaggle_map':>15s} {'last':>6s} "
+        f"{'d_kaggle [95% CI]':>26s} {'gap':>5s} {'d_kaggle last [95% CI]':>26s}"
+    ]
     for r in s.to_dict("records"):
         mi = f"{r['mean_iou']:.4f}" + (f"±{r['mean_iou_std']:.4f}" if r["mean_iou_std"] == r["mean_iou_std"] else "")
         km = f"{r['kaggle_map']:.4f}" + (f"±{r['kaggle_map_std']:.4f}" if r["kaggle_map_std"] == r["kaggle_map_std"] else "")
@@ -203,13 +228,18 @@ def format_summary(s: pd.DataFrame) -> str:
             if r.get("d_kaggle") == r.get("d_kaggle") and "d_kaggle" in r
             else ""
         )
+        last = f"{r['kaggle_map_last']:.4f}" if r.get("kaggle_map_last") == r.get("kaggle_map_last") else ""
         gap = f"{r['gap_closed']:.0%}" if r.get("gap_closed") == r.get("gap_closed") and "gap_closed" in r else ""
         ref = (
             f"  vs ref {r['d_ref']:+.4f} [{r['d_ref_lo']:+.4f},{r['d_ref_hi']:+.4f}] {int(r['ref_seeds_above'])}/{int(r['n_ref_pairs'])} seeds above"
+            + (f", last epoch {_ci(r, 'd_ref_last')}" if _ci(r, "d_ref_last") else "")
             if r.get("d_ref") == r.get("d_ref") and "d_ref" in r
             else ""
         )
-        lines.append(f"{r['config']:50s} {r['n_seeds']:2d} {r['params']:9,d} {mi:>15s} {km:>15s} {d:>26s} {gap:>5s}{ref}")
+        lines.append(
+            f"{r['config']:50s} {r['n_seeds']:2d} {r['params']:9,d} {mi:>15s} {km:>15s} {last:>6s} {d:>26s} {gap:>5s} "
+            f"{_ci(r, 'd_kaggle_last'):>26s}{ref}"
+        )
     cal = [r for r in s.to_dict("records") if r.get("teacher_nll") == r.get("teacher_nll") and "teacher_nll" in r]
     if cal:
         lines.append(

@@ -49,10 +49,11 @@ def test_bootstrap_ci_shifts_and_scales_with_the_data():
     assert bootstrap_ci(diff) == (lo, hi)  # deterministic for a fixed seed
 
 
-def _run(tmp_path, name, ids, scores):
+def _run(tmp_path, name, ids, scores, last=None):
     d = tmp_path / name
     d.mkdir()
-    (d / "metrics.json").write_text(json.dumps({"val_ids": ids, "val_kaggle_per_image": scores}))
+    m = {"val_ids": ids, "val_kaggle_per_image": scores} | ({"val_last_kaggle_per_image": last} if last is not None else {})
+    (d / "metrics.json").write_text(json.dumps(m))
     return d
 
 
@@ -87,3 +88,36 @@ def test_reference_pairs_each_config_by_seed_with_the_reference_config(tmp_path)
     assert s.loc["more", "d_ref_lo"] == pytest.approx(-0.5) and s.loc["more", "d_ref_hi"] == pytest.approx(0.25)
     assert s.loc["more", "ref_seeds_above"] == 1 and s.loc["more", "n_ref_pairs"] == 2
     assert np.isnan(s.loc["ref", "d_ref"])  # no pairing with itself
+
+
+def test_last_epoch_differences_pair_the_last_epochs_scores(tmp_path):
+    """d_kaggle_last / d_ref_last use the last epoch's per-image scores (no epoch picked on these images), paired by
+    seed like the best-epoch ones; a config with one run lacking them (an older run) gets none, not a partial mean."""
+    import pandas as pd
+
+    from experiments.results import LAST, _paired_diff, format_summary, summarize
+
+    base = _run(tmp_path, "b0", ["a", "b"], [0.5, 0.5], last=[0.5, 0.0])
+    kd = _run(tmp_path, "k0", ["a", "b"], [1.0, 0.5], last=[0.0, 1.0])
+    np.testing.assert_array_equal(_paired_diff(kd, base, LAST), [-0.5, 1.0])
+    assert _paired_diff(kd, _run(tmp_path, "old", ["a", "b"], [0.5, 0.5]), LAST) is None
+
+    def row(path, label, lam, seed=0):
+        return {"path": str(path), "label": label, "kind": "student", "seed": seed, "lam": lam, "params": 1, "model": "unet4"} | {
+            "mean_iou": 0.5,
+            "kaggle_map": 0.5,
+            "kaggle_map_last": 0.5,
+            "base_filters": 4,
+        }
+
+    s = summarize(pd.DataFrame([row(base, "base", 0.0), row(kd, "kd", 0.9)]), reference="base").set_index("config")
+    assert s.loc["kd", "d_kaggle"] == pytest.approx(0.25) and s.loc["kd", "d_kaggle_last"] == pytest.approx(0.25)
+    assert (s.loc["kd", "d_kaggle_last_lo"], s.loc["kd", "d_kaggle_last_hi"]) == (-0.5, 1.0)
+    assert s.loc["kd", "d_ref_last"] == pytest.approx(0.25)
+    assert "+0.2500 [-0.5000,+1.0000]" in format_summary(s.reset_index())
+    # seed 1's runs predate the last-epoch scores: the config gets its best-epoch difference, and no last-epoch one
+    b1, k1 = _run(tmp_path, "b1", ["a", "b"], [0.5, 0.5]), _run(tmp_path, "k1", ["a", "b"], [1.0, 1.0])
+    rows = [row(base, "base", 0.0), row(kd, "kd", 0.9), row(b1, "base", 0.0, 1), row(k1, "kd", 0.9, 1)]
+    s = summarize(pd.DataFrame(rows)).set_index("config")
+    assert s.loc["kd", "d_kaggle"] == pytest.approx(0.375)  # per image: seed 0 [+0.5, 0], seed 1 [+0.5, +0.5]
+    assert "d_kaggle_last" not in s
