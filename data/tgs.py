@@ -109,18 +109,26 @@ def _progress(it, total, desc, show):
         bar.close()
 
 
-def load_image_folder(folder, progress: bool = True) -> TgsData:
-    """Unlabelled images: a folder of PNGs (or a folder with an images/ subfolder)."""
+def index_image_folder(folder) -> TgsData:
+    """A folder of PNGs (or a folder with an images/ subfolder) as ids and files, no pixels read (`images` is None):
+    for readers that stream the images (teacher.cache)."""
     folder = Path(folder)
     if (folder / "images").is_dir():
         folder = folder / "images"
     files = list_pngs(folder, "image")
-    images = np.empty((len(files), ORIG_SIZE, ORIG_SIZE), np.uint8)  # filled in place: no list of arrays + a stacked copy
-    with _progress(files, len(files), f"reading {folder}", progress) as bar:
+    ids = [p.stem for p in files]
+    return TgsData(ids, None, None, np.full(len(ids), np.nan, np.float32), str(folder), files)
+
+
+def load_image_folder(folder, progress: bool = True) -> TgsData:
+    """Unlabelled images: a folder of PNGs (or a folder with an images/ subfolder)."""
+    index = index_image_folder(folder)
+    images = np.empty((len(index), ORIG_SIZE, ORIG_SIZE), np.uint8)  # filled in place: no list of arrays + a stacked copy
+    with _progress(index.files, len(index), f"reading {index.source}", progress) as bar:
         for k, p in enumerate(bar):
             images[k] = read_image(p)
-    ids = [p.stem for p in files]
-    return TgsData(ids, images, None, np.full(len(ids), np.nan, np.float32), str(folder), files)
+    index.images = images
+    return index
 
 
 def read_rle_csv(path: Path) -> dict:

@@ -19,10 +19,11 @@ refused if they differ; an unlabelled image under the id of a labelled one is re
 folder only *.png files count (other files are ignored); a .png that is not a readable 101x101 8-bit
 grayscale PNG is refused, naming it. Every refusal comes before the cache dir is touched.
 
-Streamed: every image is read and checked first and kept as uint8 (10 KB an image), then the
-teachers predict `CHUNK` (512) images at a time, and each chunk's float16 logits go straight into
-logits.npy in the temp dir, so memory beyond the uint8 images does not grow with the number of images
-(the file holds the same bytes as the earlier all-at-once build: tests/test_cache_stream.py).
+Streamed: every image is read and checked first (an unlabelled folder's images are not kept), then
+the teachers predict `CHUNK` (512) images at a time, reading a folder's PNGs again for their chunk, and
+each chunk's float16 logits go straight into logits.npy in the temp dir, so memory does not grow with
+the number of unlabelled images (the file holds the same bytes as the earlier all-at-once build:
+tests/test_cache_stream.py).
 
 The cache dir is replaced as a whole: both files are written into `.CACHE.partial-<pid>` next to
 it, then swapped into place, so a kill at any moment leaves the old cache or the new one, never new
@@ -50,7 +51,7 @@ from common import io
 from common.cli import UserError, run
 from common.io import file_sha256
 from data.pipeline import prep_images
-from data.tgs import check_not_labelled, load_data, load_unlabelled, read_png
+from data.tgs import TgsData, check_not_labelled, index_image_folder, load_data, load_unlabelled, read_image, read_png, unlabelled_folder
 from distill.cache import FINGERPRINT, FORMAT, fingerprint, normalise_weights
 from distill.teachers import load_teacher
 from models.files import model_spec
@@ -69,39 +70,104 @@ def check_out(out: Path, overwrite: bool) -> None:
         raise UserError(f"cache dir {out} is not empty; pass --overwrite to replace it")
 
 
+class ImageRows:
+    """The cache's images in row order, handed out as uint8 arrays by slice (`rows[s:e]`), without holding them all.
+
+    Rows of in-memory inputs (a .npz, a labelled Kaggle folder) are kept as arrays; rows of an unlabelled
+    folder are kept as their PNG files and read again when their chunk is predicted, each checked against
+    the fingerprint taken in the first pass (a file changed in between is refused, naming it). So memory
+    does not grow with the number of unlabelled images (17,000 PNGs would be 173 MB as uint8)."""
+
+    def __init__(self):
+        self.segments: list = []  # (first row, array of rows | list of (file, fingerprint))
+        self.n = 0
+        self.tail: tuple = (ORIG_SIZE, ORIG_SIZE)
+
+    def add(self, part, keep: list[int], fps: list[str]) -> None:
+        """Rows `keep` of `part` (a TgsData; images None for a folder read lazily), with their fingerprints."""
+        if part.images is None:
+            seg = [(part.files[k], fp) for k, fp in zip(keep, fps)]
+        else:
+            seg = part.images if len(keep) == len(part) else np.take(part.images, np.asarray(keep, np.int64), axis=0)
+            if not self.n:
+                self.tail = tuple(part.images.shape[1:])
+        self.segments.append((self.n, seg))
+        self.n += len(keep)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, sl: slice) -> np.ndarray:
+        s, e, step = sl.indices(self.n)
+        if step != 1:
+            raise ValueError("ImageRows takes contiguous slices")
+        out = np.empty((max(e - s, 0),) + self.tail, np.uint8)
+        for start, seg in self.segments:
+            a, b = max(s, start), min(e, start + len(seg))
+            if a >= b:
+                continue
+            if isinstance(seg, np.ndarray):
+                out[a - s : b - s] = seg[a - start : b - start]
+                continue
+            for k in range(a, b):
+                path, fp = seg[k - start]
+                out[k - s] = read_image(path)
+                if fingerprint(out[k - s]) != fp:
+                    raise UserError(f"image {path} changed while the cache was built; build it again")
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        a = self[:]
+        return a if dtype is None else a.astype(dtype)
+
+
+def _unlabelled_input(path) -> TgsData:
+    """An --unlabelled input: a .npz's test part (in memory), or a folder's PNGs as ids and files (read when checked,
+    and again chunk by chunk when predicted: see ImageRows)."""
+    path = Path(path)
+    return load_unlabelled(path) if path.suffix == ".npz" else index_image_folder(unlabelled_folder(path))
+
+
+def _pixels(part):
+    """The images of `part` one by one: its array, or its PNG files read with a progress bar (closed before an
+    error propagates, so `error: ...` gets a line of its own)."""
+    if part.images is not None:
+        yield from part.images
+        return
+    with tqdm(part.files, desc=f"checking {part.source}", unit="img", leave=False) as bar:
+        for p in bar:
+            yield read_image(p)
+
+
 def collect_images(data_paths, unlabelled_paths):
-    """(ids, images (N, 101, 101) uint8, fingerprints) of every input, each id once, in input order.
+    """(ids, images (ImageRows: N x 101 x 101 uint8 by slice), fingerprints) of every input, each id once, in input order.
 
     An id in several inputs (e.g. --data D --data D) is kept once when its pixels agree, refused when they
     differ; an unlabelled image under the id of a labelled one is refused (data.tgs.check_not_labelled).
-    The images are kept as uint8 (10 KB each): one copy, filled in place."""
+    Every image is read and checked here; those of unlabelled folders are not kept (ImageRows reads them again)."""
     labelled = [(p, load_data(p)) for p in data_paths]
-    parts = labelled + [(u, load_unlabelled(u)) for u in unlabelled_paths]
+    parts = labelled + [(u, _unlabelled_input(u)) for u in unlabelled_paths]
     for _, part in parts[len(labelled) :]:
         check_not_labelled(part, [d for _, d in labelled])
-    ids, fps, seen, rows = [], [], {}, []
+    ids, fps, seen = [], [], {}
+    rows = ImageRows()
     for n, (src, part) in enumerate(parts):
-        keep = []
-        for k, (i, im) in enumerate(zip(part.ids, part.images)):
+        keep, kept_fps = [], []
+        for k, (i, im) in enumerate(zip(part.ids, _pixels(part))):
             fp = fingerprint(im)
             if i not in seen:
                 seen[i] = (len(ids), n, k)
                 ids.append(i)
                 fps.append(fp)
                 keep.append(k)
+                kept_fps.append(fp)
             elif fps[seen[i][0]] != fp:
                 raise UserError(
                     f"image id {i} is in {_where(parts[seen[i][1]], seen[i][2])} and in {_where((src, part), k)} with different pixels; "
                     "a cache holds one image per id (rename one, or leave one input out)"
                 )
-        rows.append(np.array(keep, np.int64))
-    shape = parts[0][1].images.shape[1:] if parts else (ORIG_SIZE, ORIG_SIZE)
-    images = np.empty((len(ids),) + tuple(shape), np.uint8)
-    start = 0
-    for (_, part), keep in zip(parts, rows):
-        np.take(part.images, keep, axis=0, out=images[start : start + len(keep)])
-        start += len(keep)
-    return ids, images, fps
+        rows.add(part, keep, kept_fps)
+    return ids, rows, fps
 
 
 def _where(item, k: int) -> str:
@@ -151,8 +217,8 @@ def teacher_views(heads, x: np.ndarray, weights) -> np.ndarray:
     return out
 
 
-def stream_logits(path: Path, heads, images: np.ndarray, spec: dict, weights, chunk: int = CHUNK) -> None:
-    """The (N, 2, S, S) float16 logits of `images` (uint8) written into the .npy file `path`, `chunk` images at a
+def stream_logits(path: Path, heads, images, spec: dict, weights, chunk: int = CHUNK) -> None:
+    """The (N, 2, S, S) float16 logits of `images` (uint8 rows by slice: an array or ImageRows) written into the .npy file `path`, `chunk` images at a
     time: peak memory is one chunk's float32 images and logits whatever N (the old code held float32 copies of
     all images, both views and their logits: 8.5 GB for 21,200 images). The bytes are np.save's (tested): its
     version 1.0 header, then the rows in order, by plain writes (a memory map's written pages would count in
