@@ -31,13 +31,13 @@ import pandas as pd
 
 from common import io
 from common.cli import UserError, run
-from experiments.results import _paired_diff, bootstrap_ci, load_runs
+from experiments.results import LAST, bootstrap_ci, load_runs, seed_pairs
 from training.naming import model_name
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_COLUMNS = ("model", "path", "size_kb", "macs", "threads", "median_ms", "p90_ms", "img_per_s", "runtime", "machine")
 FORMATS = ("int8", "fp32")
-PAIRED = ("d_kaggle_vs_ref", "d_lo", "d_hi", "n_pairs", "seeds_above_ref")
+PAIRED = ("d_kaggle_vs_ref", "d_lo", "d_hi", "n_pairs", "seeds_above_ref", "d_last_vs_ref", "d_last_lo", "d_last_hi")
 
 
 def setting(lam: float, unlabelled: bool) -> str:
@@ -79,31 +79,27 @@ def read_runs(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return students.sort_values(["model", "setting", "seed", "path"]).reset_index(drop=True), df[df.kind == "teacher"]
 
 
-def _pairs(g: pd.DataFrame, ref: pd.DataFrame) -> list[tuple]:
-    """(run, reference run, per-image differences) per run of g with a reference run of the same seed and images."""
-    out = []
-    for r in g.itertuples():
-        cands = ref[ref.seed == r.seed]
-        if cands.empty:
-            continue
-        same = cands[cands.variant == r.variant]
-        b = (same if len(same) else cands).iloc[0]
-        diff = _paired_diff(r.path, b.path)
-        if diff is not None:
-            out.append((r, b, diff))
-    return out
+def _seed_mean(diffs: list) -> np.ndarray:
+    """Per-image differences of several seeds: averaged per image when scored on the same images; otherwise each
+    (image, seed) is one sample."""
+    return np.mean(diffs, axis=0) if len({len(d) for d in diffs}) == 1 else np.concatenate(diffs)
 
 
 def paired_vs_ref(g: pd.DataFrame, ref: pd.DataFrame) -> dict:
-    pairs = _pairs(g, ref)
+    """Best-epoch paired difference vs the reference (d_kaggle_vs_ref, its interval, seeds above), and the last epoch's
+    (d_last_vs_ref: no epoch picked on the validation images), the latter only where every pair has last-epoch scores."""
+    pairs = seed_pairs(g, ref, prefer="variant")
     if not pairs:
         return dict.fromkeys(PAIRED, np.nan) | {"n_pairs": 0}
-    diffs = [d for _, _, d in pairs]
-    # seeds scored on the same images: average per image first; otherwise each (image, seed) is one sample
-    diff = np.mean(diffs, axis=0) if len({len(d) for d in diffs}) == 1 else np.concatenate(diffs)
+    diff = _seed_mean([d for _, _, d in pairs])
     lo, hi = bootstrap_ci(diff)
     above = sum(r.kaggle_map > b.kaggle_map for r, b, _ in pairs)
-    return {"d_kaggle_vs_ref": float(diff.mean()), "d_lo": lo, "d_hi": hi, "n_pairs": len(pairs), "seeds_above_ref": int(above)}
+    out = {"d_kaggle_vs_ref": float(diff.mean()), "d_lo": lo, "d_hi": hi, "n_pairs": len(pairs), "seeds_above_ref": int(above)}
+    last = seed_pairs(g, ref, LAST, prefer="variant")
+    if len(last) < len(pairs):  # some runs predate the last-epoch scores: no partial mean
+        return out | dict.fromkeys(("d_last_vs_ref", "d_last_lo", "d_last_hi"), np.nan)
+    dl = _seed_mean([d for _, _, d in last])
+    return out | dict(zip(("d_last_vs_ref", "d_last_lo", "d_last_hi"), (float(dl.mean()), *bootstrap_ci(dl))))
 
 
 def _std(s: pd.Series) -> float:
@@ -126,6 +122,7 @@ def summarize(students: pd.DataFrame, reference: str) -> pd.DataFrame:
             mean_iou_std=_std(g.mean_iou),
             kaggle_map=g.kaggle_map.mean(),
             kaggle_map_std=_std(g.kaggle_map),
+            kaggle_map_last=pd.to_numeric(g["kaggle_map_last"], errors="coerce").mean() if "kaggle_map_last" in g else np.nan,
         )
         if has_ref:
             r.update(paired_vs_ref(g, students[(students.model == reference) & (students.variant == variant)]))
@@ -325,16 +322,19 @@ def format_table(f: pd.DataFrame, local: list, pi_cols: list) -> str:
     head = f"{'model':18s} {'config':26s} {'n':>2s} {'params':>9s} {'MMACs':>7s} {'int8_kb':>8s} {'int8_dIoU':>9s}"
     names = {c: c.replace("int8_ms_", "") for c in lat}
     head += "".join(f" {names[c]:>8s}" for c in lat) + f" {'kaggle_map':>15s}"
-    head += f" {'d_kaggle vs ref [95% CI]':>26s} {'above':>5s}" if paired else ""
+    head += f" {'last':>6s}"
+    head += f" {'d_kaggle vs ref [95% CI]':>26s} {'above':>5s} {'d last epoch':>12s}" if paired else ""
     lines = [head]
     for r in f.to_dict("records"):
         km = _fmt(r["kaggle_map"], ".4f") + ("±" + _fmt(r["kaggle_map_std"], ".4f") if r["kaggle_map_std"] == r["kaggle_map_std"] else "")
         line = f"{r['model']:18s} {str(r['config'])[:26]:26s} {r['n_seeds']:2d} {r['params']:9,d} {_fmt(r['macs'] / 1e6, '7.1f'):>7s}"
         line += f" {_fmt(r['int8_kb'], '8.1f'):>8s} {_fmt(r['int8_d_mean_iou'], '+9.4f'):>9s}"
         line += "".join(f" {_fmt(r[c], '.2f'):>{max(8, len(names[c]))}s}" for c in lat) + f" {km:>15s}"
+        line += f" {_fmt(r.get('kaggle_map_last', np.nan), '.4f'):>6s}"
         if paired:
             d = f"{r['d_kaggle_vs_ref']:+.4f} [{r['d_lo']:+.4f},{r['d_hi']:+.4f}]" if r["n_pairs"] else ""
             line += f" {d:>26s} {(str(int(r['seeds_above_ref'])) + '/' + str(int(r['n_pairs'])) if r['n_pairs'] else ''):>5s}"
+            line += f" {_fmt(r.get('d_last_vs_ref', np.nan), '+.4f'):>12s}"
         lines.append(line)
     return "\n".join(lines)
 

@@ -125,12 +125,30 @@ def bootstrap_ci(diff: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float,
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def seed_pairs(g: pd.DataFrame, ref: pd.DataFrame, key: str = BEST, prefer: str = "") -> list[tuple]:
+    """(run, its reference run, per-image Kaggle differences of `key`'s scores) for each run of g that has a run of ref
+    with its seed, scored on the same validation images. `prefer`: a column; among ref runs of that seed, one with the
+    run's value there comes first (experiments.frontier pairs a model's runs with the reference's of the same setting)."""
+    out = []
+    for r in g.itertuples():
+        cands = ref[ref.seed == r.seed]
+        if cands.empty:
+            continue
+        if prefer:
+            same = cands[cands[prefer] == getattr(r, prefer)]
+            cands = same if len(same) else cands
+        b = cands.iloc[0]
+        diff = _paired_diff(r.path, b["path"], key)
+        if diff is not None:
+            out.append((r, b, diff))
+    return out
+
+
 def _pairs(g: pd.DataFrame, ref: pd.DataFrame, key: str = BEST) -> tuple[list, np.ndarray | None]:
     """Runs g paired by seed with the runs ref (same validation images only), and the per-image Kaggle differences
     (of `key`'s scores) with the seeds averaged first (None without pairs)."""
-    pairs = [(d, ref[ref.seed == d.seed].iloc[0]) for d in g.itertuples() if (ref.seed == d.seed).any()]
-    pairs = [(d, b) for d, b in pairs if _paired_diff(d.path, b["path"], key) is not None]
-    return pairs, (np.mean([_paired_diff(d.path, b["path"], key) for d, b in pairs], axis=0) if pairs else None)
+    pairs = seed_pairs(g, ref, key)
+    return [(r, b) for r, b, _ in pairs], (np.mean([d for _, _, d in pairs], axis=0) if pairs else None)
 
 
 def _last(g: pd.DataFrame, ref: pd.DataFrame, prefix: str) -> dict:

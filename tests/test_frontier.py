@@ -46,6 +46,9 @@ def _write_run(root, arch, width, lam, unl, seed, scores, teacher=False):
         "val": {"mean_iou": 0.5 + 0.01 * seed + (0.1 if lam else 0), "salt_iou": 0.4, "kaggle_map": float(np.mean(scores))},
         "val_ids": IDS,
         "val_kaggle_per_image": scores,
+        # the last epoch's scores (half the best epoch's), except in the unet4 baseline of seed 0 (a run from before them)
+        **({} if (arch, width, lam, seed) == ("unet", 4, 0.0, 0) else {"val_last": {"kaggle_map": float(np.mean(scores)) / 2}}),
+        **({} if (arch, width, lam, seed) == ("unet", 4, 0.0, 0) else {"val_last_kaggle_per_image": [x / 2 for x in scores]}),
         "train_img_per_s": 100.0 / width + seed,
         "peak_rss_mb": 500.0 + width,
     }
@@ -143,8 +146,13 @@ def test_frontier_table_and_paired_differences(sweep, calls, capsys):
     # per image: (+0.25 - 0.125) / 2 = (0 + 0.125) / 2 = 0.0625 -> the bootstrap of a constant is that constant
     assert (s.d_kaggle_vs_ref, s.d_lo, s.d_hi) == (0.0625, 0.0625, 0.0625)
     assert s.n_pairs == 2 and s.seeds_above_ref == 1  # seed 0: 0.625 > 0.5; seed 1: 0.5, not above
+    # last epoch: every score halved -> the difference halved, on every image; its mean score is the seeds' mean
+    assert (s.d_last_vs_ref, s.d_last_lo, s.d_last_hi) == (0.03125, 0.03125, 0.03125)
+    assert s.kaggle_map_last == pytest.approx((0.625 + 0.5) / 4)
     b = row.loc[("sepunet8", "baseline")]  # seed 0 only: vs unet4 baseline seed 0, +0.125 on images c, d
     assert b.n_seeds == 1 and np.isnan(b.kaggle_map_std) and b.d_kaggle_vs_ref == pytest.approx(0.125) and b.seeds_above_ref == 1
+    assert np.isnan(b.d_last_vs_ref)  # its reference run (unet4 baseline seed 0) has no last-epoch scores
+    assert np.isnan(row.loc[("unet4", "baseline")].d_last_vs_ref)  # one of its two pairs lacks them: no partial mean
     assert row.loc[("mbv2cat8", "kd")].n_pairs == 0 and np.isnan(row.loc[("mbv2cat8", "kd")].d_kaggle_vs_ref)  # no unet4 kd runs
     assert row.loc[("mbv2cat8", "baseline")].n_pairs == 0  # seed 2: unet4 has no baseline of that seed
     u = row.loc[("unet4", "baseline")]
