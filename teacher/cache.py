@@ -198,11 +198,14 @@ def write_cache(out: Path, logits: np.ndarray, meta: dict) -> None:
         io.write_json(tmp / "meta.json", meta)
 
 
-BATCH = 64  # images per predict call: distill.teachers.ensemble_logits' batch
+# images per predict call (--batch-size): distill.teachers.ensemble_logits' batch, so every cache holds the bits it
+# always did. A forward pass's memory grows with it and its speed does not (unet8, 128x128, 1 thread: 1720 MB peak
+# at 64, 833 MB at 16); other batch sizes can change a logit in its last float bit (the backend's kernels differ)
+BATCH = 64
 CHUNK = 512  # images preprocessed and predicted at once (a multiple of BATCH: the same batches as one pass over all)
 
 
-def teacher_views(heads, x: np.ndarray, weights) -> np.ndarray:
+def teacher_views(heads, x: np.ndarray, weights, batch: int = BATCH) -> np.ndarray:
     """(n, S, S, 1) float32 images -> (n, 2, S, S) float32: the teachers' (weighted) mean logits for each
     image (view 0) and its horizontal flip (view 1, in flipped orientation).
 
@@ -211,32 +214,36 @@ def teacher_views(heads, x: np.ndarray, weights) -> np.ndarray:
     w = normalise_weights(weights) if weights else None
     out = np.empty((len(x), 2) + x.shape[1:3], np.float32)
     for v, xv in enumerate((x, x[:, :, ::-1])):
-        for s in range(0, len(x), BATCH):
-            xb = xv[s : s + BATCH]
-            out[s : s + BATCH, v] = np.average([predict(h, xb, BATCH)[..., 0] for h in heads], axis=0, weights=w)
+        for s in range(0, len(x), batch):
+            xb = xv[s : s + batch]
+            out[s : s + batch, v] = np.average([predict(h, xb, batch)[..., 0] for h in heads], axis=0, weights=w)
     return out
 
 
-def stream_logits(path: Path, heads, images, spec: dict, weights, chunk: int = CHUNK) -> None:
+def stream_logits(path: Path, heads, images, spec: dict, weights, chunk: int = CHUNK, batch: int = BATCH) -> None:
     """The (N, 2, S, S) float16 logits of `images` (uint8 rows by slice: an array or ImageRows) written into the .npy file `path`, `chunk` images at a
     time: peak memory is one chunk's float32 images and logits whatever N (the old code held float32 copies of
     all images, both views and their logits: 8.5 GB for 21,200 images). The bytes are np.save's (tested): its
     version 1.0 header, then the rows in order, by plain writes (a memory map's written pages would count in
     the RSS: 1.4 GB more for 21,200 images)."""
-    if chunk % BATCH:
-        raise ValueError(f"chunk {chunk} must be a multiple of {BATCH}")
+    if chunk % batch:
+        raise ValueError(f"chunk {chunk} must be a multiple of the batch size {batch}")
     size = int(spec["input_size"])
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False, "shape": (len(images), 2, size, size)}
     with open(path, "wb") as f, tqdm(total=len(images), desc="teacher logits", unit="img", leave=False) as bar:
         np.lib.format.write_array_header_1_0(f, header)
         for s in range(0, len(images), chunk):
             part = images[s : s + chunk]
-            f.write(teacher_views(heads, prep_images(part, spec), weights).astype(np.float16).data)
+            f.write(teacher_views(heads, prep_images(part, spec), weights, batch).astype(np.float16).data)
             bar.update(len(part))
 
 
-def build_cache(teacher_paths, data_paths, unlabelled_paths, out: Path, overwrite: bool, weights=None, chunk: int = CHUNK) -> dict:
-    """Predict and write the cache of these teachers (see the module doc), `chunk` images at a time."""
+def build_cache(
+    teacher_paths, data_paths, unlabelled_paths, out: Path, overwrite: bool, weights=None, chunk: int = 0, batch: int = BATCH
+) -> dict:
+    """Predict and write the cache of these teachers (see the module doc), `chunk` images at a time (default: the
+    multiple of `batch` nearest above CHUNK), `batch` per predict call."""
+    chunk = chunk or -(-CHUNK // batch) * batch
     t0 = time.perf_counter()
     out = Path(out)
     check_out(out, overwrite)
@@ -254,11 +261,12 @@ def build_cache(teacher_paths, data_paths, unlabelled_paths, out: Path, overwrit
     ids, images, fps = collect_images(data_paths, unlabelled_paths)  # every image read and checked before the lock
     heads = [logits_model(t) for t in teachers]
     with claim(out, overwrite), io.atomic_dir(out) as tmp:
-        stream_logits(tmp / "logits.npy", heads, images, spec, w, chunk)
+        stream_logits(tmp / "logits.npy", heads, images, spec, w, chunk, batch)
         meta = {
             "format": FORMAT,
             "teachers": [{"path": str(t), "sha256": file_sha256(t)} for t in teacher_paths],
             "weights": w,
+            "batch_size": batch,
             "spec": spec,
             "n": len(ids),
             "views": ["image", "hflip"],
@@ -349,7 +357,15 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--out", required=True)
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        default=BATCH,
+        help=f"images per teacher forward pass (default {BATCH}, the bits of every earlier cache); 16 halves the peak memory",
+    )
     args = ap.parse_args(argv)
+    if not 1 <= args.batch_size <= CHUNK:
+        raise UserError(f"--batch-size {args.batch_size} must be between 1 and {CHUNK}")
     out = Path(args.out)
     check_out(out, args.overwrite)
     if args.from_probabilities:
@@ -358,7 +374,7 @@ def main(argv=None) -> int:
         )
         what = f"black-box probabilities from {args.from_probabilities}"
     else:
-        meta = build_cache(args.teacher, args.data, args.unlabelled, out, args.overwrite, args.teacher_weights)
+        meta = build_cache(args.teacher, args.data, args.unlabelled, out, args.overwrite, args.teacher_weights, batch=args.batch_size)
         what = f"logits of {len(args.teacher)} teacher(s)"
     size = (out / "logits.npy").stat().st_size / 1e6
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux

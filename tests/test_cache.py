@@ -154,9 +154,9 @@ def test_lock_refuses_a_second_build_and_is_seen_by_the_sweep(env, tmp_path, mon
     seen = {}
     real = tc.teacher_views
 
-    def spy(heads, x, weights):
+    def spy(heads, x, weights, batch):
         if seen:
-            return real(heads, x, weights)
+            return real(heads, x, weights, batch)
         # another process (the sweep) sees the dir as busy while this one predicts into it
         p = subprocess.run(
             [sys.executable, "-c", f"from common.io import is_locked; print(is_locked({str(out)!r}))"],
@@ -168,7 +168,7 @@ def test_lock_refuses_a_second_build_and_is_seen_by_the_sweep(env, tmp_path, mon
         seen["other"] = p.stdout.strip()
         with pytest.raises(UserError, match="in use"):  # a second build of the same dir is refused
             build(env, out)
-        return real(heads, x, weights)
+        return real(heads, x, weights, batch)
 
     monkeypatch.setattr(tc, "teacher_views", spy)
     build(env, out)

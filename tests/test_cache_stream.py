@@ -59,7 +59,7 @@ def leftovers(out: Path) -> list[str]:
 # ---- 1. streamed build == the all-at-once build, bit for bit ----------------------------------------
 
 
-def old_logits(teacher_paths, data_paths, unlabelled_paths, weights=None) -> np.ndarray:
+def old_logits(teacher_paths, data_paths, unlabelled_paths, weights=None, batch=64) -> np.ndarray:
     """What teacher.cache.build_cache wrote before it streamed: every image at once (git show 2a53d26:teacher/cache.py)."""
     from data.pipeline import prep_images
     from distill.cache import normalise_weights
@@ -72,9 +72,8 @@ def old_logits(teacher_paths, data_paths, unlabelled_paths, weights=None) -> np.
     spec = model_spec(teacher_paths[0], teachers[0])
     _, images, _ = collect_images(data_paths, unlabelled_paths)
     x = prep_images(images[:], spec)
-    return np.stack([ensemble_logits(teachers, x, weights=w), ensemble_logits(teachers, x[:, :, ::-1], weights=w)], axis=1).astype(
-        np.float16
-    )
+    views = [ensemble_logits(teachers, v, batch_size=batch, weights=w) for v in (x, x[:, :, ::-1])]
+    return np.stack(views, axis=1).astype(np.float16)
 
 
 @pytest.mark.parametrize("teachers, weights", [(["a"], None), (["a", "b"], [1, 3])], ids=["one", "ensemble"])
@@ -99,6 +98,23 @@ def test_streamed_cache_is_bit_identical_to_the_all_at_once_build(env, tmp_path,
     for m in metas:
         m.pop("build_s")
     assert metas[0] == metas[1] and metas[0]["n"] == 190 and metas[0]["views"] == ["image", "hflip"]
+
+
+def test_a_smaller_predict_batch_gives_the_bits_of_that_batch(env, tmp_path):
+    """--batch-size 16 (less memory): the logits of distill.teachers.ensemble_logits at batch 16, recorded in meta.json;
+    at most a last-bit rounding away from the default batch's; a batch outside 1..512 is refused."""
+    from teacher.cache import CHUNK, build_cache
+    from teacher.cache import main as cache_main
+
+    want = old_logits([env["a"]], [env["data"]], [env["test"]], batch=16)
+    np.save(tmp_path / "want.npy", want)
+    meta = build_cache([env["a"]], [env["data"]], [env["test"]], tmp_path / "c16", overwrite=False, batch=16)
+    assert (tmp_path / "c16" / "logits.npy").read_bytes() == (tmp_path / "want.npy").read_bytes() and meta["batch_size"] == 16
+    np.testing.assert_allclose(want.astype(np.float32), old_logits([env["a"]], [env["data"]], [env["test"]]), rtol=2e-3, atol=1e-3)
+    for bad in ("0", str(CHUNK + 1)):
+        with pytest.raises(UserError, match=f"--batch-size {bad} must be between 1 and {CHUNK}"):
+            cache_main(["--teacher", str(env["a"]), "--data", str(env["data"]), "--out", str(tmp_path / "x"), "--batch-size", bad])
+    assert not (tmp_path / "x").exists()
 
 
 def test_stream_memory_is_bounded_by_the_chunk(tmp_path, monkeypatch):
@@ -127,7 +143,7 @@ def test_stream_memory_is_bounded_by_the_chunk(tmp_path, monkeypatch):
     assert max(seen) == 64
     all_at_once = 2048 * 104 * 104 * 4  # ONE float32 copy of all images (the old code held several)
     assert peaks[2048] < 1.2 * peaks[512] + (1 << 20) and peaks[2048] < all_at_once, peaks
-    with pytest.raises(ValueError, match="multiple of 64"):
+    with pytest.raises(ValueError, match=f"multiple of the batch size {tc.BATCH}"):
         tc.stream_logits(tmp_path / "x.npy", [1.0], images[:1], spec, None, chunk=100)
 
 
