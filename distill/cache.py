@@ -2,7 +2,7 @@
 
 CACHE/logits.npy (N, 2, S, S) float16, memory-mapped (view 0: the image, view 1: the flipped image,
 in flipped orientation); CACHE/meta.json: format, teacher files and their SHA-256, ensemble weights,
-preprocessing spec, ids, and a fingerprint per image (a 64-bit BLAKE2b of its 101x101 uint8 pixels,
+the predict batch size (since 2026-11-28), preprocessing spec, ids, and a fingerprint per image (a 64-bit BLAKE2b of its 101x101 uint8 pixels,
 aligned with ids). `TeacherCache.check` refuses a cache that was made from other teacher files,
 other weights or other preprocessing than the run asks for; `TeacherCache.take(ids, images)` one
 whose logits belong to other pixels under the same ids (caches of earlier versions have no

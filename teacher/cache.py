@@ -23,7 +23,9 @@ Streamed: every image is read and checked first (an unlabelled folder's images a
 the teachers predict `CHUNK` (512) images at a time, reading a folder's PNGs again for their chunk, and
 each chunk's float16 logits go straight into logits.npy in the temp dir, so memory does not grow with
 the number of unlabelled images (the file holds the same bytes as the earlier all-at-once build:
-tests/test_cache_stream.py).
+tests/test_cache_stream.py). What remains is the framework and one forward pass: `--batch-size 16`
+(default 64, the bits of every earlier cache) halves the forward pass's memory; its logits can differ
+from the default's in the last float bit.
 
 The cache dir is replaced as a whole: both files are written into `.CACHE.partial-<pid>` next to
 it, then swapped into place, so a kill at any moment leaves the old cache or the new one, never new
