@@ -120,13 +120,19 @@ def index_image_folder(folder) -> TgsData:
     return TgsData(ids, None, None, np.full(len(ids), np.nan, np.float32), str(folder), files)
 
 
+def iter_images(index: TgsData, progress: bool = True, verb: str = "reading"):
+    """The images of an `index_image_folder` one by one, read with a progress bar (closed before an error propagates)."""
+    with _progress(index.files, len(index), f"{verb} {index.source}", progress) as bar:
+        for p in bar:
+            yield read_image(p)
+
+
 def load_image_folder(folder, progress: bool = True) -> TgsData:
     """Unlabelled images: a folder of PNGs (or a folder with an images/ subfolder)."""
     index = index_image_folder(folder)
     images = np.empty((len(index), ORIG_SIZE, ORIG_SIZE), np.uint8)  # filled in place: no list of arrays + a stacked copy
-    with _progress(index.files, len(index), f"reading {index.source}", progress) as bar:
-        for k, p in enumerate(bar):
-            images[k] = read_image(p)
+    for k, im in enumerate(iter_images(index, progress)):
+        images[k] = im
     index.images = images
     return index
 

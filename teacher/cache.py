@@ -53,7 +53,17 @@ from common import io
 from common.cli import UserError, run
 from common.io import file_sha256
 from data.pipeline import prep_images
-from data.tgs import TgsData, check_not_labelled, index_image_folder, load_data, load_unlabelled, read_image, read_png, unlabelled_folder
+from data.tgs import (
+    TgsData,
+    check_not_labelled,
+    index_image_folder,
+    iter_images,
+    load_data,
+    load_unlabelled,
+    read_image,
+    read_png,
+    unlabelled_folder,
+)
 from distill.cache import FINGERPRINT, FORMAT, fingerprint, normalise_weights
 from distill.teachers import load_teacher
 from models.files import model_spec
@@ -130,17 +140,6 @@ def _unlabelled_input(path) -> TgsData:
     return load_unlabelled(path) if path.suffix == ".npz" else index_image_folder(unlabelled_folder(path))
 
 
-def _pixels(part):
-    """The images of `part` one by one: its array, or its PNG files read with a progress bar (closed before an
-    error propagates, so `error: ...` gets a line of its own)."""
-    if part.images is not None:
-        yield from part.images
-        return
-    with tqdm(part.files, desc=f"checking {part.source}", unit="img", leave=False) as bar:
-        for p in bar:
-            yield read_image(p)
-
-
 def collect_images(data_paths, unlabelled_paths):
     """(ids, images (ImageRows: N x 101 x 101 uint8 by slice), fingerprints) of every input, each id once, in input order.
 
@@ -155,7 +154,7 @@ def collect_images(data_paths, unlabelled_paths):
     rows = ImageRows()
     for n, (src, part) in enumerate(parts):
         keep, kept_fps = [], []
-        for k, (i, im) in enumerate(zip(part.ids, _pixels(part))):
+        for k, (i, im) in enumerate(zip(part.ids, part.images if part.images is not None else iter_images(part, verb="checking"))):
             fp = fingerprint(im)
             if i not in seen:
                 seen[i] = (len(ids), n, k)
