@@ -11,8 +11,13 @@ depthwise-separable conv (ReLU6).
 lraspp (Howard et al., "Searching for MobileNetV3", ICCV 2019, the LR-ASPP head), adapted to
 101-pixel masks: the deepest features go through a 1x1 conv gated by a squeeze branch (global average
 pool -> 1x1 conv -> sigmoid), are upsampled bilinearly to 1/2 resolution and added to a 1x1
-projection of the 1/2-resolution features; a last bilinear x2 and a separable conv on the
+projection of the 1/2-resolution features, then ReLU6 (see "int8" below); a last bilinear x2 and a separable conv on the
 concatenation with the stem's full-resolution features put boundaries back at pixel level.
+int8: TFLite's int8 CONCATENATION requires one scale for its inputs and output, and the converter gives
+it to the input tensors themselves. Before 2026-11-28 the head's sum was unbounded (about -19..20 on
+real data), so the stem's ReLU6 output, which also feeds the encoder, was quantized at a 6x coarser
+step and the int8 file lost 0.08-0.11 mean IoU; with the ReLU6 both inputs share the stem's 6/255 step.
+
 Stage outputs are named `enc{i}_out`, `dec{i}_out` (`head_out` for lraspp); then `logits`, sigmoid.
 """
 
@@ -21,7 +26,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from models.blocks import check_shape, conv_bn_act, head, inverted_residual, separable, upsample_x2
+from models.blocks import act, check_shape, conv_bn_act, head, inverted_residual, separable, upsample_x2
 
 EXPANSION = 4  # MobileNetV2 uses 6; at 4-64 channels 4 keeps the expanded tensors (the memory traffic) smaller
 
@@ -97,6 +102,9 @@ def build_lraspp(
     a = layers.UpSampling2D(2 ** (depth - 1), interpolation="bilinear", name="aspp_up")(a)
     low = layers.Conv2D(c, 1, name="aspp_low")(half)
     x = layers.Add(name="aspp_add")([a, low])
+    # Bounded like the stem before the two are concatenated: int8 CONCATENATION gives its inputs one
+    # scale, and the stem's tensor also feeds the encoder (an unbounded sum here widened its scale 6x)
+    x = act(x, "relu6", "aspp_relu6")
     x = layers.UpSampling2D(2, interpolation="bilinear", name="head_up")(x)
     x = layers.Concatenate(name="head_concat")([x, full])
     x = layers.Identity(name="head_out")(separable(x, base_filters, "head_sep", activation="relu"))
