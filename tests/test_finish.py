@@ -126,7 +126,9 @@ def test_tuned_threshold_reaches_the_sidecar_evaluate_export_and_the_pi(finish, 
     m = metrics(run)
     tuned = m["val_tuned_threshold"]
     t = tuned["threshold"]
-    assert set(tuned) == {"threshold", "kaggle_map", "mean_iou"} and t in THRESHOLD_GRID.tolist()
+    assert set(tuned) == {"threshold", "kaggle_map", "mean_iou", "crossfit"} and t in THRESHOLD_GRID.tolist()
+    cross = tuned["crossfit"]  # the pick made on half the images, scored on the other half
+    assert set(cross) == {"kaggle_map", "mean_iou", "thresholds"} and all(x in THRESHOLD_GRID.tolist() for x in cross["thresholds"])
     assert tuned["kaggle_map"] >= m["val"]["kaggle_map"]  # 0.50 is on the grid; "val" stays at 0.5
     assert json.loads((run / "student.keras.json").read_text())["threshold"] == t
     # evaluate.py applies the sidecar's threshold: it reproduces the tuned scores
@@ -173,6 +175,23 @@ def test_pick_threshold_best_kaggle_then_closest_to_half():
     assert pick_threshold(probs, np.concatenate([full, empty]))["threshold"] == 0.48
     # every threshold scores the same -> 0.5
     assert pick_threshold(np.full((1, 101, 101), 0.9), full)["threshold"] == 0.5
+
+
+def test_crossfit_threshold_scores_each_half_at_the_other_halfs_pick():
+    from training.loop import crossfit_threshold, pick_threshold
+
+    full, empty = np.ones((1, 101, 101), bool), np.zeros((1, 101, 101), bool)
+    # even positions: salt at p = 0.40 (found below 0.40: picks 0.38); odd: empty at p = 0.60 (kept empty from 0.60: picks 0.60)
+    probs = np.concatenate([np.full((1, 101, 101), p) for p in (0.40, 0.60, 0.40, 0.60)])
+    masks = np.concatenate([full, empty, full, empty])
+    assert pick_threshold(probs, masks)["kaggle_map"] == 0.5  # picked on all four and scored on them
+    r = crossfit_threshold(probs, masks)
+    # odd images at 0.38 -> salt predicted on empty images; even images at 0.60 -> salt missed: nothing survives
+    assert r["thresholds"] == [0.38, 0.60] and r["kaggle_map"] == 0.0 and r["mean_iou"] == 0.0
+    # when both halves hold the same cases (a salt image at 0.45, an empty one at 0.35) both pick 0.44: nothing lost
+    probs = np.concatenate([np.full((1, 101, 101), p) for p in (0.45, 0.45, 0.35, 0.35)])
+    r = crossfit_threshold(probs, np.concatenate([full, full, empty, empty]))
+    assert r == {"kaggle_map": 1.0, "mean_iou": 1.0, "thresholds": [0.44, 0.44]}
 
 
 @pytest.mark.parametrize(
