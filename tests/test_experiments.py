@@ -290,6 +290,16 @@ PRESETS = {
         ["teacher", "teacher_cache"],
         ["unet4_baseline_s0", "mbv2add4_baseline_s0", "sepunet8_baseline_s0", "lraspp4_baseline_s0", "mbv2cat4_baseline_s0"],
     ),
+    "cpu_finish": (
+        9,
+        ["teacher", "teacher_cache"],
+        [
+            "unet4_from_unet8_T2_l0.9_sT_unl_s0",
+            "unet4_from_unet8_T2_l0.9_sT_unl_lov3_thr_s0",
+            "unet4_from_unet8_T2_l0.9_sT_unl_tta_s0",
+            "unet4_from_unet8_T2_l0.9_sT_unl_s1",
+        ],
+    ),
     "quick": (
         6,
         ["teacher", "teacher_cache"],
@@ -307,6 +317,7 @@ ELSEWHERE = {
     "cpu_grid": ["unet4_from_unet8_T2_l1_sT_s2"],
     "gpu": ["unet2_from_unet16_T8_l1_sT2_unl_s1", "unet4_from_unet16x2_T2_l0.9_sT2_unl_s2"],
     "quick": ["unet4_from_unet8_T2_l0.9_sT_unl_s1"],
+    "cpu_finish": ["unet4_from_unet8_T2_l0.9_sT_unl_tta_s2"],
 }
 
 
