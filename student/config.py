@@ -70,6 +70,18 @@ def validate(cfg: DistillConfig) -> None:
     check_feature_kd(cfg)
 
 
+def notes(cfg: DistillConfig) -> list[str]:
+    """Lines printed under the config: settings that run, but that a user may not want together."""
+    out = []
+    if cfg.lovasz_epochs and cfg.monitor == "mean_iou":
+        out.append(
+            "note: --lovasz-epochs with --monitor mean_iou: the Lovasz finish raises Kaggle mAP and can lower mean IoU, so the kept "
+            "best epoch may be one from before the finish (cpu preset, seed 1: epoch 12 of 15); --monitor kaggle_map keeps the finish "
+            "in the running, and metrics.json's val_last scores the last epoch either way"
+        )
+    return out
+
+
 def check_augment(cfg: DistillConfig) -> None:
     """--augment and --mixup: known values, and the teacher in the graph (Beyer et al. 2022: the teacher sees the student's view)."""
     if cfg.augment not in AUGMENTS:

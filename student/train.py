@@ -24,7 +24,7 @@ from distill.graph import build_training_graph, check_feature_layers
 from distill.teachers import TeacherLogits
 from metrics.calibration import calibration
 from pi.sidecar import make_spec, sidecar_path
-from student.config import DistillConfig, validate
+from student.config import DistillConfig, notes, validate
 from student.model import build_student
 from training.loop import evaluate_probs, fit
 from training.naming import RunSpec, feature_pairs
@@ -37,6 +37,8 @@ def main(argv=None, doc: str = __doc__) -> int:
     )
     validate(cfg)
     show(cfg)
+    for line in notes(cfg):
+        print(line, flush=True)
     # before any model exists (teachers included): with N devices every model lives in the data-parallel scope
     devices = device_report(cfg.accelerator)  # before the first epoch: the backend and what it trains on
     set_precision(cfg.precision)

@@ -90,6 +90,16 @@ def test_last_epoch_scores_after_a_resume_with_no_epoch_left(finish, synth_dir, 
     assert m["val"] == m0["val"]
 
 
+def test_lovasz_finish_notes_the_monitor_that_can_skip_it(finish):
+    """A Lovasz finish judged by mean IoU can keep a pre-finish epoch: the run says so under its config, once, and
+    not when the monitor is Kaggle mAP or there is no finish."""
+    from student.config import DistillConfig, notes
+
+    assert finish["resume_stdout"].count("note: --lovasz-epochs with --monitor mean_iou") == 1
+    assert notes(DistillConfig(data="d", lovasz_epochs=3, epochs=15, monitor="kaggle_map")) == []
+    assert notes(DistillConfig(data="d", epochs=15)) == []
+
+
 def test_lovasz_last_phase_survives_resume(finish):
     h0 = pd.read_csv(finish["default"] / "history.csv")
     h = pd.read_csv(finish["lovasz"] / "history.csv")
