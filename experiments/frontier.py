@@ -339,6 +339,12 @@ def format_table(f: pd.DataFrame, local: list, pi_cols: list) -> str:
     return "\n".join(lines)
 
 
+def point_label(model: str, config: str) -> str:
+    """A point's label in the plot: the model, and the options that tell its runs from the setting's plain ones
+    ("unet4 +lovasz3 +thr"; the colour already says baseline / kd / kd_unl)."""
+    return " ".join([model, *(t for t in str(config).split() if t.startswith("+") and t != "+unl")])
+
+
 MARKERS = {"baseline": ("tab:gray", "o"), "kd": ("tab:blue", "s"), "kd_unl": ("tab:orange", "D")}
 
 
@@ -352,8 +358,8 @@ def plot(f: pd.DataFrame, teachers: pd.DataFrame, x: str | None, title: str):
         colour, marker = MARKERS.get(sett, ("tab:green", "^"))
         g = g[g[x].notna()] if x else g.iloc[:0]
         ax.errorbar(g[x] if x else [], g.kaggle_map, yerr=g.kaggle_map_std.fillna(0), fmt=marker, color=colour, capsize=3, label=sett)
-        for model, lx, y in zip(g.model, g[x] if x else [], g.kaggle_map):
-            ax.annotate(model, (lx, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        for label, lx, y in zip(map(point_label, g.model, g.config), g[x] if x else [], g.kaggle_map):
+            ax.annotate(label, (lx, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         front = g.iloc[pareto_front(list(zip(g[x], g.kaggle_map)))] if len(g) else g
         if len(front) > 1:
             ax.plot(front[x], front.kaggle_map, drawstyle="steps-post", color=colour, alpha=0.6, lw=1)

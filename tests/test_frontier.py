@@ -121,6 +121,12 @@ def test_pareto_front_on_hand_made_points():
     assert pareto_front([]) == []
 
 
+def test_point_label_names_the_options_not_the_setting():
+    assert frontier.point_label("unet4", "KD T=2 lam=0.9 s=T +unl +lovasz3 +thr") == "unet4 +lovasz3 +thr"
+    assert frontier.point_label("unet4", "KD T=2 lam=0.9 s=T +unl") == "unet4"
+    assert frontier.point_label("lraspp4", "baseline") == "lraspp4"
+
+
 def test_slug():
     assert frontier.slug("tflite-runtime 2.14.0") == "tflite-runtime-2.14.0"
     assert frontier.slug("aarch64-ai-edge-litert 1.4.0") == "aarch64-ai-edge-litert-1.4.0"
