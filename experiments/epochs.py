@@ -2,7 +2,9 @@
 
     python -m experiments.epochs runs/cpu runs/cpu_e45 runs/cpu_e90 [--out runs/epochs] [--overwrite]
     # prints one row per (configuration, epochs): seeds, kaggle_map mean ± std (best epoch), kaggle_map_last
-    # (the last epoch: no selection on the validation images), and writes OUT/epochs.csv and OUT/epochs.png
+    # (the last epoch: no selection on the validation images), and, for a longer budget, its paired difference
+    # against the same configuration's shortest budget by seed (best and last epoch, bootstrap 95% CI over
+    # images, seeds above); writes OUT/epochs.csv and OUT/epochs.png
 
 Each sweep dir is read with experiments.results (its finished runs; a run's budget is its config's --epochs, so
 one dir may hold several). Configurations are matched across dirs by their label ("unet4 baseline",
@@ -26,7 +28,7 @@ import pandas as pd
 
 from common import io
 from common.cli import UserError, run
-from experiments.results import load_runs
+from experiments.results import BEST, LAST, bootstrap_ci, load_runs, seed_pairs
 
 
 def curve(dirs) -> pd.DataFrame:
@@ -51,9 +53,31 @@ def curve(dirs) -> pd.DataFrame:
                 "kaggle_map_last": last.mean() if last.notna().any() else np.nan,
                 "mean_iou": g.mean_iou.mean(),
                 "wall_h": pd.to_numeric(g.wall_s, errors="coerce").mean() / 3600,
+                **vs_shortest(g, df[(df.label == label) & (df.epochs == df.epochs[df.label == label].min())]),
             }
         )
     return pd.DataFrame(rows)
+
+
+PAIRED = ("d_vs_shortest", "d_lo", "d_hi", "seeds_above", "d_last_vs_shortest", "d_last_lo", "d_last_hi", "seeds_above_last")
+
+
+def vs_shortest(g: pd.DataFrame, short: pd.DataFrame) -> dict:
+    """A longer budget's runs paired by seed with the same configuration at its shortest budget (same validation
+    images): mean per-image Kaggle difference (seeds averaged first) with its bootstrap 95% interval over images, and
+    seeds above, for the best-epoch models and for the last epochs. NaN for the shortest budget itself, or unpaired."""
+    out = dict.fromkeys(PAIRED, np.nan)
+    if g.path.isin(short.path).all():
+        return out
+    for key, prefix in ((BEST, ""), (LAST, "_last")):
+        pairs = seed_pairs(g, short, key)
+        if not pairs:
+            continue
+        diff = np.mean([d for _, _, d in pairs], axis=0)
+        lo, hi = bootstrap_ci(diff)
+        above = sum(d.mean() > 0 for _, _, d in pairs)
+        out |= {f"d{prefix}_vs_shortest": float(diff.mean()), f"d{prefix}_lo": lo, f"d{prefix}_hi": hi, f"seeds_above{prefix}": above}
+    return out
 
 
 def plot(table: pd.DataFrame, path: Path, teacher: float | None = None) -> None:
@@ -101,11 +125,20 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     io.write_text(out / "epochs.csv", table.to_csv(index=False))
     plot(table, out / "epochs.png", teacher_score(dirs))
-    print(f"{'config':45s} {'epochs':>6s} {'n':>2s} {'kaggle_map':>16s} {'last epoch':>10s} {'mean_iou':>8s} {'h/run':>6s}")
+    print(
+        f"{'config':45s} {'epochs':>6s} {'n':>2s} {'kaggle_map':>16s} {'last epoch':>10s} {'mean_iou':>8s} {'h/run':>6s}"
+        f" {'d vs shortest [95% CI]':>26s} {'above':>5s} {'d last vs shortest [95% CI]':>27s} {'above':>5s}"
+    )
     for r in table.to_dict("records"):
         km = f"{r['kaggle_map']:.4f}" + (f"±{r['kaggle_map_std']:.4f}" if r["kaggle_map_std"] == r["kaggle_map_std"] else "")
         last = f"{r['kaggle_map_last']:.4f}" if r["kaggle_map_last"] == r["kaggle_map_last"] else ""
-        print(f"{r['config']:45s} {r['epochs']:6d} {r['n_seeds']:2d} {km:>16s} {last:>10s} {r['mean_iou']:8.4f} {r['wall_h']:6.2f}")
+        line = f"{r['config']:45s} {r['epochs']:6d} {r['n_seeds']:2d} {km:>16s} {last:>10s} {r['mean_iou']:8.4f} {r['wall_h']:6.2f}"
+        for p, w in (("", 26), ("_last", 27)):
+            d, lo, hi, above = (r[f"d{p}_vs_shortest"], r[f"d{p}_lo"], r[f"d{p}_hi"], r[f"seeds_above{p}"])
+            paired = d == d  # NaN: the shortest budget itself, or no pairs
+            ci, seeds = (f"{d:+.4f} [{lo:+.4f},{hi:+.4f}]", f"{int(above)}/{r['n_seeds']}") if paired else ("", "")
+            line += f" {ci:>{w}s} {seeds:>5s}"
+        print(line)
     print(f"wrote {out / 'epochs.csv'} and {out / 'epochs.png'}")
     return 0
 

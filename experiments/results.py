@@ -111,7 +111,7 @@ BEST, LAST = "val_kaggle_per_image", "val_last_kaggle_per_image"  # per-image Ka
 
 def _per_image(path, key: str = BEST) -> tuple[list, np.ndarray | None]:
     m = json.loads((Path(path) / "metrics.json").read_text())
-    return m["val_ids"], (np.asarray(m[key]) if key in m else None)
+    return m.get("val_ids"), (np.asarray(m[key]) if key in m else None)
 
 
 def _paired_diff(run, base, key: str = BEST) -> np.ndarray | None:

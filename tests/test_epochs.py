@@ -44,6 +44,32 @@ def test_curve_per_config_and_budget(dirs, tmp_path):
     assert (tmp_path / "o" / "epochs.png").stat().st_size > 1000
 
 
+def test_longer_budget_paired_by_seed_with_the_shortest(tmp_path):
+    """45 epochs against 15, same configuration, paired by seed on the same validation images: the mean per-image
+    difference (seeds averaged first), an interval around it, seeds above; best and last epoch; unpaired seeds left out."""
+    rng = np.random.default_rng(0)
+    ids = [f"i{k}" for k in range(40)]
+    a, b = tmp_path / "cpu", tmp_path / "cpu_e45"
+    diffs, last_diffs = [], []
+    for s in range(3):
+        short, short_last = rng.integers(0, 11, 40) / 10, rng.integers(0, 11, 40) / 10
+        long_, long_last = np.clip(short + rng.choice([0, 0.1, 0.2], 40), 0, 1), np.clip(short_last - 0.1 * (s == 1), 0, 1)
+        for root, ep, best, last in ((a, 15, short, short_last), (b, 45, long_, long_last)):
+            _run(root, f"unet4_baseline_s{s}", ep, s, 0, best.mean(), last.mean())
+            m = json.loads((root / f"unet4_baseline_s{s}" / "metrics.json").read_text())
+            m |= {"val_ids": ids, "val_kaggle_per_image": best.tolist(), "val_last_kaggle_per_image": last.tolist()}
+            (root / f"unet4_baseline_s{s}" / "metrics.json").write_text(json.dumps(m))
+        diffs.append(long_ - short)
+        last_diffs.append(long_last - short_last)
+    _run(b, "unet4_baseline_s7", 45, 7, 0, 0.9, 0.9)  # no 15-epoch run of seed 7: not paired
+    t = epochs.curve([a, b]).set_index("epochs")
+    r = t.loc[45]
+    assert r.n_seeds == 4 and r.d_vs_shortest == pytest.approx(np.mean(diffs)) and r.d_lo < r.d_vs_shortest < r.d_hi
+    assert r.seeds_above == 3 and r.d_hi < 0.2
+    assert r.d_last_vs_shortest == pytest.approx(np.mean(last_diffs)) and r.seeds_above_last == 0
+    assert np.isnan(t.loc[15].d_vs_shortest) and np.isnan(t.loc[15].seeds_above)
+
+
 def test_bad_input(dirs, tmp_path, capsys):
     check(*call(epochs.main, [str(tmp_path / "nowhere")], capsys), "does not exist")
     empty = tmp_path / "empty"
