@@ -185,6 +185,20 @@ def parity_row(fmt: str, path: Path, probs, keras_probs, scores: dict, base: dic
     }
 
 
+PARITY = 0.005  # |mean IoU of a quantized file - the Keras model's| above this gets a note (issue 14's parity bar)
+
+
+def parity_notes(rows, limit: float = PARITY) -> list[str]:
+    """`note:` lines for the exports whose validation mean IoU is more than `limit` off the Keras model's."""
+    return [
+        f"note: {r['format']} mean IoU is {r['d_mean_iou']:+.4f} off the Keras model's (more than {limit}): try --calib with more "
+        "images, or ship fp16; an int8 CONCATENATION gives all its inputs one scale, so a tensor concatenated with a "
+        "wider-ranged one loses precision wherever else it is used (models/mbv2.py, lraspp's aspp_relu6)"
+        for r in rows
+        if r["format"] != "keras" and abs(r["d_mean_iou"]) > limit
+    ]
+
+
 def print_table(rows) -> None:
     print(f"{'format':8s} {'size_kb':>9s} {'mean_iou':>9s} {'kaggle_map':>10s} {'d_mean_iou':>10s} {'d_kaggle':>9s} {'max_abs_diff':>12s}")
     for r in rows:
@@ -259,6 +273,8 @@ def main(argv=None) -> int:
     report = {"model": str(model_path), "n_val": len(val), "output": args.output, "int8_io": args.int8_io, "rows": rows}
     io.write_json(out / "export.json", report)
     print_table(rows)
+    for line in parity_notes(rows):
+        print(line, flush=True)
     print(f"wrote {len(targets)} model(s) and {out / 'export.json'} ({len(val)} validation images)", flush=True)
     return 0
 
