@@ -28,7 +28,7 @@ import pandas as pd
 
 from common import io
 from common.cli import UserError, run
-from experiments.results import BEST, LAST, bootstrap_ci, load_runs, seed_pairs
+from experiments.results import LAST, load_runs, paired_vs, seed_pairs
 
 
 def curve(dirs) -> pd.DataFrame:
@@ -64,19 +64,21 @@ PAIRED = ("d_vs_shortest", "d_lo", "d_hi", "seeds_above", "d_last_vs_shortest", 
 
 def vs_shortest(g: pd.DataFrame, short: pd.DataFrame) -> dict:
     """A longer budget's runs paired by seed with the same configuration at its shortest budget (same validation
-    images): mean per-image Kaggle difference (seeds averaged first) with its bootstrap 95% interval over images, and
-    seeds above, for the best-epoch models and for the last epochs. NaN for the shortest budget itself, or unpaired."""
+    images), by experiments.results.paired_vs: mean per-image Kaggle difference (seeds averaged first) with its
+    bootstrap 95% interval over images, and seeds above, for the best-epoch models and for the last epochs (where
+    every pair has them). NaN for the shortest budget itself, or unpaired."""
     out = dict.fromkeys(PAIRED, np.nan)
-    if g.path.isin(short.path).all():
-        return out
-    for key, prefix in ((BEST, ""), (LAST, "_last")):
-        pairs = seed_pairs(g, short, key)
-        if not pairs:
-            continue
-        diff = np.mean([d for _, _, d in pairs], axis=0)
-        lo, hi = bootstrap_ci(diff)
-        above = sum(d.mean() > 0 for _, _, d in pairs)
-        out |= {f"d{prefix}_vs_shortest": float(diff.mean()), f"d{prefix}_lo": lo, f"d{prefix}_hi": hi, f"seeds_above{prefix}": above}
+    p = {} if g.path.isin(short.path).all() else paired_vs(g, short)
+    if p:
+        out |= {"d_vs_shortest": p["d_ref"], "d_lo": p["d_ref_lo"], "d_hi": p["d_ref_hi"], "seeds_above": p["ref_seeds_above"]}
+    if "d_ref_last" in p:
+        above = sum(d.mean() > 0 for _, _, d in seed_pairs(g, short, LAST))
+        out |= {
+            "d_last_vs_shortest": p["d_ref_last"],
+            "d_last_lo": p["d_ref_last_lo"],
+            "d_last_hi": p["d_ref_last_hi"],
+            "seeds_above_last": above,
+        }
     return out
 
 
