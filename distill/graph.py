@@ -34,6 +34,21 @@ def check_feature_layers(student: keras.Model, teacher: keras.Model, pairs) -> N
                 raise UserError(f"--feature-layers: the {role} {model.name} has no stage output {name!r}; choose among {', '.join(valid)}")
 
 
+def check_unique_variables(model: keras.Model) -> None:
+    """ValueError naming a variable path that two of the graph's variables share.
+
+    The torch backend keeps a model's variables in a dict keyed by path, so of two variables with one
+    path only one reaches the graph's torch parameters; the other is trained but never zeroed by
+    `zero_grad`, and its gradients add up over all steps (a teacher and a student built by the same
+    builder have the same paths unless the teacher is loaded in a name scope: distill.teachers.load_teacher).
+    """
+    seen = set()
+    for v in model.weights:
+        if v.path in seen:
+            raise ValueError(f"two variables of the training graph share the path {v.path!r}: load the teacher with a name scope")
+        seen.add(v.path)
+
+
 def build_training_graph(
     student: keras.Model,
     teacher: TeacherLogits | None = None,
@@ -86,4 +101,6 @@ def build_training_graph(
     if feature_loss:
         feats = [feature_loss_layer(feature_loss, f"feature_loss{i}")([s, t]) for i, (s, t) in enumerate(zip(s_feats, t_feats))]
         out = AddFeatureTerm(feature_weight, name="feature_total", dtype="float32")([out, *feats])
-    return keras.Model(inputs, out, name="train_graph")
+    graph = keras.Model(inputs, out, name="train_graph")
+    check_unique_variables(graph)
+    return graph

@@ -68,9 +68,19 @@ class WeightedSum(keras.layers.Layer):
         return {**super().get_config(), "weights": self.w}
 
 
-def load_teacher(path) -> keras.Model:
-    """A trained teacher .keras file (must have a `logits` layer)."""
-    return load_keras(path, "teacher", need_logits=True)
+def load_teacher(path, scope: str = "") -> keras.Model:
+    """A trained teacher .keras file (must have a `logits` layer).
+
+    scope: a name scope for its variables' paths ("teacher0/enc0_conv1/kernel"; layer names stay as saved).
+    A teacher that will share a training graph with a student needs one: both come from the same builders,
+    so their variables would have the same paths, and the torch backend tracks a model's variables by path
+    (one entry per path): the student's fell out of the graph's torch parameters, `zero_grad` never reached
+    them, and their gradients summed over every step (distill.graph.check_unique_variables).
+    """
+    if not scope:
+        return load_keras(path, "teacher", need_logits=True)
+    with keras.name_scope(scope):
+        return load_keras(path, "teacher", need_logits=True)
 
 
 def teacher_logits_model(teachers, weights=None) -> keras.Model:
@@ -137,7 +147,7 @@ class TeacherLogits:
 
     @classmethod
     def from_models(cls, paths, weights=None, input_size: int | None = None) -> TeacherLogits:
-        models = [load_teacher(p) for p in paths]
+        models = [load_teacher(p, scope=f"teacher{i}") for i, p in enumerate(paths)]  # in-graph: own variable paths
         for path, t in zip(paths, models):
             shape = tuple(t.inputs[0].shape[1:])
             if input_size is not None and shape != (input_size, input_size, 1):

@@ -186,7 +186,8 @@ def test_keras_free_copy_of_the_choices_agrees():
 def tiny_models():
     keras.utils.set_random_seed(0)
     student = build_model("unet", (32, 32, 1), 2, 2, name="unet2d2")
-    teacher = build_model("unet", (32, 32, 1), 4, 2, name="unet4d2")
+    with keras.name_scope("teacher0"):  # as distill.teachers.load_teacher: its own variable paths
+        teacher = build_model("unet", (32, 32, 1), 4, 2, name="unet4d2")
     return student, teacher
 
 

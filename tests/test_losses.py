@@ -111,7 +111,8 @@ def test_graph_soft_term_is_bce_of_head_swapped_teacher_and_student_over_T():
     keras.utils.set_random_seed(0)
     T = 4.0
     student = build_student((32, 32, 1), 2, 2)
-    teacher = build_unet((32, 32, 1), base_filters=2, depth=2, name="t")
+    with keras.name_scope("teacher0"):  # as distill.teachers.load_teacher: its own variable paths
+        teacher = build_unet((32, 32, 1), base_filters=2, depth=2, name="t")
     assert len(student.outputs) == 1 and student.output_shape == (None, 32, 32, 1)
     graph = build_training_graph(student, TeacherLogits("t", models=[teacher]), temperature=T, lam=1.0, scale="1")
     assert graph.get_layer("soft_teacher").get_layer("teacher_soft").temperature == graph.get_layer("loss").temperature == T
@@ -138,7 +139,8 @@ def test_unet_param_counts_and_names():
 def test_keras_round_trip_of_every_custom_object(tmp_path):
     keras.utils.set_random_seed(0)
     student = build_student((32, 32, 1), 2, 2)
-    t_model = build_unet((32, 32, 1), base_filters=2, depth=2, name="t")
+    with keras.name_scope("teacher0"):
+        t_model = build_unet((32, 32, 1), base_filters=2, depth=2, name="t")
     teacher = soft_teacher(t_model, 2.0)
     graph = build_training_graph(student, TeacherLogits("t", models=[t_model]), temperature=2.0, lam=0.7, scale="T2", dice=True)
     graph.compile(optimizer="adam", loss=IdentityLoss(), metrics=[LossPart(1, "hard"), LossPart(2, "soft")])

@@ -101,6 +101,60 @@ def test_cache_and_in_graph_teacher_give_the_same_losses(runs, synth_dir):
     np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4)  # float16 cache
 
 
+def test_in_graph_teacher_trains_the_student_as_its_logits_do(runs, synth_dir):
+    """Training steps with the teacher in the graph move the student exactly as the same teacher's logits fed as input.
+
+    Regression: teacher and student come from one builder, so their variables had the same paths; on the torch
+    backend the student's then fell out of the graph's torch parameters, `zero_grad` never reached them and
+    each step applied the sum of all gradients so far (on real data: students predicting empty masks)."""
+    import keras
+
+    from data.pipeline import Batches, prep_images, prep_masks
+    from data.tgs import load_data
+    from distill.graph import build_training_graph
+    from distill.teachers import TeacherLogits, teacher_logits_model
+    from models.registry import build_model
+    from pi.sidecar import make_spec
+    from training.loop import IdentityLoss
+
+    spec = make_spec(104)
+    d = load_data(synth_dir, progress=False)
+    x, y = prep_images(d.images[:48], spec), prep_masks(d.masks[:48], spec)
+    teacher = runs["teacher"] / "teacher.keras"
+    from_model = TeacherLogits.from_models([teacher])
+    from_cache = TeacherLogits.from_cache(runs["cache"], spec, [teacher])
+    graphs = []
+    for source in (from_model, from_cache):
+        keras.utils.set_random_seed(0)
+        student = build_model("unet", (104, 104, 1), 2, 3)  # the teacher's builder: the same layer names
+        g = build_training_graph(student, source, temperature=2.0, lam=0.9)
+        g.compile(optimizer=keras.optimizers.AdamW(1e-2, weight_decay=1e-4), loss=IdentityLoss())
+        graphs.append((g, student))
+    if keras.backend.backend() == "torch":  # every trainable variable is a parameter that zero_grad reaches
+        params = {id(p) for p in graphs[0][0].parameters()}
+        assert all(id(v.value) in params for v in graphs[0][0].trainable_variables)
+    logits = teacher_logits_model(from_model.models)
+    for xb, yb in Batches(x, y, 16, shuffle=False, flip=False, seed=0):
+        z = keras.ops.convert_to_numpy(logits(xb["image"]))  # float32, not the cache's float16
+        graphs[0][0].train_on_batch(xb, yb)
+        graphs[1][0].train_on_batch({**xb, "teacher_logits": z}, yb)
+    for a, b in zip(graphs[0][1].trainable_weights, graphs[1][1].trainable_weights):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), rtol=1e-5, atol=1e-6, err_msg=a.path)
+
+
+def test_training_graph_refuses_two_variables_with_one_path():
+    import keras
+
+    from distill.graph import check_unique_variables
+    from models.registry import build_model
+
+    a, b = build_model("unet", (32, 32, 1), 2, 2, name="student"), build_model("unet", (32, 32, 1), 2, 2, name="teacher")
+    image = keras.Input((32, 32, 1))
+    both = keras.Model(image, [a(image), b(image)])
+    with pytest.raises(ValueError, match="share the path"):
+        check_unique_variables(both)
+
+
 def test_cache_refuses_other_teacher_and_uncovered_ids(runs, synth_dir, tmp_path):
     p = cli(
         "distill_train.py",

@@ -20,7 +20,8 @@ def _graph(policy: str, weights=None):
     try:
         keras.utils.set_random_seed(0)
         student = build_model("unet", (32, 32, 1), 2, 2, name="s")
-        teacher = build_model("unet", (32, 32, 1), 2, 2, name="t")
+        with keras.name_scope("teacher0"):  # as distill.teachers.load_teacher: its own variable paths
+            teacher = build_model("unet", (32, 32, 1), 2, 2, name="t")
         if weights is not None:
             student.set_weights(weights[0])
             teacher.set_weights(weights[1])
