@@ -1,5 +1,6 @@
 """Golden regression: a tiny deterministic training whose losses and scores were pinned before the
-"one house" refactor (tests/golden.json, made by `python -m tests.golden DIR` on main at 962a0f9).
+"one house" refactor (tests/golden.json, made by `python -m tests.golden DIR` on main at 962a0f9; kd_graph re-pinned 2026-11-29
+after the in-graph teacher fix: its student had been trained with gradients summed over steps).
 
 Same config, same thread count (1): teacher, baseline, KD with the teacher in the graph and KD from
 the cache with unlabelled images give the same per-epoch losses and validation scores (4 decimals).
