@@ -71,22 +71,28 @@ def test_evaluate_pred_masks(tmp_path, synth_dir):
     assert worse["kaggle_map"] == pytest.approx(1 - 1 / len(d), abs=1e-6)
 
 
-def test_cache_and_in_graph_teacher_give_the_same_losses(runs, synth_dir):
-    import keras
-
-    from data.pipeline import Batches, prep_images, prep_masks
+def _both_teacher_sources(runs, synth_dir, n: int):
+    """The first n synthetic images prepared at 104 px, and the tiny teacher as an in-graph model and as its cache."""
+    from data.pipeline import prep_images, prep_masks
     from data.tgs import load_data
-    from distill.graph import build_training_graph
     from distill.teachers import TeacherLogits
-    from models.registry import build_model
     from pi.sidecar import make_spec
 
     spec = make_spec(104)
     d = load_data(synth_dir, progress=False)
-    x, y = prep_images(d.images[:16], spec), prep_masks(d.masks[:16], spec)
+    x, y = prep_images(d.images[:n], spec), prep_masks(d.masks[:n], spec)
     teacher = runs["teacher"] / "teacher.keras"
-    from_model = TeacherLogits.from_models([teacher])
-    from_cache = TeacherLogits.from_cache(runs["cache"], spec, [teacher])
+    return d, x, y, TeacherLogits.from_models([teacher]), TeacherLogits.from_cache(runs["cache"], spec, [teacher])
+
+
+def test_cache_and_in_graph_teacher_give_the_same_losses(runs, synth_dir):
+    import keras
+
+    from data.pipeline import Batches
+    from distill.graph import build_training_graph
+    from models.registry import build_model
+
+    d, x, y, from_model, from_cache = _both_teacher_sources(runs, synth_dir, 16)
     assert from_model.label == from_cache.label == "unet4d3"  # a depth-3 teacher: its name says so
     t = from_cache.cache.take(d.ids[:16])
     student = build_model("unet", (104, 104, 1), 2, 3)
@@ -109,20 +115,13 @@ def test_in_graph_teacher_trains_the_student_as_its_logits_do(runs, synth_dir):
     each step applied the sum of all gradients so far (on real data: students predicting empty masks)."""
     import keras
 
-    from data.pipeline import Batches, prep_images, prep_masks
-    from data.tgs import load_data
+    from data.pipeline import Batches
     from distill.graph import build_training_graph
-    from distill.teachers import TeacherLogits, teacher_logits_model
+    from distill.teachers import teacher_logits_model
     from models.registry import build_model
-    from pi.sidecar import make_spec
     from training.loop import IdentityLoss
 
-    spec = make_spec(104)
-    d = load_data(synth_dir, progress=False)
-    x, y = prep_images(d.images[:48], spec), prep_masks(d.masks[:48], spec)
-    teacher = runs["teacher"] / "teacher.keras"
-    from_model = TeacherLogits.from_models([teacher])
-    from_cache = TeacherLogits.from_cache(runs["cache"], spec, [teacher])
+    _, x, y, from_model, from_cache = _both_teacher_sources(runs, synth_dir, 48)
     graphs = []
     for source in (from_model, from_cache):
         keras.utils.set_random_seed(0)
