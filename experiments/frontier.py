@@ -5,7 +5,8 @@
     # pi/benchmark.py (--threads, --runs; once per --pi-python), writes SWEEP_DIR/frontier/frontier.csv and frontier.png,
     # and prints one row per (model, setting):
     # model, setting, n seeds, params, MMACs, int8 KB, int8 ms per thread count, kaggle_map mean ± std,
-    # paired d_kaggle vs the reference model [bootstrap 95% CI], seeds above the reference
+    # paired d_kaggle vs the reference model [bootstrap 95% CI], seeds above the reference, and what breaks the Pi
+    # budget (over_budget: params > --max-params, trained int8 file > --max-int8-kb, int8 latency above the reference's)
 
 Settings: baseline (lam = 0), kd (lam > 0), kd_unl (lam > 0 with unlabelled images). Paired differences: the model minus
 the reference model (--reference, unet4) of the same setting and seed, on per-image Kaggle scores of the same validation
@@ -311,6 +312,20 @@ def x_column(local: list, pi_cols: list) -> str | None:
     return min(same, key=lambda c: int(re.search(r"_ms_(\d+)t_", c).group(1)))
 
 
+def over_budget(f: pd.DataFrame, x: str | None, reference: str, max_params: int, max_int8_kb: float) -> list[str]:
+    """Per row, what breaks the Pi budget ("" when nothing): params > max_params, the trained int8 file > max_int8_kb,
+    int8 latency (the plot's column x) above the reference model's. Unmeasured sizes or latencies are not judged."""
+    ref = f.loc[f.model == reference, x].dropna() if x else pd.Series(dtype=float)
+    ref_ms = float(ref.iloc[0]) if len(ref) else np.nan
+    out = []
+    for r in f.to_dict("records"):
+        broken = ["params"] if r["params"] > max_params else []
+        broken += ["int8_kb"] if r["int8_kb"] == r["int8_kb"] and r["int8_kb"] > max_int8_kb else []
+        broken += ["latency"] if x and r[x] == r[x] and ref_ms == ref_ms and r[x] > ref_ms else []
+        out.append(",".join(broken))
+    return out
+
+
 def _fmt(v, spec: str) -> str:
     return format(v, spec) if v == v and v is not None else ""
 
@@ -322,7 +337,7 @@ def format_table(f: pd.DataFrame, local: list, pi_cols: list) -> str:
     head = f"{'model':18s} {'config':26s} {'n':>2s} {'params':>9s} {'MMACs':>7s} {'int8_kb':>8s} {'int8_dIoU':>9s}"
     names = {c: c.replace("int8_ms_", "") for c in lat}
     head += "".join(f" {names[c]:>8s}" for c in lat) + f" {'kaggle_map':>15s}"
-    head += f" {'last':>6s}"
+    head += f" {'last':>6s} {'over budget':>18s}"
     head += f" {'d_kaggle vs ref [95% CI]':>26s} {'above':>5s} {'d last epoch':>12s}" if paired else ""
     lines = [head]
     for r in f.to_dict("records"):
@@ -330,7 +345,7 @@ def format_table(f: pd.DataFrame, local: list, pi_cols: list) -> str:
         line = f"{r['model']:18s} {str(r['config'])[:26]:26s} {r['n_seeds']:2d} {r['params']:9,d} {_fmt(r['macs'] / 1e6, '7.1f'):>7s}"
         line += f" {_fmt(r['int8_kb'], '8.1f'):>8s} {_fmt(r['int8_d_mean_iou'], '+9.4f'):>9s}"
         line += "".join(f" {_fmt(r[c], '.2f'):>{max(8, len(names[c]))}s}" for c in lat) + f" {km:>15s}"
-        line += f" {_fmt(r.get('kaggle_map_last', np.nan), '.4f'):>6s}"
+        line += f" {_fmt(r.get('kaggle_map_last', np.nan), '.4f'):>6s} {str(r.get('over_budget', '') or '-')[:18]:>18s}"
         if paired:
             d = f"{r['d_kaggle_vs_ref']:+.4f} [{r['d_lo']:+.4f},{r['d_hi']:+.4f}]" if r["n_pairs"] else ""
             line += f" {d:>26s} {(str(int(r['seeds_above_ref'])) + '/' + str(int(r['n_pairs'])) if r['n_pairs'] else ''):>5s}"
@@ -393,6 +408,8 @@ def parse_args(argv) -> argparse.Namespace:
     ap.add_argument("--threads", default="1,4", help="comma-separated thread counts")
     ap.add_argument("--runs", type=int, default=30, help="timed runs per model and thread count")
     ap.add_argument("--reference", default="unet4", help="the model the paired differences are taken against")
+    ap.add_argument("--max-params", type=int, default=125_000, help="the Pi budget: parameters (column over_budget)")
+    ap.add_argument("--max-int8-kb", type=float, default=150.0, help="the Pi budget: KB of the trained int8 file")
     ap.add_argument("--overwrite", action="store_true", help="replace SWEEP_DIR/frontier/frontier.csv")
     args = ap.parse_args(argv)
     try:
@@ -427,8 +444,9 @@ def main(argv=None) -> int:
     reports = run_exports(plans)
     benches = run_benchmarks(plans, args.pi_python, args.threads, args.runs, out) if plans else []
     f, local, pi_cols = assemble(table, reports, benches, pi)
-    io.write_text(out / "frontier.csv", f.to_csv(index=False))
     x = x_column(local, pi_cols)
+    f["over_budget"] = over_budget(f, x, args.reference, args.max_params, args.max_int8_kb)
+    io.write_text(out / "frontier.csv", f.to_csv(index=False))
     with io.atomic_path(out / "frontier.png") as tmp:
         plot(f, teachers, x, plot_title(x, pi, benches)).savefig(tmp, dpi=110, format="png")
     print(format_table(f, local, pi_cols))

@@ -231,3 +231,18 @@ def test_no_reference_runs_omit_the_paired_columns(sweep, calls, capsys):
     assert "no runs of the reference model unet99" in capsys.readouterr().out
     f = pd.read_csv(sweep / "frontier" / "frontier.csv")
     assert not {"d_kaggle_vs_ref", "d_lo", "d_hi", "seeds_above_ref"} & set(f.columns) and len(f) == 6
+
+
+def test_over_budget_names_what_breaks_the_pi_budget(sweep, calls, capsys):
+    # fake sweep: params 1000 x width (unet4 4000, the others 8000), every int8 file 12.5 KB, int8 1-thread ms
+    # unet4 10, sepunet8 4, mbv2cat8 2; the latency is judged against the reference model's
+    frontier.main([str(sweep), "--threads", "1", "--max-params", "6000", "--max-int8-kb", "20", "--reference", "sepunet8"])
+    f = pd.read_csv(sweep / "frontier" / "frontier.csv", keep_default_na=False).set_index(["model", "setting"])
+    assert f.loc[("unet4", "baseline"), "over_budget"] == "latency"  # 10 ms > sepunet8's 4
+    assert f.loc[("sepunet8", "kd_unl"), "over_budget"] == "params"
+    assert f.loc[("mbv2cat8", "kd"), "over_budget"] == "params"
+    frontier.main([str(sweep), "--threads", "1", "--max-int8-kb", "10", "--overwrite"])
+    f = pd.read_csv(sweep / "frontier" / "frontier.csv", keep_default_na=False).set_index(["model", "setting"])
+    assert f.loc[("unet4", "kd_unl"), "over_budget"] == "int8_kb"  # the reference: never slower than itself
+    assert f.loc[("mbv2cat8", "baseline"), "over_budget"] == "int8_kb"
+    assert "int8_kb" in capsys.readouterr().out
