@@ -83,19 +83,27 @@ def vs_shortest(g: pd.DataFrame, short: pd.DataFrame) -> dict:
 
 
 def plot(table: pd.DataFrame, path: Path, teacher: float | None = None) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    """One colour per configuration: best epoch solid with seed std, last epoch dashed; the legend beside the axes."""
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     for config, g in table.groupby("config", sort=False):
         g = g.sort_values("epochs")
-        line = ax.errorbar(g.epochs, g.kaggle_map, yerr=g.kaggle_map_std.fillna(0), marker="o", capsize=3, label=f"{config} (best epoch)")
+        line = ax.errorbar(g.epochs, g.kaggle_map, yerr=g.kaggle_map_std.fillna(0), marker="o", capsize=3, label=config)
         if g.kaggle_map_last.notna().any():
-            ax.plot(g.epochs, g.kaggle_map_last, ls="--", marker="x", color=line[0].get_color(), label=f"{config} (last epoch)")
+            ax.plot(g.epochs, g.kaggle_map_last, ls="--", marker="x", color=line[0].get_color())
     if teacher is not None and np.isfinite(teacher):
         ax.axhline(teacher, color="k", ls=":", label=f"teacher {teacher:.4f}")
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [
+        Line2D([], [], color="gray", marker="o", label="best epoch"),
+        Line2D([], [], color="gray", ls="--", marker="x", label="last epoch"),
+    ]
     ax.set_xlabel("training epochs (cosine schedule over the whole budget)")
     ax.set_ylabel("validation Kaggle mAP (mean over seeds, ± std)")
     ax.set_xticks(sorted(table.epochs.unique()))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     with io.atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120)
@@ -114,6 +122,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep_dirs", nargs="+", help="sweep dirs (runs/cpu runs/cpu_e45 ...)")
     ap.add_argument("--out", default="", help="where epochs.csv and epochs.png go (default: FIRST_SWEEP_DIR/epochs)")
+    ap.add_argument("--model", default="", help="only this student model's configurations (unet4): one model's curve")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing OUT/epochs.csv")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     dirs = [Path(d) for d in args.sweep_dirs]
@@ -124,6 +133,11 @@ def main(argv=None) -> int:
     if (out / "epochs.csv").exists() and not args.overwrite:
         raise UserError(f"{out / 'epochs.csv'} exists; pass --overwrite to replace it")
     table = curve(dirs)
+    if args.model:
+        keep = table.config.str.startswith(args.model + " ")
+        if not keep.any():
+            raise UserError(f"--model {args.model}: no runs; the models here: {', '.join(sorted({c.split()[0] for c in table.config}))}")
+        table = table[keep].reset_index(drop=True)
     out.mkdir(parents=True, exist_ok=True)
     io.write_text(out / "epochs.csv", table.to_csv(index=False))
     plot(table, out / "epochs.png", teacher_score(dirs))

@@ -80,3 +80,16 @@ def test_bad_input(dirs, tmp_path, capsys):
     before = (dirs[0] / "epochs" / "epochs.csv").read_text()
     check(*call(epochs.main, [str(dirs[0])], capsys), "--overwrite")
     assert (dirs[0] / "epochs" / "epochs.csv").read_text() == before
+
+
+def test_model_keeps_one_models_curve(dirs, tmp_path, capsys):
+    _run(dirs[0], "lraspp4_baseline_s0", 15, 0, 0, 0.6, 0.6)
+    (dirs[0] / "lraspp4_baseline_s0" / "config.json").write_text(
+        json.dumps({"arch": "lraspp", "base_filters": 4, "seed": 0, "lam": 0, "epochs": 15, "data": "d.npz"})
+    )
+    assert epochs.main([str(d) for d in dirs] + ["--out", str(tmp_path / "o"), "--model", "unet4"]) == 0
+    t = pd.read_csv(tmp_path / "o" / "epochs.csv")
+    assert len(t) == 3 and all(c.startswith("unet4 ") for c in t.config)
+    code, err = call(epochs.main, [str(d) for d in dirs] + ["--out", str(tmp_path / "p"), "--model", "sepunet8"], capsys)
+    check(code, err, "the models here: lraspp4, unet4")
+    assert not (tmp_path / "p").exists()
