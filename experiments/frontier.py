@@ -11,7 +11,7 @@
 Settings: baseline (lam = 0), kd (lam > 0), kd_unl (lam > 0 with unlabelled images). Paired differences: the model minus
 the reference model (--reference, unet4) of the same setting and seed, on per-image Kaggle scores of the same validation
 images; seeds averaged first, the interval bootstraps images. Latency does not depend on the weights, so each model is
-exported from one run (kd_unl seed 0, else its lowest seed); the int8 parity columns are that run's. An export newer
+exported from one run (kd_unl seed 0 with the fewest options, else its lowest seed); the int8 parity columns are that run's. An export newer
 than its student.keras is reused. --pi-csv (pi/benchmark.py --csv on the board) adds `pi_<format>_ms_<n>t_<machine>-<runtime>`.
 The plot: Kaggle mAP (± seed std) against int8 latency at the fewest threads (the Pi CSV's when given), the Pareto front
 per setting as a step line, the teacher as a dashed line.
@@ -154,11 +154,13 @@ def read_bench_csv(path, what: str) -> pd.DataFrame:
 
 
 def export_run(students: pd.DataFrame, model: str) -> pd.Series | None:
-    """The run a model is exported from: kd_unl seed 0, else its lowest seed (runs with a student.keras only)."""
+    """The run a model is exported from: kd_unl seed 0 with the fewest extra options (plain KD + unlabelled before
+    +aug or +lovasz runs), else its lowest seed (runs with a student.keras only)."""
     g = students[(students.model == model).to_numpy() & np.array([(Path(p) / "student.keras").is_file() for p in students.path], bool)]
     if g.empty:
         return None
-    key = [(not (s == "kd_unl" and seed == 0), seed, p) for s, seed, p in zip(g.setting, g.seed, g.path)]
+    extras = [sum(t.startswith("+") and t != "+unl" for t in str(v).split()) for v in g.variant]
+    key = [(not (s == "kd_unl" and seed == 0), n, seed, p) for s, n, seed, p in zip(g.setting, extras, g.seed, g.path)]
     return g.iloc[min(range(len(g)), key=lambda i: key[i])]
 
 

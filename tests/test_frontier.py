@@ -246,3 +246,17 @@ def test_over_budget_names_what_breaks_the_pi_budget(sweep, calls, capsys):
     assert f.loc[("unet4", "kd_unl"), "over_budget"] == "int8_kb"  # the reference: never slower than itself
     assert f.loc[("mbv2cat8", "baseline"), "over_budget"] == "int8_kb"
     assert "int8_kb" in capsys.readouterr().out
+
+
+def test_export_comes_from_the_plain_kd_run_not_an_option_run(sweep, calls):
+    # unet4_kd_unl_aug_s0 sorts before unet4_kd_unl_s0; its label carries +aug
+    d = _write_run(sweep / "aug", "unet", 4, 0.9, True, 0, REF)
+    cfg = json.loads((d / "config.json").read_text()) | {"augment": "strong"}
+    (d / "config.json").write_text(json.dumps(cfg))
+    d.rename(sweep / "unet4_kd_unl_aug_s0")
+    (sweep / "aug").rmdir()
+    frontier.main([str(sweep), "--threads", "1"])
+    exports = {c[c.index("--name") + 1]: c[c.index("--model") + 1] for c in calls if c[1].endswith("export_tflite.py")}
+    assert exports["unet4"].endswith("unet4_kd_unl_s0/student.keras")
+    f = pd.read_csv(sweep / "frontier" / "frontier.csv")
+    assert any("+aug" in str(c) for c in f.config)  # the +aug run is in the table, as its own row
