@@ -376,7 +376,8 @@ def plot(f: pd.DataFrame, teachers: pd.DataFrame, x: str | None, title: str):
         g = g[g[x].notna()] if x else g.iloc[:0]
         ax.errorbar(g[x] if x else [], g.kaggle_map, yerr=g.kaggle_map_std.fillna(0), fmt=marker, color=colour, capsize=3, label=sett)
         for label, lx, y in zip(map(point_label, g.model, g.config), g[x] if x else [], g.kaggle_map):
-            ax.annotate(label, (lx, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            # baseline labels below their point, the others above: a model's two settings often sit close
+            ax.annotate(label, (lx, y), textcoords="offset points", xytext=(4, -10 if sett == "baseline" else 4), fontsize=7)
         front = g.iloc[pareto_front(list(zip(g[x], g.kaggle_map)))] if len(g) else g
         if len(front) > 1:
             ax.plot(front[x], front.kaggle_map, drawstyle="steps-post", color=colour, alpha=0.6, lw=1)
