@@ -421,6 +421,8 @@ def parse_args(argv) -> argparse.Namespace:
         raise UserError(f"--threads {args.threads!r} must be comma-separated integers") from None
     if not args.threads or min(args.threads) < 1 or args.runs < 1:
         raise UserError("--threads must be integers >= 1 and --runs >= 1")
+    if args.max_params < 1 or not args.max_int8_kb > 0:
+        raise UserError(f"--max-params ({args.max_params}) and --max-int8-kb ({args.max_int8_kb}) must be > 0")
     if args.data and not Path(args.data).exists():
         raise UserError(f"--data {args.data} does not exist")
     args.pi_python = args.pi_python or [sys.executable]

@@ -224,6 +224,8 @@ def test_bad_sweep_dirs(tmp_path, calls, capsys):
     assert "no finished student runs" in _exits([str(tmp_path / "teachers")], capsys)
     assert not (tmp_path / "teachers" / "frontier").exists()
     assert "--threads" in _exits([str(tmp_path / "empty"), "--threads", "one"], capsys)
+    assert "--max-int8-kb" in _exits([str(tmp_path / "empty"), "--max-int8-kb", "0"], capsys)
+    assert "--max-params" in _exits([str(tmp_path / "empty"), "--max-params", "-5"], capsys)
 
 
 def test_no_reference_runs_omit_the_paired_columns(sweep, calls, capsys):
