@@ -153,14 +153,19 @@ def read_bench_csv(path, what: str) -> pd.DataFrame:
     return df.assign(file=[Path(str(m)).name for m in df.model], threads=df.threads.astype(int))
 
 
+def options(config: str) -> list[str]:
+    """The options that tell a configuration's runs from its setting's plain ones: "KD T=2 lam=0.9 s=T +unl +lovasz3 +thr"
+    -> ["+lovasz3", "+thr"] (+unl is the setting kd_unl itself)."""
+    return [t for t in str(config).split() if t.startswith("+") and t != "+unl"]
+
+
 def export_run(students: pd.DataFrame, model: str) -> pd.Series | None:
     """The run a model is exported from: kd_unl seed 0 with the fewest extra options (plain KD + unlabelled before
     +aug or +lovasz runs), else its lowest seed (runs with a student.keras only)."""
     g = students[(students.model == model).to_numpy() & np.array([(Path(p) / "student.keras").is_file() for p in students.path], bool)]
     if g.empty:
         return None
-    extras = [sum(t.startswith("+") and t != "+unl" for t in str(v).split()) for v in g.variant]
-    key = [(not (s == "kd_unl" and seed == 0), n, seed, p) for s, n, seed, p in zip(g.setting, extras, g.seed, g.path)]
+    key = [(not (s == "kd_unl" and seed == 0), len(options(v)), seed, p) for s, v, seed, p in zip(g.setting, g.variant, g.seed, g.path)]
     return g.iloc[min(range(len(g)), key=lambda i: key[i])]
 
 
@@ -359,7 +364,7 @@ def format_table(f: pd.DataFrame, local: list, pi_cols: list) -> str:
 def point_label(model: str, config: str) -> str:
     """A point's label in the plot: the model, and the options that tell its runs from the setting's plain ones
     ("unet4 +lovasz3 +thr"; the colour already says baseline / kd / kd_unl)."""
-    return " ".join([model, *(t for t in str(config).split() if t.startswith("+") and t != "+unl")])
+    return " ".join([model, *options(config)])
 
 
 MARKERS = {"baseline": ("tab:gray", "o"), "kd": ("tab:blue", "s"), "kd_unl": ("tab:orange", "D")}
