@@ -218,7 +218,7 @@ def test_is_locked_sees_live_and_stale_locks(tmp_path):
 # RunSpec must keep every existing run dir's name, or a sweep would train finished runs again
 PRESETS = {
     "cpu_signals": (
-        18,
+        21,
         ["teacher"],
         [
             "unet4_baseline_aug_s0",
@@ -226,6 +226,7 @@ PRESETS = {
             "unet4_from_unet8_T2_l0.9_sT_unl_at500_s0",
             "unet4_from_unet8_T2_l0.9_sT_unl_cwd3_s0",
             "unet4_from_unet8_T2_l0.9_sT_unl_aug_s0",
+            "unet4_from_unet8_T2_l0.9_sT_unl_mix0.2_s0",
             "unet4_from_unet8_T2_l0.9_sT_unl_aug_mix0.2_s0",
         ],
     ),
