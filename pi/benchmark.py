@@ -8,13 +8,15 @@
     # ...
     # bench.csv, one row per (model, threads):
     #   model,path,size_kb,macs,threads,median_ms,p90_ms,img_per_s,runtime,machine
-    # bench.json: {"runs", "warmup", "machine", "runtime", "results": [the CSV rows as objects, macs null where n/a]}
+    # bench.json: {"runs", "rounds", "warmup", "machine", "runtime", "results": [the CSV rows as objects, macs null where n/a]}
     #   plus, with a single model, its "model" (path), "size_kb" and "macs" at the top
 
 --model PATH (one file) and --models PATH [PATH ...] (several, e.g. a shell glob) may be combined (their
 union, in order). `model` is the file name, `path` the path as given, `runtime` the TFLite interpreter
 package and version in use, `machine` platform.machine(). Per image at batch 1, after --warmup runs, on a
-fixed random input (set_tensor + invoke + get_tensor). MACs are counted from the model's CONV_2D,
+fixed random input (set_tensor + invoke + get_tensor). Models are timed interleaved, not one after another:
+--rounds passes (default 5) over every (model, threads), each timing about --runs / --rounds calls, so a
+background load that comes and goes falls on all of them alike. MACs are counted from the model's CONV_2D,
 DEPTHWISE_CONV_2D, TRANSPOSE_CONV and FULLY_CONNECTED ops and tensor shapes (n/a, an empty CSV cell, where
 this runtime does not list its ops). --csv refuses an existing file unless --overwrite; files are written
 atomically. Bad input (a missing or non-TFLite model, a bad --threads list, an existing --csv): one line
@@ -70,7 +72,8 @@ def count_macs(interp) -> int | None:
     return total
 
 
-def bench(path: Path, threads: int, runs: int, warmup: int) -> dict:
+def load_warm(path: Path, threads: int, warmup: int) -> tuple:
+    """The model at batch 1 (where its batch is dynamic), its fixed random input and images per call, after --warmup calls."""
     m = load_model(path, threads)
     m._resize(1) if m.dynamic_batch else None
     shape = tuple(int(d) for d in m.inp["shape"])  # (1, S, S, 1); a fixed batch n > 1 is timed per call / n
@@ -78,21 +81,25 @@ def bench(path: Path, threads: int, runs: int, warmup: int) -> dict:
     for _ in range(warmup):
         m.interp.set_tensor(m.inp["index"], q)
         m.interp.invoke()
+    return m, q, shape[0]
+
+
+def time_calls(m, q, n: int) -> list[float]:
+    """Seconds of n calls: set_tensor + invoke + get_tensor."""
     times = []
-    for _ in range(runs):
+    for _ in range(n):
         t0 = time.perf_counter()
         m.interp.set_tensor(m.inp["index"], q)
         m.interp.invoke()
         m.interp.get_tensor(m.out["index"])
         times.append(time.perf_counter() - t0)
-    ms = np.array(times) * 1000 / shape[0]
-    return {
-        "threads": threads,
-        "median_ms": round(float(np.median(ms)), 3),
-        "p90_ms": round(float(np.percentile(ms, 90)), 3),
-        "img_per_s": round(1000 / float(np.median(ms)), 1),
-        "macs": count_macs(m.interp),
-    }
+    return times
+
+
+def round_sizes(runs: int, rounds: int) -> list[int]:
+    """runs calls split into at most `rounds` passes, as evenly as possible: (7, 3) -> [3, 2, 2]."""
+    rounds = min(rounds, runs)
+    return [runs // rounds + (i < runs % rounds) for i in range(rounds)]
 
 
 def parse_args(argv) -> argparse.Namespace:
@@ -102,6 +109,7 @@ def parse_args(argv) -> argparse.Namespace:
     ap.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2,4")
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved passes over all models that share --runs")
     ap.add_argument("--json", default="", help="write the results here")
     ap.add_argument("--csv", default="", help="write one row per (model, threads) here")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --csv file")
@@ -110,8 +118,8 @@ def parse_args(argv) -> argparse.Namespace:
         args.threads = [int(t) for t in args.threads.split(",") if t.strip()]
     except ValueError:
         raise UserError(f"--threads {args.threads!r} must be comma-separated integers") from None
-    if not args.threads or min(args.threads) < 1 or args.runs < 1 or args.warmup < 0:
-        raise UserError("--threads must be >= 1, --runs >= 1, --warmup >= 0")
+    if not args.threads or min(args.threads) < 1 or args.runs < 1 or args.warmup < 0 or args.rounds < 1:
+        raise UserError("--threads must be >= 1, --runs >= 1, --warmup >= 0, --rounds >= 1")
     args.paths = list(dict.fromkeys(Path(p) for p in ([args.model] if args.model else []) + args.models))
     if not args.paths:
         raise UserError("give --model PATH or --models PATH [PATH ...] (see --help)")
@@ -124,14 +132,33 @@ def parse_args(argv) -> argparse.Namespace:
     return args
 
 
-def bench_models(paths: list[Path], threads: list[int], runs: int, warmup: int) -> list[dict]:
-    """One row (CSV_COLUMNS) per (model, threads)."""
+def bench_models(paths: list[Path], threads: list[int], runs: int, warmup: int, rounds: int = 5) -> list[dict]:
+    """One row (CSV_COLUMNS) per (model, threads), timed interleaved: every (model, threads) is loaded and warmed
+    up, then `rounds` passes over all of them each time about runs / rounds calls of every one, so a load that
+    comes and goes on the machine falls on every model alike, not on whichever was being timed at that moment."""
+    keys = [(path, t) for path in paths for t in threads]
+    loaded = {k: load_warm(*k, warmup) for k in keys}  # loads every model: a missing runtime is reported here
+    times = {k: [] for k in keys}
+    for n in round_sizes(runs, rounds):
+        for k in keys:
+            times[k] += time_calls(*loaded[k][:2], n)
+    macs = {path: count_macs(loaded[(path, threads[0])][0].interp) for path in paths}
     rows = []
-    for path in paths:
-        results = [bench(path, t, runs, warmup) for t in threads]  # loads the model: a missing runtime is reported here
-        size_kb = round(path.stat().st_size / 1024, 1)
-        for r in results:
-            rows.append({"model": path.name, "path": str(path), "size_kb": size_kb, **r, "macs": results[0]["macs"]})
+    for path, t in keys:
+        ms = np.array(times[(path, t)]) * 1000 / loaded[(path, t)][2]
+        median = float(np.median(ms))
+        rows.append(
+            {
+                "model": path.name,
+                "path": str(path),
+                "size_kb": round(path.stat().st_size / 1024, 1),
+                "threads": t,
+                "median_ms": round(median, 3),
+                "p90_ms": round(float(np.percentile(ms, 90)), 3),
+                "img_per_s": round(1000 / median, 1),
+                "macs": macs[path],
+            }
+        )
     try:
         runtime = runtime_name()
     except ModelError as e:
@@ -161,7 +188,7 @@ def write_csv(out: Path, rows: list[dict]) -> None:
 
 
 def write_json(out: Path, rows: list[dict], args) -> None:
-    report = {"runs": args.runs, "warmup": args.warmup, "machine": platform.machine(), "runtime": rows[0]["runtime"]}
+    report = {"runs": args.runs, "rounds": args.rounds, "warmup": args.warmup, "machine": platform.machine(), "runtime": rows[0]["runtime"]}
     if len(args.paths) == 1:  # the single-model keys of earlier versions
         report.update(model=str(args.paths[0]), size_kb=rows[0]["size_kb"], macs=rows[0]["macs"])
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -170,7 +197,7 @@ def write_json(out: Path, rows: list[dict], args) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    rows = bench_models(args.paths, args.threads, args.runs, args.warmup)
+    rows = bench_models(args.paths, args.threads, args.runs, args.warmup, args.rounds)
     print_table(rows)
     if args.csv:
         write_csv(Path(args.csv), rows)

@@ -153,11 +153,57 @@ def test_benchmark_model_and_models_union_and_json(built, tmp_path):
     rep = json.loads((tmp_path / "b.json").read_text())
     assert [(r["model"], r["threads"]) for r in rep["results"]] == [("a.tflite", 1), ("a.tflite", 2), ("b.tflite", 1), ("b.tflite", 2)]
     assert all(list(r) == COLUMNS for r in rep["results"])
-    assert rep["runtime"] == rep["results"][0]["runtime"] and rep["runtime"] and rep["runs"] == 2
+    assert rep["runtime"] == rep["results"][0]["runtime"] and rep["runtime"] and rep["runs"] == 2 and rep["rounds"] == 5
     assert "model" not in rep  # the single-model keys only with one model
     p = bench(built, "--model", a, "--runs", "2", "--json", tmp_path / "one.json")
     one = json.loads((tmp_path / "one.json").read_text())
     assert p.returncode == 0 and one["model"] == str(a) and one["macs"] == 64 * 64 * 10 and one["runtime"] == rep["runtime"]
+
+
+def test_benchmark_times_models_interleaved(monkeypatch, tmp_path):
+    """Every (model, threads) is warmed up, then timed in --rounds passes over all of them, so a background load
+    that comes and goes falls on every model alike (a fake interpreter records the order of its calls)."""
+    import numpy as np
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # pi/benchmark.py puts pi/ on the path, as on the Pi
+    from pi import benchmark
+
+    assert benchmark.round_sizes(7, 3) == [3, 2, 2] and benchmark.round_sizes(2, 5) == [1, 1]
+    assert benchmark.round_sizes(50, 5) == [10] * 5
+    calls = []
+
+    class Interp:
+        def __init__(self, name):
+            self.name = name
+
+        def set_tensor(self, index, x):
+            assert x.shape == (1, 4, 4, 1)
+
+        def invoke(self):
+            calls.append(self.name)
+
+        def get_tensor(self, index):
+            return None
+
+    class Model:
+        dynamic_batch = False
+        inp = {"shape": [1, 4, 4, 1], "index": 0, "dtype": np.float32}
+        out = {"index": 1}
+
+        def __init__(self, path, threads):
+            self.interp = Interp(f"{path.stem}{threads}")
+
+    monkeypatch.setattr(benchmark, "load_model", Model)
+    monkeypatch.setattr(benchmark, "count_macs", lambda interp: None)
+    monkeypatch.setattr(benchmark, "runtime_name", lambda: "fake 0")
+    paths = [tmp_path / "a.tflite", tmp_path / "b.tflite"]
+    for path in paths:
+        path.write_bytes(b"\0" * 1024)
+    rows = benchmark.bench_models(paths, [1, 2], runs=5, warmup=1, rounds=2)
+    keys = ["a1", "a2", "b1", "b2"]
+    assert calls == keys + [k for k in keys for _ in range(3)] + [k for k in keys for _ in range(2)]
+    assert [(r["model"], r["threads"]) for r in rows] == [("a.tflite", 1), ("a.tflite", 2), ("b.tflite", 1), ("b.tflite", 2)]
+    assert all(0 <= r["median_ms"] <= r["p90_ms"] and r["size_kb"] == 1.0 and r["runtime"] == "fake 0" for r in rows)
 
 
 def test_benchmark_refuses_existing_csv_unless_overwrite(built, tmp_path):
@@ -181,6 +227,7 @@ def test_benchmark_bad_input(built, tmp_path):
         (["--models", a, tmp_path / "not.tflite"], "not a TFLite model"),
         (["--models", a, "--threads", "1,x"], "--threads"),
         (["--models", a, "--threads", "0"], "--threads"),
+        (["--models", a, "--rounds", "0"], "--rounds"),
         (["--runs", "2"], "--model"),
         (["--models"], "--models"),
         (["--models", a, "--csv", tmp_path], "directory"),
