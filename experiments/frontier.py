@@ -154,9 +154,12 @@ def read_bench_csv(path, what: str) -> pd.DataFrame:
 
 
 def options(config: str) -> list[str]:
-    """The options that tell a configuration's runs from its setting's plain ones: "KD T=2 lam=0.9 s=T +unl +lovasz3 +thr"
-    -> ["+lovasz3", "+thr"] (+unl is the setting kd_unl itself)."""
-    return [t for t in str(config).split() if t.startswith("+") and t != "+unl"]
+    """The options that tell a configuration's runs from its setting's plain ones, every token from the first "+" on
+    but +unl (the setting kd_unl itself): "KD T=2 lam=0.9 s=T +unl +lovasz3 +thr" -> ["+lovasz3", "+thr"],
+    "... +unl 18k" -> ["18k"], "... +unl +cwd w=3" -> ["+cwd", "w=3"]."""
+    tokens = str(config).split()
+    first = next((i for i, t in enumerate(tokens) if t.startswith("+")), len(tokens))
+    return [t for t in tokens[first:] if t != "+unl"]
 
 
 def export_run(students: pd.DataFrame, model: str) -> pd.Series | None:
@@ -367,6 +370,16 @@ def point_label(model: str, config: str) -> str:
     return " ".join([model, *options(config)])
 
 
+def spread(ys: np.ndarray, gap: float) -> np.ndarray:
+    """Label heights for points that share an x: each point's own height, pushed up where needed so that labels in
+    height order are at least `gap` apart ([0.70, 0.701, 0.75], gap 0.01 -> [0.70, 0.71, 0.75])."""
+    out = np.asarray(ys, float).copy()
+    order = np.argsort(out, kind="stable")
+    for prev, i in zip(order, order[1:]):
+        out[i] = max(out[i], out[prev] + gap)
+    return out
+
+
 MARKERS = {"baseline": ("tab:gray", "o"), "kd": ("tab:blue", "s"), "kd_unl": ("tab:orange", "D")}
 
 
@@ -376,16 +389,25 @@ def plot(f: pd.DataFrame, teachers: pd.DataFrame, x: str | None, title: str):
 
     fig = Figure(figsize=(8, 5.5))
     ax = fig.add_subplot()
+    groups = []
     for sett, g in f.groupby("setting", sort=False):
         colour, marker = MARKERS.get(sett, ("tab:green", "^"))
         g = g[g[x].notna()] if x else g.iloc[:0]
         ax.errorbar(g[x] if x else [], g.kaggle_map, yerr=g.kaggle_map_std.fillna(0), fmt=marker, color=colour, capsize=3, label=sett)
-        for label, lx, y in zip(map(point_label, g.model, g.config), g[x] if x else [], g.kaggle_map):
-            # baseline labels below their point, the others above: a model's two settings often sit close
-            ax.annotate(label, (lx, y), textcoords="offset points", xytext=(4, -10 if sett == "baseline" else 4), fontsize=7)
+        groups.append((sett, g))
         front = g.iloc[pareto_front(list(zip(g[x], g.kaggle_map)))] if len(g) else g
         if len(front) > 1:
             ax.plot(front[x], front.kaggle_map, drawstyle="steps-post", color=colour, alpha=0.6, lw=1)
+    ylo, yhi = ax.get_ylim()
+    points_per_y = ax.get_position().height * fig.get_size_inches()[1] * 72 / max(yhi - ylo, 1e-9)
+    for sett, g in groups:
+        # baseline labels below their point, the others above: a model's two settings often sit close; points of one
+        # setting at one latency (a model's variants) get their labels pushed apart, one line of text each
+        base = -10 if sett == "baseline" else 4
+        for _, col in g.groupby(g[x].round(6)) if len(g) else []:
+            heights = spread(col.kaggle_map.to_numpy(float), 10 / points_per_y)
+            for label, lx, y, h in zip(map(point_label, col.model, col.config), col[x], col.kaggle_map, heights):
+                ax.annotate(label, (lx, y), textcoords="offset points", xytext=(4, base + (h - y) * points_per_y), fontsize=7)
     for model, t in teachers.groupby("model", sort=False) if len(teachers) else []:
         ax.axhline(t.kaggle_map.mean(), color="k", ls="--", lw=1, label=f"teacher {model} ({len(t)} run{'s' if len(t) > 1 else ''})")
     ax.set_xlabel(f"int8 latency, ms per image ({x})" if x else "int8 latency (not measured)")

@@ -125,6 +125,18 @@ def test_point_label_names_the_options_not_the_setting():
     assert frontier.point_label("unet4", "KD T=2 lam=0.9 s=T +unl +lovasz3 +thr") == "unet4 +lovasz3 +thr"
     assert frontier.point_label("unet4", "KD T=2 lam=0.9 s=T +unl") == "unet4"
     assert frontier.point_label("lraspp4", "baseline") == "lraspp4"
+    # the unlabelled count and a feature loss's weight are options too: two kd_unl points must not share a label
+    assert frontier.point_label("unet4", "KD T=2 lam=0.9 s=T +unl 18k") == "unet4 18k"
+    assert frontier.point_label("unet4", "KD T=2 lam=0.9 s=T +unl32 18k") == "unet4 +unl32 18k"
+    assert frontier.point_label("unet4", "KD T=2 lam=0.9 s=T +unl +cwd w=3") == "unet4 +cwd w=3"
+    assert frontier.point_label("unet4", "baseline +aug") == "unet4 +aug"
+
+
+def test_spread_pushes_labels_of_one_column_apart():
+    np.testing.assert_allclose(frontier.spread(np.array([0.70, 0.701, 0.75]), 0.01), [0.70, 0.71, 0.75])
+    # order of the input kept, three points at one height stacked upwards, a far point left alone
+    np.testing.assert_allclose(frontier.spread(np.array([0.5, 0.5, 0.9, 0.5]), 0.1), [0.5, 0.6, 0.9, 0.7])
+    np.testing.assert_allclose(frontier.spread(np.array([0.3]), 0.1), [0.3])
 
 
 def test_slug():
