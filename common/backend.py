@@ -1,7 +1,9 @@
 """Pick the Keras backend before `import keras`.
 
-Training small U-Nets on a CPU is about 3x faster on the torch backend than on TensorFlow, and
-on a GPU box JAX is the fast path. So: KERAS_BACKEND if the user set it, else torch if it is
+Training small U-Nets on a CPU was about 3x faster on the torch backend than on TensorFlow on the
+machine of 2026-11-27; on an AVX-512 CPU (2026-11-29) TensorFlow was 1.1-1.3x faster in real runs
+(README, "Training backend per shape"): `python -m benchmarks.train_speed` says which on yours. On a
+GPU box JAX is the fast path. So: KERAS_BACKEND if the user set it, else torch if it is
 installed, else tensorflow. Export always needs tensorflow (`require_tensorflow`).
 """
 
