@@ -23,11 +23,12 @@ from pathlib import Path
 
 from common import io
 from common.cli import UserError, run
+from training.naming import model_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure(arch: str, base_filters: int, depth: int, batch_size: int, steps: int, size: int = 128) -> dict:
+def measure(arch: str, base_filters: int, depth: int, batch_size: int, steps: int, upsample: str = "", size: int = 128) -> dict:
     """In this process (backend already chosen): first-step and steady-state timings.
 
     The imports are here so that the parent process, which only starts one child per backend, loads no backend."""
@@ -39,8 +40,15 @@ def measure(arch: str, base_filters: int, depth: int, batch_size: int, steps: in
     from distill.losses import IdentityLoss
     from models.registry import build_model
 
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if keras.backend.backend() == "tensorflow" and threads:  # TensorFlow's own pools ignore OMP_NUM_THREADS
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+        tf.config.threading.set_inter_op_parallelism_threads(int(threads))
     keras.utils.set_random_seed(0)
-    model = build_model(arch, (size, size, 1), base_filters, depth, name=f"{arch}{base_filters}")
+    name = model_name(arch, base_filters, depth, upsample)  # the run dirs' name: unet4, unet6d3, unet4_bilinear
+    model = build_model(arch, (size, size, 1), base_filters, depth, upsample or None, name=name)
     graph = build_training_graph(model)
     graph.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=IdentityLoss())
     rng = np.random.default_rng(0)
@@ -67,7 +75,7 @@ def measure(arch: str, base_filters: int, depth: int, batch_size: int, steps: in
         "first_step_s": round(first, 2),
         "img_per_s": round(steps * batch_size / dt, 1),
         "steps": steps,
-        "threads": os.environ.get("OMP_NUM_THREADS", ""),
+        "threads": threads,
     }
 
 
@@ -77,18 +85,20 @@ def main(argv=None) -> int:
     ap.add_argument("--arch", default="unet")
     ap.add_argument("--base-filters", type=int, nargs="+", default=[16, 4])
     ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--upsample", default="", help="decoder upsampling (e.g. bilinear; default: the architecture's)")
     ap.add_argument("--batch-size", type=int, nargs="+", default=[32, 128])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--json", default="", help="also write the rows to this file")
     ap.add_argument("--one", default="", help=argparse.SUPPRESS)  # internal: one measurement in this process, JSON on stdout
     args = ap.parse_args(argv)
     if args.one:
-        print(json.dumps(measure(args.arch, *json.loads(args.one), steps=args.steps)))
+        f, depth, b = json.loads(args.one)
+        print(json.dumps(measure(args.arch, f, depth, b, steps=args.steps, upsample=args.upsample)))
         return 0
     if args.steps < 1 or min(args.batch_size) < 1 or min(args.base_filters) < 1:
         raise UserError("--steps, --batch-size and --base-filters must be >= 1")
     rows = []
-    print(f"{'backend':10s} {'device':28s} {'model':8s} {'batch':>5s} {'first step s':>12s} {'img/s':>9s}", flush=True)
+    print(f"{'backend':10s} {'device':28s} {'model':16s} {'batch':>5s} {'first step s':>12s} {'img/s':>9s}", flush=True)
     for backend in args.backends:
         if importlib.util.find_spec(backend) is None:
             print(f"{backend:10s} (not installed: skipped)")
@@ -103,6 +113,8 @@ def main(argv=None) -> int:
                     args.arch,
                     "--steps",
                     str(args.steps),
+                    "--upsample",
+                    args.upsample,
                     "--one",
                     json.dumps([f, args.depth, b]),
                 ]
@@ -115,7 +127,7 @@ def main(argv=None) -> int:
                 r = json.loads(p.stdout.strip().splitlines()[-1])
                 rows.append(r)
                 print(
-                    f"{backend:10s} {r['device'][:28]:28s} {r['model']:8s} {b:5d} {r['first_step_s']:12.2f} {r['img_per_s']:9.1f}",
+                    f"{backend:10s} {r['device'][:28]:28s} {r['model']:16s} {b:5d} {r['first_step_s']:12.2f} {r['img_per_s']:9.1f}",
                     flush=True,
                 )
     if args.json:

@@ -32,6 +32,8 @@ def test_train_speed_benchmark_names_backend_and_device(tmp_path):
         "2",
         "--depth",
         "3",
+        "--upsample",
+        "bilinear",
         "--batch-size",
         "4",
         "--steps",
@@ -41,6 +43,7 @@ def test_train_speed_benchmark_names_backend_and_device(tmp_path):
     )
     (row,) = json.loads((tmp_path / "speed.json").read_text())
     assert row["backend"] == "torch" and "cpu" in row["device"] and row["img_per_s"] > 0 and row["first_step_s"] > 0
+    assert row["model"] == "unet2d3_bilinear"  # the run dirs' name (training.naming), depth and decoder included
 
 
 def test_arch_latency_models_and_table():
