@@ -1,20 +1,27 @@
 """Results table and honest summary from run dirs.
 
     python -m experiments.results runs/cpu
-    # writes runs/cpu/results.csv (one row per run) and runs/cpu/summary.csv, and prints the summary:
-    # config, n seeds, mean_iou mean ± std, kaggle_map mean ± std, paired d_kaggle vs baseline
-    # [bootstrap 95% CI], share of the teacher-baseline gap closed, and the same paired difference for the
-    # last epoch's models ("last": no epoch picked on the validation images, so selection cannot inflate it)
-    python -m experiments.results runs/cpu --reference "unet4 KD T=2 lam=0.9 s=T +unl"
-    # the same, plus d_ref [95% CI] and seeds above: each config paired by seed against that config (its label),
-    # best epoch and last epoch
+    # writes runs/cpu/results.csv (one row per run, with its fields), runs/cpu/summary.csv and summary.txt, and prints
+    # the summary: per config, n seeds, mean_iou and kaggle_map mean ± std over seeds, the last epoch's kaggle_map,
+    # then its paired differences vs the baseline of the same model: d mean IoU and d Kaggle mAP [bootstrap 95% CI],
+    # seeds above, the share of the teacher-baseline gap closed, best epoch and last epoch ("last": no epoch picked on
+    # the validation images, so selection cannot inflate it)
+    python -m experiments.results runs/cpu --reference model=unet4,lam=0.9,unlabelled=true
+    # the same, plus each config paired by seed against the reference config: chosen by run fields (columns of
+    # results.csv: model, arch, base_filters, lam, temperature, scale, teacher, unlabelled, unlabelled_images, options,
+    # epochs, ...), or by its label ("unet4 KD T=2 lam=0.9 s=T +unl")
 
-Paired differences: distilled minus baseline of the same model (arch, width, depth, decoder) and seed, on per-image Kaggle
-scores of the same validation images; the interval bootstraps images (seeds averaged first).
+Paired differences: a run minus the reference run of the same seed, on the same validation images. Kaggle mAP: per-image
+scores, seeds averaged first, images bootstrapped. Mean IoU (pooled over the pixels of a set, so not a mean of per-image
+values): per-image pixel counts (tp, fp, fn, tn) of both runs summed over each bootstrap resample of the images, the
+difference of the two pooled mean IoUs averaged over seeds. Runs whose metrics.json lacks the counts (made before they
+were stored) get them from `python -m experiments.rescore SWEEP_DIR`. Runs that cannot be read are listed, never dropped
+in silence.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,20 +31,57 @@ import pandas as pd
 
 from common import io
 from common.cli import UserError, run
+from metrics.segmentation import pooled_iou
 from training.naming import RunSpec, model_name
 
 CONFIG_KEYS = ("base_filters", "lam", "temperature", "scale", "unlabelled", "epochs")
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        met = json.loads(path.read_text())
+    except OSError as e:
+        raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
+    except ValueError as e:
+        raise UserError(f"{path}: not valid JSON (truncated or damaged?): {e}") from None
+    if not isinstance(met, dict):
+        raise UserError(f"{path}: not a JSON object")
+    return met
+
+
+def read_metrics(run_dir) -> dict:
+    """A run's metrics.json; UserError naming the file and the reason when it cannot be read or holds no scores."""
+    path = Path(run_dir) / "metrics.json"
+    met = _read_json(path)
+    if not isinstance(met.get("val"), dict) or "kaggle_map" not in met["val"]:
+        raise UserError(f"{path}: holds no validation scores ('val')")
+    return met
+
+
+def unreadable_runs(root) -> list[tuple[str, str]]:
+    """(run dir, reason) of every run under root whose metrics.json exists but cannot be used."""
+    bad = []
+    for m in sorted(Path(root).glob("**/metrics.json")):
+        try:
+            read_metrics(m.parent)
+            json.loads((m.parent / "config.json").read_text())
+        except UserError as e:
+            bad.append((str(m.parent), str(e)))
+        except (OSError, ValueError) as e:
+            bad.append((str(m.parent), f"{m.parent / 'config.json'}: {e}"))
+    return bad
+
+
 def load_runs(root) -> pd.DataFrame:
-    """One row per finished run dir under root (config.json + metrics.json)."""
+    """One row per finished run dir under root (config.json + metrics.json); those that cannot be read are left out
+    here and named by `unreadable_runs` (every command that reads runs reports them)."""
     rows = []
     for m in sorted(Path(root).glob("**/metrics.json")):
         run = m.parent
         try:
+            met = read_metrics(run)
             cfg = json.loads((run / "config.json").read_text())
-            met = json.loads(m.read_text())
-        except (OSError, ValueError):
+        except (UserError, OSError, ValueError):
             continue
         kind = "teacher" if (run / "teacher.keras").exists() else "student"
         row = {
@@ -79,9 +123,10 @@ def load_runs(root) -> pd.DataFrame:
         )
         # after today's columns (other code reads them by name): the architecture and the run's label (RunSpec; runs of
         # earlier versions, without metrics["teacher"]["label"], get one from their number of teachers and cache)
+        spec = RunSpec.from_run_dir(run)
         row.update(
             arch=cfg.get("arch", "unet"),
-            label=label(run),
+            label=spec.label,
             model=model_name(cfg.get("arch", "unet"), cfg.get("base_filters"), cfg.get("depth", 4), cfg.get("upsample", "")),
             peak_rss_mb=met.get("peak_rss_mb"),
             # the last epoch's model: no selection on the validation images (runs before 2026-11-27 lack it)
@@ -93,6 +138,20 @@ def load_runs(root) -> pd.DataFrame:
             # the same pick made on half the validation images and scored on the other half (not flattered)
             kaggle_map_tuned_crossfit=met.get("val_tuned_threshold", {}).get("crossfit", {}).get("kaggle_map"),
             augment=cfg.get("augment", "flip"),  # --augment: a run is paired with the baseline of the same augmentation
+            # the run's other fields (training.naming.RunSpec), so runs are selected by field, not by parsing labels
+            depth=cfg.get("depth", 4),
+            upsample=cfg.get("upsample", ""),
+            teacher=spec.teacher,
+            unlabelled_images=int(met.get("unlabelled_images", 0) or 0) if spec.unlabelled else 0,
+            n_unlabelled=spec.n_unlabelled if spec.unlabelled else 0,
+            options=spec.extras[0].lstrip("_").replace("_", " "),
+            teacher_tta=spec.teacher_tta,
+            lovasz_epochs=spec.lovasz_epochs,
+            tune_threshold=spec.tune_threshold,
+            feature_loss=spec.feature_loss,
+            feature_weight=spec.feature_weight if spec.feature_loss else np.nan,
+            mixup=spec.mixup,
+            has_counts="val_counts_per_image" in met,
         )
         rows.append(row)
     return pd.DataFrame(rows)
@@ -107,10 +166,11 @@ def label(r) -> str:
 
 
 BEST, LAST = "val_kaggle_per_image", "val_last_kaggle_per_image"  # per-image Kaggle scores: best epoch, last epoch
+COUNTS = {BEST: "val_counts_per_image", LAST: "val_last_counts_per_image"}  # per-image [tp, fp, fn, tn] of the same models
 
 
 def _per_image(path, key: str = BEST) -> tuple[list, np.ndarray | None]:
-    m = json.loads((Path(path) / "metrics.json").read_text())
+    m = _read_json(Path(path) / "metrics.json")
     return m.get("val_ids"), (np.asarray(m[key]) if key in m else None)
 
 
@@ -125,6 +185,22 @@ def bootstrap_ci(diff: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float,
     rng = np.random.default_rng(seed)
     means = diff[rng.integers(0, len(diff), (n, len(diff)))].mean(axis=1)
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def paired_mean_iou(count_pairs: list[tuple[np.ndarray, np.ndarray]], n: int = 2000, seed: int = 0) -> dict:
+    """Paired difference of pooled mean IoU, run minus reference, from per-image counts (N, 4) of each seed's pair.
+
+    d: the per-seed differences on all N images, averaged over seeds; lo, hi: 95% percentile interval of the same
+    average over `n` bootstrap resamples of the images (one resample serves every seed: the seeds stay paired, and the
+    draws are bootstrap_ci's); above: seeds whose run is above its reference."""
+    n_img = len(count_pairs[0][0])
+    idx = np.random.default_rng(seed).integers(0, n_img, (n, n_img))
+    weights = np.zeros((n, n_img))
+    np.add.at(weights, (np.arange(n)[:, None], idx), 1.0)  # how often each image is drawn in each resample
+    per_seed = [pooled_iou(a.sum(axis=0))[0] - pooled_iou(b.sum(axis=0))[0] for a, b in count_pairs]
+    boots = np.mean([pooled_iou(weights @ a)[0] - pooled_iou(weights @ b)[0] for a, b in count_pairs], axis=0)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"d": float(np.mean(per_seed)), "lo": float(lo), "hi": float(hi), "above": int(sum(d > 0 for d in per_seed))}
 
 
 def seed_pairs(g: pd.DataFrame, ref: pd.DataFrame, key: str = BEST, prefer: str = "") -> list[tuple]:
@@ -146,6 +222,47 @@ def seed_pairs(g: pd.DataFrame, ref: pd.DataFrame, key: str = BEST, prefer: str 
     return out
 
 
+def _count_pairs(pairs: list[tuple], key: str) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Per-image counts of each (run, reference) pair; None unless every pair has them on the same images."""
+    out = []
+    for r, b, _ in pairs:
+        (ids_a, a), (ids_b, c) = _per_image(r.path, COUNTS[key]), _per_image(b["path"], COUNTS[key])
+        if a is None or c is None or ids_a != ids_b:
+            return None
+        out.append((a, c))
+    return out if out and len({len(a) for a, _ in out}) == 1 else None
+
+
+def paired(g: pd.DataFrame, ref: pd.DataFrame, key: str = BEST) -> dict:
+    """The one paired comparison: runs g against the runs ref of the same seeds, on `key`'s models (BEST or LAST).
+
+    kaggle: mean per-image difference (seeds averaged first), bootstrap 95% interval over images, seeds above;
+    miou: the same for pooled mean IoU (paired_mean_iou), where every pair has per-image counts. {} without pairs."""
+    pairs = seed_pairs(g, ref, key)
+    if not pairs:
+        return {}
+    diffs = np.mean([d for _, _, d in pairs], axis=0)
+    lo, hi = bootstrap_ci(diffs)
+    if key == BEST:
+        above = int(sum(r.kaggle_map > b["kaggle_map"] for r, b, _ in pairs))
+    else:
+        above = int(sum(d.mean() > 0 for _, _, d in pairs))
+    out = {"n": len(pairs), "pairs": pairs, "kaggle": {"d": float(diffs.mean()), "lo": lo, "hi": hi, "above": above}}
+    counts = _count_pairs(pairs, key)
+    if counts is not None:
+        out["miou"] = paired_mean_iou(counts)
+    return out
+
+
+def _columns(p: dict, prefix: str, miou_prefix: str, lo_hi=("_lo", "_hi")) -> dict:
+    """A paired() result as summary columns: {prefix}, {prefix}_lo, _hi (Kaggle) and {miou_prefix}... (mean IoU)."""
+    out = {}
+    for name, which in ((prefix, "kaggle"), (miou_prefix, "miou")):
+        if which in p:
+            out.update({name: p[which]["d"], name + lo_hi[0]: p[which]["lo"], name + lo_hi[1]: p[which]["hi"]})
+    return out
+
+
 def _pairs(g: pd.DataFrame, ref: pd.DataFrame, key: str = BEST) -> tuple[list, np.ndarray | None]:
     """Runs g paired by seed with the runs ref (same validation images only), and the per-image Kaggle differences
     (of `key`'s scores) with the seeds averaged first (None without pairs)."""
@@ -153,30 +270,61 @@ def _pairs(g: pd.DataFrame, ref: pd.DataFrame, key: str = BEST) -> tuple[list, n
     return [(r, b) for r, b, _ in pairs], (np.mean([d for _, _, d in pairs], axis=0) if pairs else None)
 
 
-def _last(g: pd.DataFrame, ref: pd.DataFrame, prefix: str) -> dict:
-    """The last-epoch paired difference and its interval ({prefix}_last, _last_lo, _last_hi), where every pair has it."""
-    pairs, diffs = _pairs(g, ref, LAST)
-    if not pairs or len(pairs) < len(_pairs(g, ref)[0]):  # some runs predate the last-epoch scores: no partial mean
+def _last(g: pd.DataFrame, ref: pd.DataFrame, prefix: str, miou_prefix: str) -> dict:
+    """The last epoch's paired differences ({prefix}_last, _last_lo, _last_hi and the mean IoU ones), where every pair
+    has them: some runs predate the last-epoch scores, and a partial mean would pair other seeds than the best epoch's."""
+    last = paired(g, ref, LAST)
+    if not last or last["n"] < len(seed_pairs(g, ref)):
         return {}
-    lo, hi = bootstrap_ci(diffs)
-    return {f"{prefix}_last": float(diffs.mean()), f"{prefix}_last_lo": lo, f"{prefix}_last_hi": hi}
+    return _columns(last, prefix + "_last", miou_prefix + "_last")
 
 
 def paired_vs(g: pd.DataFrame, ref: pd.DataFrame) -> dict:
-    """Runs g paired by seed (same validation images) with the runs ref: mean per-image Kaggle difference (seeds averaged
-    first), its bootstrap 95% interval over images, and how many seeds are above their reference run."""
-    pairs, diffs = _pairs(g, ref)
-    if not pairs:
+    """Runs g paired by seed (same validation images) with the runs ref: d_ref (Kaggle) and d_ref_miou (mean IoU) with
+    their bootstrap 95% intervals, seeds above (ref_seeds_above, ref_miou_seeds_above), best and last epoch."""
+    p = paired(g, ref)
+    if not p:
         return {}
-    lo, hi = bootstrap_ci(diffs)
-    return {
-        "n_ref_pairs": len(pairs),
-        "d_ref": float(diffs.mean()),
-        "d_ref_lo": lo,
-        "d_ref_hi": hi,
-        "ref_seeds_above": int(sum(d.kaggle_map > b["kaggle_map"] for d, b in pairs)),
-        **_last(g, ref, "d_ref"),
-    }
+    out = {"n_ref_pairs": p["n"], "ref_seeds_above": p["kaggle"]["above"], **_columns(p, "d_ref", "d_ref_miou")}
+    if "miou" in p:
+        out["ref_miou_seeds_above"] = p["miou"]["above"]
+    return out | _last(g, ref, "d_ref", "d_ref_miou")
+
+
+def _same(value, wanted: str) -> bool:
+    """Whether a results.csv cell equals a --reference field's text (numbers by value, booleans as true/false)."""
+    if isinstance(value, (bool, np.bool_)):
+        return wanted.lower() in (("true", "1", "yes") if value else ("false", "0", "no"))
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        try:
+            return float(value) == float(wanted)
+        except ValueError:
+            return False
+    return str(value) == wanted
+
+
+def reference_config(df: pd.DataFrame, text: str) -> str:
+    """--reference: a config's label, or run fields `key=value,...` (columns of results.csv) that pick exactly one
+    student config; returns its label. UserError naming what matched when the fields pick none or several."""
+    labels = list(dict.fromkeys(df.loc[df.kind == "student", "label"]))
+    if text in labels:
+        return text
+    parts = [p.partition("=") for p in text.split(",")]
+    if " " in text or not all(sep and k and v for k, sep, v in parts):
+        raise UserError(f"--reference {text!r} is neither a config here nor fields KEY=VALUE,...; configs: {', '.join(map(repr, labels))}")
+    unknown = [k for k, _, _ in parts if k not in df.columns]
+    if unknown:
+        raise UserError(
+            f"--reference field {unknown[0]!r} is not a column of results.csv (e.g. model, arch, lam, temperature, scale, unlabelled, options)"
+        )
+    rows = df[df.kind == "student"]
+    for k, _, v in parts:
+        rows = rows[[_same(x, v) for x in rows[k]]]
+    found = list(dict.fromkeys(rows["label"]))
+    if len(found) != 1:
+        what = f"{len(found)} configs ({', '.join(map(repr, found))}); add fields" if found else "no config"
+        raise UserError(f"--reference {text} matches {what}")
+    return found[0]
 
 
 def summarize(df: pd.DataFrame, reference: str = "") -> pd.DataFrame:
@@ -206,22 +354,22 @@ def summarize(df: pd.DataFrame, reference: str = "") -> pd.DataFrame:
             )
             same &= (df.augment == first["augment"]) if "augment" in df else True  # --augment strong: its own baseline
             base = df[(df.kind == "student") & (df.lam == 0) & same]
-            pairs, diffs = _pairs(g, base)
-            if pairs:
-                lo, hi = bootstrap_ci(diffs)
-                base_map = np.mean([b["kaggle_map"] for _, b in pairs])
+            p = paired(g, base)
+            if p:
+                base_map = np.mean([b["kaggle_map"] for _, b, _ in p["pairs"]])
                 # the gap to this configuration's own soft target (an ensemble's score, not a single teacher's)
                 own = g["teacher_kaggle_map"].mean() if "teacher_kaggle_map" in g and g["teacher_kaggle_map"].notna().any() else teacher_map
                 r.update(
-                    n_pairs=len(pairs),
-                    d_kaggle=float(diffs.mean()),
-                    d_lo=lo,
-                    d_hi=hi,
+                    n_pairs=p["n"],
+                    **_columns(p, "d_kaggle", "d_miou", lo_hi=("_lo", "_hi")),
                     teacher_kaggle_map=own,
-                    seeds_positive=int(sum(d.kaggle_map > b["kaggle_map"] for d, b in pairs)),
+                    seeds_positive=p["kaggle"]["above"],
                     gap_closed=float((r["kaggle_map"] - base_map) / (own - base_map)) if own > base_map else np.nan,
-                    **_last(g, base, "d_kaggle"),
+                    **_last(g, base, "d_kaggle", "d_miou"),
                 )
+                r.update({"d_lo": r.pop("d_kaggle_lo"), "d_hi": r.pop("d_kaggle_hi")})  # the names of earlier versions
+                if "miou" in p:
+                    r["miou_seeds_positive"] = p["miou"]["above"]
         if reference and config != reference and first["kind"] == "student":
             r.update(paired_vs(g, df[(df.config == reference) & (df.kind == "student")]))
         if first["kind"] == "teacher" and "teacher_nll" in g:
@@ -234,32 +382,47 @@ def _ci(r: dict, key: str) -> str:
     return f"{r[key]:+.4f} [{r[key + '_lo']:+.4f},{r[key + '_hi']:+.4f}]" if r.get(key) == r.get(key) and key in r else ""
 
 
+def _d(r: dict, key: str, lo: str, hi: str) -> str:
+    return f"{r[key]:+.4f} [{r[lo]:+.4f},{r[hi]:+.4f}]" if r.get(key) == r.get(key) and key in r else ""
+
+
+def _above(r: dict, key: str, n: str) -> str:
+    return f"{int(r[key])}/{int(r[n])}" if r.get(key) == r.get(key) and key in r else ""
+
+
 def format_summary(s: pd.DataFrame) -> str:
-    """One line a config; "last" columns score the last epoch's models (no epoch picked on the validation images)."""
-    lines = [
-        f"{'config':50s} {'n':>2s} {'params':>9s} {'mean_iou':>15s} {'kaggle_map':>15s} {'last':>6s} "
-        f"{'d_kaggle [95% CI]':>26s} {'gap':>5s} {'d_kaggle last [95% CI]':>26s}"
-    ]
+    """Per config: scores over seeds, then its paired differences vs the baseline of its model and, with a reference,
+    vs the reference; "last" columns score the last epoch's models (no epoch picked on the validation images)."""
+    lines = [f"{'config':50s} {'n':>2s} {'params':>9s} {'mean_iou':>15s} {'kaggle_map':>15s} {'last':>6s} {'gap':>5s}"]
     for r in s.to_dict("records"):
         mi = f"{r['mean_iou']:.4f}" + (f"±{r['mean_iou_std']:.4f}" if r["mean_iou_std"] == r["mean_iou_std"] else "")
         km = f"{r['kaggle_map']:.4f}" + (f"±{r['kaggle_map_std']:.4f}" if r["kaggle_map_std"] == r["kaggle_map_std"] else "")
-        d = (
-            f"{r['d_kaggle']:+.4f} [{r['d_lo']:+.4f},{r['d_hi']:+.4f}]"
-            if r.get("d_kaggle") == r.get("d_kaggle") and "d_kaggle" in r
-            else ""
-        )
         last = f"{r['kaggle_map_last']:.4f}" if r.get("kaggle_map_last") == r.get("kaggle_map_last") else ""
         gap = f"{r['gap_closed']:.0%}" if r.get("gap_closed") == r.get("gap_closed") and "gap_closed" in r else ""
-        ref = (
-            f"  vs ref {r['d_ref']:+.4f} [{r['d_ref_lo']:+.4f},{r['d_ref_hi']:+.4f}] {int(r['ref_seeds_above'])}/{int(r['n_ref_pairs'])} seeds above"
-            + (f", last epoch {_ci(r, 'd_ref_last')}" if _ci(r, "d_ref_last") else "")
-            if r.get("d_ref") == r.get("d_ref") and "d_ref" in r
-            else ""
-        )
-        lines.append(
-            f"{r['config']:50s} {r['n_seeds']:2d} {r['params']:9,d} {mi:>15s} {km:>15s} {last:>6s} {d:>26s} {gap:>5s} "
-            f"{_ci(r, 'd_kaggle_last'):>26s}{ref}"
-        )
+        lines.append(f"{r['config']:50s} {r['n_seeds']:2d} {r['params']:9,d} {mi:>15s} {km:>15s} {last:>6s} {gap:>5s}")
+    blocks = (
+        ("vs the baseline of the same model", "d_miou", "d_kaggle", "d_lo", "d_hi", "miou_seeds_positive", "seeds_positive", "n_pairs"),
+        ("vs the reference", "d_ref_miou", "d_ref", "d_ref_lo", "d_ref_hi", "ref_miou_seeds_above", "ref_seeds_above", "n_ref_pairs"),
+    )
+    for title, miou, kag, lo, hi, miou_above, above, n in blocks:
+        rows = [r for r in s.to_dict("records") if r.get(kag) == r.get(kag) and kag in r]
+        if not rows:
+            continue
+        lines += [
+            "",
+            f"paired by seed {title} (bootstrap 95% CI over images; seeds above; last = last epoch's models):",
+            f"{'config':50s} {'d mean_iou':>26s} {'above':>5s} {'d kaggle_map':>26s} {'above':>5s} {'d mean_iou last':>26s} "
+            f"{'d kaggle_map last':>26s}",
+        ]
+        for r in rows:
+            lines.append(
+                f"{r['config']:50s} {_ci(r, miou):>26s} {_above(r, miou_above, n):>5s} {_d(r, kag, lo, hi):>26s} "
+                f"{_above(r, above, n):>5s} {_ci(r, miou + '_last'):>26s} {_ci(r, kag + '_last'):>26s}"
+            )
+    if any(
+        r.get("d_kaggle") == r.get("d_kaggle") and "d_kaggle" in r and not r.get("d_miou") == r.get("d_miou") for r in s.to_dict("records")
+    ):
+        lines.append("(d mean_iou blank: runs without per-image counts; python -m experiments.rescore SWEEP_DIR adds them)")
     cal = [r for r in s.to_dict("records") if r.get("teacher_nll") == r.get("teacher_nll") and "teacher_nll" in r]
     if cal:
         lines.append(
@@ -272,35 +435,47 @@ def format_summary(s: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def format_unreadable(bad: list[tuple[str, str]]) -> str:
+    """The runs that could not be read, one line each (printed by every command that reads run dirs)."""
+    return "".join(f"unreadable run {run}: {why}\n" for run, why in bad)
+
+
 def write_tables(root, reference: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """results.csv, summary.csv, summary.txt under root; `reference`: a label or fields (reference_config)."""
     df = load_runs(root)
     if df.empty:
         return df, df
+    reference = reference_config(df, reference) if reference else ""
     s = summarize(df, reference)
-    if reference and reference not in set(s.config):
-        raise UserError(f"--reference {reference!r} is not a config here; configs: {', '.join(map(repr, s.config))}")
+    bad = format_unreadable(unreadable_runs(root))
     io.write_text(Path(root) / "results.csv", df.to_csv(index=False))
     io.write_text(Path(root) / "summary.csv", s.to_csv(index=False))
-    io.write_text(Path(root) / "summary.txt", format_summary(s) + "\n")
+    io.write_text(Path(root) / "summary.txt", format_summary(s) + "\n" + bad)
     return df, s
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    reference = ""
-    if "--reference" in argv:
-        i = argv.index("--reference")
-        if i + 1 >= len(argv):
-            raise UserError('--reference needs a config\'s label, e.g. "unet4 KD T=2 lam=0.9 s=T +unl"')
-        reference = argv.pop(i + 1)
-        argv.pop(i)
-    if len(argv) != 1 or not Path(argv[0]).is_dir():
-        raise UserError('usage: python -m experiments.results SWEEP_DIR [--reference "CONFIG LABEL"] (a folder of run dirs)')
-    df, s = write_tables(argv[0], reference)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a folder of run dirs (a sweep's --out, e.g. runs/cpu)")
+    ap.add_argument(
+        "--reference",
+        default="",
+        help="also pair every config with this one: run fields KEY=VALUE,... (results.csv columns, e.g. model=unet4,lam=0.9,"
+        'unlabelled=true) or a config\'s label ("unet4 KD T=2 lam=0.9 s=T +unl")',
+    )
+    args = ap.parse_args(argv)
+    if not Path(args.sweep_dir).is_dir():
+        raise UserError(f"{args.sweep_dir} is not a folder of run dirs")
+    bad = unreadable_runs(args.sweep_dir)
+    if bad:
+        print(format_unreadable(bad), end="", file=sys.stderr, flush=True)
+    df, s = write_tables(args.sweep_dir, args.reference)
     if df.empty:
-        raise UserError(f"no finished runs (metrics.json) under {argv[0]}")
+        raise UserError(
+            f"no finished runs (metrics.json) under {args.sweep_dir}" + (f" that can be read ({len(bad)} cannot)" if bad else "")
+        )
     print(format_summary(s))
-    return 0
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

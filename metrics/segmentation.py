@@ -26,21 +26,44 @@ def kaggle_per_image(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return score
 
 
-def score_masks(pred: np.ndarray, true: np.ndarray) -> dict:
-    """All metrics for boolean masks (N, H, W); H, W are the original image size."""
+COUNTS = ("tp", "fp", "fn", "tn")  # the columns of confusion_per_image
+
+
+def confusion_per_image(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Per-image pixel counts (N, 4) int64, columns COUNTS = tp, fp, fn, tn (salt is the positive class).
+
+    Summed over any subset of images they give that subset's pooled IoUs (`pooled_iou`): what a paired
+    bootstrap of mean IoU resamples (experiments.results)."""
     pred, true = _as_bool(pred), _as_bool(true)
     if pred.shape != true.shape:
         raise ValueError(f"prediction shape {pred.shape} != truth shape {true.shape}")
-    tp = int((pred & true).sum())
-    fp = int((pred & ~true).sum())
-    fn = int((~pred & true).sum())
-    tn = int(pred.size - tp - fp - fn)
-    salt = tp / (tp + fp + fn) if tp + fp + fn else 1.0
-    bg = tn / (tn + fp + fn) if tn + fp + fn else 1.0
+    tp = (pred & true).sum(axis=(1, 2))
+    fp = (pred & ~true).sum(axis=(1, 2))
+    fn = (~pred & true).sum(axis=(1, 2))
+    tn = pred[0].size - tp - fp - fn if len(pred) else fn
+    return np.stack([tp, fp, fn, tn], axis=1).astype(np.int64)
+
+
+def pooled_iou(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean_iou, salt_iou) from summed counts (..., 4): salt IoU tp/(tp+fp+fn), background IoU tn/(tn+fp+fn),
+    mean IoU their average; an empty class (no pixel predicted or true) has IoU 1. Works on a batch (B, 4)."""
+    c = np.asarray(counts, dtype=np.float64)
+    tp, fp, fn, tn = c[..., 0], c[..., 1], c[..., 2], c[..., 3]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        salt = np.where(tp + fp + fn > 0, tp / (tp + fp + fn), 1.0)
+        bg = np.where(tn + fp + fn > 0, tn / (tn + fp + fn), 1.0)
+    return (salt + bg) / 2, salt
+
+
+def score_masks(pred: np.ndarray, true: np.ndarray) -> dict:
+    """All metrics for boolean masks (N, H, W); H, W are the original image size."""
+    pred, true = _as_bool(pred), _as_bool(true)
+    counts = confusion_per_image(pred, true)
+    mean_iou, salt = pooled_iou(counts.sum(axis=0))
     return {
         "n_images": int(len(pred)),
-        "mean_iou": round((salt + bg) / 2, 6),
-        "salt_iou": round(salt, 6),
+        "mean_iou": round(float(mean_iou), 6),
+        "salt_iou": round(float(salt), 6),
         "kaggle_map": round(float(kaggle_per_image(pred, true).mean()), 6),
     }
 

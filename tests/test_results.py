@@ -121,3 +121,106 @@ def test_last_epoch_differences_pair_the_last_epochs_scores(tmp_path):
     s = summarize(pd.DataFrame(rows)).set_index("config")
     assert s.loc["kd", "d_kaggle"] == pytest.approx(0.375)  # per image: seed 0 [+0.5, 0], seed 1 [+0.5, +0.5]
     assert "d_kaggle_last" not in s
+
+
+def _counts(rng, n):
+    """Per-image [tp, fp, fn, tn] of n random 101x101 predictions (some images empty)."""
+    from metrics.segmentation import confusion_per_image
+
+    true = rng.random((n, 101, 101)) < rng.random((n, 1, 1)) * (rng.random((n, 1, 1)) < 0.7)
+    pred = true ^ (rng.random((n, 101, 101)) < 0.1 * rng.random((n, 1, 1)))
+    return confusion_per_image(pred, true), pred, true
+
+
+def test_pooled_mean_iou_from_counts_equals_score_masks():
+    """Summed per-image counts give exactly score_masks' pooled mean IoU and salt IoU (the golden metric)."""
+    from metrics.segmentation import pooled_iou, score_masks
+
+    counts, pred, true = _counts(np.random.default_rng(1), 12)
+    miou, salt = pooled_iou(counts.sum(axis=0))
+    s = score_masks(pred, true)
+    assert round(float(miou), 6) == s["mean_iou"] and round(float(salt), 6) == s["salt_iou"]
+    assert counts.sum() == 12 * 101 * 101 and (counts >= 0).all()
+
+
+def test_paired_mean_iou_is_pinned_to_a_seeded_numpy_bootstrap():
+    """The paired mean-IoU interval is the one a plain loop gives: the same seeded index draws as bootstrap_ci, the
+    pooled mean IoU of each resample of both runs of a seed, differences averaged over seeds, 2.5/97.5 percentiles."""
+    from experiments.results import paired_mean_iou
+    from metrics.segmentation import pooled_iou
+
+    rng = np.random.default_rng(0)
+    pairs = [(_counts(rng, 9)[0], _counts(rng, 9)[0]) for _ in range(3)]  # 3 seeds, 9 images
+    got = paired_mean_iou(pairs, n=300, seed=5)
+    idx = np.random.default_rng(5).integers(0, 9, (300, 9))
+    boots = [np.mean([pooled_iou(a[i].sum(0))[0] - pooled_iou(b[i].sum(0))[0] for a, b in pairs]) for i in idx]
+    per_seed = [pooled_iou(a.sum(0))[0] - pooled_iou(b.sum(0))[0] for a, b in pairs]
+    assert got["d"] == pytest.approx(np.mean(per_seed), abs=1e-12)
+    assert (got["lo"], got["hi"]) == pytest.approx(tuple(np.percentile(boots, [2.5, 97.5])), abs=1e-12)
+    assert got["above"] == sum(d > 0 for d in per_seed)
+    same = paired_mean_iou([(a, a) for a, _ in pairs])  # a run against itself: zero, with a zero-width interval
+    assert (same["d"], same["lo"], same["hi"], same["above"]) == (0.0, 0.0, 0.0, 0)
+
+
+def _full_run(tmp_path, name, cfg, ids, kaggle, counts, seed):
+    d = tmp_path / name
+    d.mkdir()
+    c = np.asarray(counts).sum(0)
+    from metrics.segmentation import pooled_iou
+
+    miou, salt = pooled_iou(c)
+    val = {"n_images": len(ids), "mean_iou": float(miou), "salt_iou": float(salt), "kaggle_map": float(np.mean(kaggle))}
+    m = {"val": val, "val_ids": ids, "val_kaggle_per_image": kaggle, "val_counts_per_image": counts, "params": 10, "best_epoch": 1}
+    (d / "metrics.json").write_text(json.dumps(m))
+    (d / "config.json").write_text(json.dumps({"seed": seed, "base_filters": 4, "epochs": 2, **cfg}))
+    return d
+
+
+def test_results_pair_mean_iou_and_select_the_reference_by_fields(tmp_path, capsys):
+    """experiments.results on run dirs with per-image counts: d mean IoU vs the baseline with its interval, the
+    reference picked by fields (model=unet4,lam=0) equal to the one picked by label; ambiguous or unknown fields refused."""
+    from common.cli import UserError
+    from experiments.results import load_runs, main, reference_config, summarize
+    from metrics.segmentation import pooled_iou
+
+    ids = ["a", "b", "c"]
+    base_c = [[10, 0, 10, 81], [0, 0, 0, 101], [5, 5, 5, 86]]
+    kd_c = [[15, 2, 5, 79], [0, 1, 0, 100], [8, 2, 2, 89]]
+    kd = {"lam": 0.9, "teacher": ["t.keras"], "temperature": 2.0, "scale": "T"}
+    for seed in (0, 1):
+        _full_run(tmp_path, f"unet4_baseline_s{seed}", {"lam": 0.0}, ids, [0.5, 1.0, 0.5], base_c, seed)
+        _full_run(tmp_path, f"unet4_from_t_T2_l0.9_sT_s{seed}", kd, ids, [0.7, 0.0, 0.6], kd_c, seed)
+    df = load_runs(tmp_path)
+    assert reference_config(df, "model=unet4,lam=0") == "unet4 baseline" == reference_config(df, "unet4 baseline")
+    with pytest.raises(UserError, match="2 configs"):
+        reference_config(df, "model=unet4")
+    with pytest.raises(UserError, match="not a column"):
+        reference_config(df, "modle=unet4")
+    with pytest.raises(UserError, match="no config"):
+        reference_config(df, "model=unet4,lam=0.5")
+    s = summarize(df, "unet4 baseline").set_index("config")
+    want = pooled_iou(np.sum(kd_c, 0))[0] - pooled_iou(np.sum(base_c, 0))[0]
+    row = s.loc["unet4 KD T=2 lam=0.9 s=T"]
+    assert row["d_miou"] == pytest.approx(want) and row["d_ref_miou"] == pytest.approx(want)
+    assert row["d_miou_lo"] <= row["d_miou"] <= row["d_miou_hi"] and row["miou_seeds_positive"] == 2
+    assert row["d_kaggle"] == pytest.approx((0.2 - 1.0 + 0.1) / 3)
+    assert main([str(tmp_path), "--reference", "model=unet4,lam=0"]) == 0
+    out = capsys.readouterr().out
+    assert f"{want:+.4f}" in out and "vs the reference" in out
+
+
+def test_results_report_unreadable_runs(tmp_path, capsys):
+    """A run whose metrics.json is truncated or holds no scores is named with its reason and exit 1, not dropped."""
+    from experiments.results import main
+
+    ids = ["a"]
+    _full_run(tmp_path, "unet4_baseline_s0", {"lam": 0.0}, ids, [1.0], [[0, 0, 0, 101]], 0)
+    cut = _full_run(tmp_path, "unet4_baseline_s1", {"lam": 0.0}, ids, [1.0], [[0, 0, 0, 101]], 1)
+    (cut / "metrics.json").write_text((cut / "metrics.json").read_text()[:20])
+    empty = _full_run(tmp_path, "unet4_baseline_s2", {"lam": 0.0}, ids, [1.0], [[0, 0, 0, 101]], 2)
+    (empty / "metrics.json").write_text("{}")
+    assert main([str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"unreadable run {cut}" in err and "truncated" in err
+    assert f"unreadable run {empty}" in err and "no validation scores" in err
+    assert "unreadable run" in (tmp_path / "summary.txt").read_text()

@@ -24,7 +24,7 @@ from common import io
 from common.cli import UserError
 from data.pipeline import Batches
 from distill.losses import IdentityLoss, LossPart
-from metrics.segmentation import kaggle_per_image, score_masks
+from metrics.segmentation import confusion_per_image, kaggle_per_image, score_masks
 from models.predict import predict_probs
 from models.registry import float32_copy
 
@@ -44,12 +44,20 @@ def evaluate_probs(probs: np.ndarray, masks: np.ndarray, threshold: float = 0.5)
     return score_masks(probs > threshold, masks)
 
 
-def last_epoch_scores(probs: np.ndarray, masks: np.ndarray, threshold: float) -> dict:
-    """metrics.json's `val_last` and `val_last_kaggle_per_image` (split order), like `val` and `val_kaggle_per_image`."""
+def per_image_scores(probs: np.ndarray, masks: np.ndarray, threshold: float, prefix: str) -> dict:
+    """metrics.json's per-image entries of one model, in split order (`val_ids`), for paired comparisons between runs:
+    `{prefix}_kaggle_per_image` (the Kaggle score) and `{prefix}_counts_per_image` ([tp, fp, fn, tn] on the 101x101
+    pixels, metrics.segmentation.confusion_per_image: pooled mean IoU and salt IoU of any resample of the images)."""
+    pred = probs > threshold
     return {
-        "val_last": evaluate_probs(probs, masks, threshold),
-        "val_last_kaggle_per_image": np.round(kaggle_per_image(probs > threshold, masks), 4).tolist(),
+        f"{prefix}_kaggle_per_image": np.round(kaggle_per_image(pred, masks), 4).tolist(),
+        f"{prefix}_counts_per_image": confusion_per_image(pred, masks).tolist(),
     }
+
+
+def last_epoch_scores(probs: np.ndarray, masks: np.ndarray, threshold: float) -> dict:
+    """metrics.json's `val_last` and its per-image entries (`val_last_kaggle_per_image`, `val_last_counts_per_image`)."""
+    return {"val_last": evaluate_probs(probs, masks, threshold), **per_image_scores(probs, masks, threshold, "val_last")}
 
 
 THRESHOLD_GRID = np.round(np.arange(0.30, 0.71, 0.02), 2)  # 0.30, 0.32, ..., 0.70

@@ -21,9 +21,8 @@ from common.config import environment
 from data.pipeline import Batches, prep_images, prep_images_unscaled, prep_masks
 from data.split import load_split, stratified_split
 from data.tgs import TgsData, load_data
-from metrics.segmentation import kaggle_per_image
 from models.predict import predict_probs
-from training.loop import TrainingData, crossfit_threshold, evaluate_probs, pick_threshold
+from training.loop import TrainingData, crossfit_threshold, evaluate_probs, per_image_scores, pick_threshold
 
 
 def start_run(cfg, run_dir: Path, opts, split: dict | None = None, parallel: dict | None = None) -> Path:
@@ -130,9 +129,9 @@ def final_metrics(model, val: TgsData, vx: np.ndarray, spec: dict, tune_threshol
     out = {
         "val": evaluate_probs(p, val.masks, t),
         "val_flip_tta": evaluate_probs((p + pf) / 2, val.masks, t),
-        # per-image Kaggle scores in split order: paired comparisons between runs (experiments/)
+        # per-image Kaggle scores and pixel counts in split order: paired comparisons between runs (experiments/)
         "val_ids": list(val.ids),
-        "val_kaggle_per_image": np.round(kaggle_per_image(p > t, val.masks), 4).tolist(),
+        **per_image_scores(p, val.masks, t, "val"),
     }
     if tune_threshold:
         # chosen on the same validation images it is scored on: this score flatters the model
