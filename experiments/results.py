@@ -32,7 +32,7 @@ import pandas as pd
 from common import io
 from common.cli import UserError, run
 from metrics.segmentation import pooled_iou
-from training.naming import RunSpec, model_name
+from training.naming import RunSpec, model_name, run_kind
 
 CONFIG_KEYS = ("base_filters", "lam", "temperature", "scale", "unlabelled", "epochs")
 
@@ -83,7 +83,7 @@ def load_runs(root) -> pd.DataFrame:
             cfg = json.loads((run / "config.json").read_text())
         except (UserError, OSError, ValueError):
             continue
-        kind = "teacher" if (run / "teacher.keras").exists() else "student"
+        kind = run_kind(run, cfg)
         row = {
             "run": run.name,
             "path": str(run),

@@ -185,7 +185,7 @@ class RunSpec:
         """From a finished run dir's config.json and metrics.json (runs of earlier versions included)."""
         cfg = json.loads((Path(run) / "config.json").read_text())
         met = json.loads((Path(run) / "metrics.json").read_text())
-        if (Path(run) / "teacher.keras").exists():
+        if run_kind(run, cfg) == "teacher":
             return cls.from_config(cfg, kind="teacher")
         teacher = met.get("teacher", {}).get("label")
         if teacher is None:  # a run of an earlier version: the label from the number of teachers and the cache
@@ -198,6 +198,12 @@ class RunSpec:
             resolved_temperature=float(T) if isinstance(T, (int, float)) else None,
             unlabelled_count=met.get("unlabelled_images", 0),
         )
+
+
+def run_kind(run, cfg: dict) -> str:
+    """"teacher" or "student": a teacher run has teacher.keras, or (a published copy without model files) a config
+    without the students' `lam`."""
+    return "teacher" if (Path(run) / "teacher.keras").exists() or "lam" not in cfg else "student"
 
 
 def names_unlabelled_count(cfg: dict) -> bool:
