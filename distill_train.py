@@ -1,4 +1,4 @@
-"""Distil a frozen teacher into a small student (or train the hard-only baseline).
+r"""Distil a frozen teacher into a small student (or train the hard-only baseline).
 
     python distill_train.py --data ../shared/data/tgs-salt --teacher runs/unet16_teacher_s0/teacher.keras \
         --lam 0.9 --temperature 2 --seed 0          # -> runs/unet4_from_unet16_T2_l0.9_sT_s0

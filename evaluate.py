@@ -1,10 +1,12 @@
-"""Score a model (.keras or .tflite) or a folder of predicted masks against TGS labels.
+r"""Score a model (.keras or .tflite) or a folder of predicted masks against TGS labels.
 
     python evaluate.py --model runs/unet4_baseline_s0/student.keras --data ../shared/data/tgs-salt
     python evaluate.py --model exports/unet4/student_int8.tflite --data ../shared/data/tgs-salt --split runs/unet4_baseline_s0/split.json
     python evaluate.py --pred-masks OUT_DIR --data ../shared/data/tgs-salt --split all
     python evaluate.py --model runs/cpu/teacher/teacher.keras --data cache/tgs.npz --split all \
         --save-probabilities runs/cpu/teacher_blackbox/probabilities   # + <id>.png 16-bit probability maps
+    python evaluate.py --model exports/unet4/student_int8.tflite --data held_out.npz --split all --per-image counts.csv
+    # + one CSV row per image: id,tp,fp,fn,tn,kaggle (pixel counts on the 101x101 pixels, the Kaggle score)
     # prints one JSON object, e.g.
     # {"n_images": 320, "mean_iou": 0.87.., "salt_iou": 0.78.., "kaggle_map": 0.73.., "split": "val", "model": "..."}
 
@@ -14,6 +16,9 @@ ids. Predictions are cropped (or resized) back to 101x101 before scoring; thresh
 model's sidecar says otherwise. Metrics: see metrics/segmentation.py. --save-probabilities also writes each
 scored image's 101x101 probability map as a 16-bit PNG (p * 65535): what a black-box teacher hands
 over (`python -m teacher.cache --from-probabilities DIR`); the folder appears complete or not at all.
+--per-image writes the per-image counts that training keeps in metrics.json (`val_counts_per_image`), for any model
+and data: two models' files on the same images pair by id, so their mean-IoU difference can be bootstrapped as
+experiments.results does (experiments.results.paired_mean_iou on the two count arrays).
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from common.cli import UserError, run
-from metrics.segmentation import score_masks
+from common.config import HelpFormatter
+from metrics.segmentation import COUNTS, confusion_per_image, kaggle_per_image, score_masks
 
 
 def select(data, split: str, model_path: Path | None):
@@ -107,8 +113,16 @@ def save_probabilities(folder: Path, ids, probs: np.ndarray, overwrite: bool) ->
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def per_image_csv(ids, pred: np.ndarray, masks: np.ndarray) -> str:
+    """id,tp,fp,fn,tn,kaggle: one row per image (metrics.segmentation.confusion_per_image and kaggle_per_image)."""
+    counts, kaggle = confusion_per_image(pred, masks), kaggle_per_image(pred, masks)
+    rows = [",".join(("id", *COUNTS, "kaggle"))]
+    rows += [f"{i},{','.join(map(str, c))},{k:.4f}" for i, c, k in zip(ids, counts.tolist(), kaggle)]
+    return "\n".join(rows) + "\n"
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     what = ap.add_mutually_exclusive_group(required=True)
     what.add_argument("--model", help=".keras or .tflite model")
     what.add_argument("--pred-masks", help="folder of <id>.png masks (any non-zero = salt)")
@@ -117,7 +131,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads")
     ap.add_argument("--out", default="", help="also write the JSON to this file")
     ap.add_argument("--save-probabilities", default="", help="with --model: write <id>.png 16-bit probability maps here")
-    ap.add_argument("--overwrite", action="store_true", help="replace a non-empty --save-probabilities folder")
+    ap.add_argument("--per-image", default="", help="also write one CSV row per image here: id,tp,fp,fn,tn,kaggle")
+    ap.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty --save-probabilities folder or an existing --per-image file"
+    )
     args = ap.parse_args(argv)
     if args.save_probabilities and not args.model:
         raise UserError("--save-probabilities needs --model")
@@ -147,6 +164,13 @@ def main(argv=None) -> int:
             save_probabilities(Path(args.save_probabilities), subset.ids, probs, args.overwrite)
         source = {"model": str(model_path), "threshold": threshold}
     result = {**score_masks(pred, subset.masks), "split": split_name, **source}
+    if args.per_image:
+        from common import io
+
+        if Path(args.per_image).exists() and not args.overwrite:
+            raise UserError(f"--per-image {args.per_image} exists; pass --overwrite to replace it")
+        io.write_text(args.per_image, per_image_csv(subset.ids, pred, subset.masks))
+        result["per_image"] = args.per_image
     text = json.dumps(result)
     if args.out:
         from common import io

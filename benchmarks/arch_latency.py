@@ -25,6 +25,7 @@ import pandas as pd
 
 from common import io
 from common.cli import UserError, run
+from common.config import HelpFormatter
 from training.naming import model_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,12 +99,16 @@ def table(b: pd.DataFrame, params: dict) -> pd.DataFrame:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--models", nargs="+", default=None, help="ARCH:WIDTH[:DEPTH[:UPSAMPLE]] (default: the cpu_frontier preset's)")
     ap.add_argument("--pi-python", nargs="+", default=[sys.executable], help="pythons with a TFLite runtime (default: this one)")
-    ap.add_argument("--threads", default="1,4")
-    ap.add_argument("--runs", type=int, default=30)
-    ap.add_argument("--out", default=str(ROOT / "runs" / "arch_latency"))
+    ap.add_argument("--threads", default="1,4", help="comma-separated TFLite interpreter thread counts")
+    ap.add_argument("--runs", type=int, default=30, help="timed runs per file, runtime and thread count (pi/benchmark.py)")
+    ap.add_argument(
+        "--out",
+        default=str(ROOT / "runs" / "arch_latency"),
+        help="folder of the .tflite files and arch_latency.csv (default: the repo's runs/arch_latency)",
+    )
     ap.add_argument("--overwrite", action="store_true", help="export again even where the .tflite files exist")
     args = ap.parse_args(argv)
     models = [parse_model(t) for t in args.models] if args.models else config_models(CONFIG)

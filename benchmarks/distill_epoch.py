@@ -1,4 +1,4 @@
-"""Seconds per training epoch: baseline vs KD with the teacher in the graph vs KD from the cache, and the
+r"""Seconds per training epoch: baseline vs KD with the teacher in the graph vs KD from the cache, and the
 teacher-in-graph signals: feature KD (FitNets, attention transfer, CWD on dec1_out) and strong augmentation.
 
     python -m benchmarks.distill_epoch --data cache/tgs.npz --teacher runs/cpu/teacher/teacher.keras \
@@ -26,6 +26,7 @@ import keras
 
 from common import io
 from common.cli import run
+from common.config import HelpFormatter
 from data.split import load_split
 from data.tgs import load_data
 from distill.graph import build_training_graph
@@ -60,14 +61,21 @@ def time_mode(mode, train, val, spec, sources, batch_size):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--teacher", required=True)
-    ap.add_argument("--cache", required=True)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--data", required=True, help="Kaggle TGS folder or .npz cache (data.prepare)")
+    ap.add_argument("--teacher", required=True, help="trained teacher .keras; its run dir's split.json picks the training images")
+    ap.add_argument("--cache", required=True, help="that teacher's logit cache (python -m teacher.cache), for kd_cache")
     ap.add_argument("--images", type=int, default=640, help="training images per timed pass")
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--out", default="")
-    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, help="what to time (baseline first: the ratios)")
+    ap.add_argument("--batch-size", type=int, default=32, help="labelled images per step")
+    ap.add_argument("--out", default="", help="JSON file of the rows (default: benchmarks/results/distill_epoch_<backend>.json)")
+    ap.add_argument(
+        "--modes",
+        nargs="+",
+        default=list(MODES),
+        choices=MODES,
+        metavar="MODE",
+        help=f"what to time, of {', '.join(MODES)} (baseline always, first: the ratios) (default: all)",
+    )
     args = ap.parse_args(argv)
     in_graph = TeacherLogits.from_models([args.teacher])
     teacher = in_graph.models[0]

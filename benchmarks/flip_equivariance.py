@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from common.cli import UserError, run
+from common.config import HelpFormatter
 from data.pipeline import crop_probs
 from data.split import load_split
 from data.tgs import load_data
@@ -61,11 +62,11 @@ def compare_views(logits: np.ndarray, masks: np.ndarray | None, spec: dict, temp
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--cache", required=True, help="a teacher cache made from a model (teacher.cache --teacher ...)")
     ap.add_argument("--data", required=True, help="the labelled data (folder or .npz)")
     ap.add_argument("--split", required=True, help="split.json: the validation images are compared")
-    ap.add_argument("--temperature", type=float, default=2.0)
+    ap.add_argument("--temperature", type=float, default=2.0, help="T of the two soft targets whose KL divergence is reported")
     args = ap.parse_args(argv)
     cache = TeacherCache(args.cache)
     if not cache.meta["teachers"]:

@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from common.cli import run
+from common.config import HelpFormatter
 from data.pipeline import Batches
 
 
@@ -48,10 +49,10 @@ def img_per_s(batches: Batches) -> float:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=2879)
-    ap.add_argument("--unlabelled", type=int, default=1000)
-    ap.add_argument("--batch-size", type=int, nargs="+", default=[32, 128])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--images", type=int, default=2879, help="synthetic labelled images (2879: a full training split)")
+    ap.add_argument("--unlabelled", type=int, default=1000, help="synthetic unlabelled images")
+    ap.add_argument("--batch-size", type=int, nargs="+", default=[32, 128], help="labelled images per batch: one column each")
     args = ap.parse_args(argv)
     x, y, ux, t, ut = arrays(args.images, args.unlabelled)
     settings = {

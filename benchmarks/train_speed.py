@@ -23,6 +23,7 @@ from pathlib import Path
 
 from common import io
 from common.cli import UserError, run
+from common.config import HelpFormatter
 from training.naming import model_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,14 +81,19 @@ def measure(arch: str, base_filters: int, depth: int, batch_size: int, steps: in
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backends", nargs="+", default=["torch", "jax", "tensorflow"])
-    ap.add_argument("--arch", default="unet")
-    ap.add_argument("--base-filters", type=int, nargs="+", default=[16, 4])
-    ap.add_argument("--depth", type=int, default=4)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument(
+        "--backends",
+        nargs="+",
+        default=["torch", "jax", "tensorflow"],
+        help="Keras backends to time, each in its own process (not installed: skipped)",
+    )
+    ap.add_argument("--arch", default="unet", help="architecture (models.registry)")
+    ap.add_argument("--base-filters", type=int, nargs="+", default=[16, 4], help="widths to time: one model each")
+    ap.add_argument("--depth", type=int, default=4, help="poolings of every model timed")
     ap.add_argument("--upsample", default="", help="decoder upsampling (e.g. bilinear; default: the architecture's)")
-    ap.add_argument("--batch-size", type=int, nargs="+", default=[32, 128])
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--batch-size", type=int, nargs="+", default=[32, 128], help="batch sizes to time: one row each")
+    ap.add_argument("--steps", type=int, default=10, help="timed training steps (after 3 warm-up steps)")
     ap.add_argument("--json", default="", help="also write the rows to this file")
     ap.add_argument("--one", default="", help=argparse.SUPPRESS)  # internal: one measurement in this process, JSON on stdout
     args = ap.parse_args(argv)

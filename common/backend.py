@@ -1,10 +1,13 @@
-"""Pick the Keras backend before `import keras`.
+"""Pick the Keras backend before `import keras`: `choose_backend` below is where the default is chosen.
 
-Training small U-Nets on a CPU was about 3x faster on the torch backend than on TensorFlow on the
-machine of 2026-11-27; on an AVX-512 CPU (2026-11-29) TensorFlow was 1.1-1.3x faster in real runs
-(README, "Training backend per shape"): `python -m benchmarks.train_speed` says which on yours. On a
-GPU box JAX is the fast path. So: KERAS_BACKEND if the user set it, else torch if it is
-installed, else tensorflow. Export always needs tensorflow (`require_tensorflow`).
+The order: KERAS_BACKEND if the user set it, else torch if it is installed, else tensorflow, else jax.
+Which CPU backend trains fastest depends on the machine: torch was faster on the machine of 2026-11-27;
+on the AMD EPYC AVX-512 machine of 2026-11-29 `python -m benchmarks.train_speed` measured TensorFlow
+1.4-1.7x faster per training step for every student shape (unet4: 144.5 vs 100.5 img/s, 1 thread) and real
+3-epoch runs 1.1-1.3x faster (README, "Training backend per shape"). The default stays torch because
+15-epoch quality on TensorFlow is unmeasured and the existing results were trained on torch;
+`KERAS_BACKEND=tensorflow` selects it. On a GPU box JAX is the fast path. Export always needs
+tensorflow (`require_tensorflow`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from common.cli import UserError
 
 
 def choose_backend() -> str:
-    """Set KERAS_BACKEND (if unset) to the fastest installed backend and return it."""
+    """Set KERAS_BACKEND (if unset) to the first installed of torch, tensorflow, jax (the module doc says why) and return it."""
     if "KERAS_BACKEND" not in os.environ:
         for name in ("torch", "tensorflow", "jax"):
             if importlib.util.find_spec(name) is not None:

@@ -1,7 +1,9 @@
-"""Frozen dataclass configs: print at start, save as config.json with versions and backend."""
+"""Frozen dataclass configs: each field with its --help text (`option`), parsed from the command line
+(`parse_args`), printed at start (`show`) and saved as config.json with versions and backend (`environment`)."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import platform
@@ -34,6 +36,43 @@ def show(cfg) -> None:
     sys.stdout.flush()
 
 
+def option(help: str, default=dataclasses.MISSING, choices=None):
+    """A config field with its --help text: the one place the text lives (parse_args shows it, with the default).
+
+    `choices`: the fixed set of values, where there is one, from its registry (a tuple, or a function that returns
+    one, e.g. models.registry.arch_names); --help lists it. The config's own validation still checks the value."""
+    meta = {"help": help} if choices is None else {"help": help, "choices": choices}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def choices_of(f: dataclasses.Field) -> tuple:
+    """The field's fixed set of values (option(choices=...)), or () where any value goes."""
+    c = f.metadata.get("choices", ())
+    return tuple(c() if callable(c) else c)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description as written (module docstrings), and each option's default after its help text, unless
+    the text already says what the default is (or there is none to show: None, "", an empty list, a plain switch)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        d = action.default
+        if "default" in text.lower() or d is None or d is argparse.SUPPRESS or isinstance(action, argparse._StoreTrueAction):
+            return text
+        if isinstance(d, (list, tuple)):
+            if not d:
+                return text
+            d = " ".join(map(str, d))
+        if d == "":
+            return text
+        return f"{text} (default: {str(d).replace('%', '%%')})"
+
+
+def _metavar(values) -> str:
+    return "{" + ",".join(v if v else '""' for v in map(str, values)) + "}"
+
+
 def _number_or_word(v: str):
     """A field typed `float | str` takes a number or a keyword (e.g. --temperature 2 or --temperature auto)."""
     try:
@@ -43,25 +82,28 @@ def _number_or_word(v: str):
 
 
 def parse_args(cls, argv=None, doc: str = "", required=("data", "out"), multi=()):
-    """argparse from a frozen dataclass: one --flag per field (bools get --x/--no-x), plus --overwrite.
+    """argparse from a frozen dataclass: one --flag per field (bools get --x/--no-x), plus --overwrite and --resume.
 
-    Fields named in `multi` take one or more values (stored as a tuple). Returns (cfg, opts) with
-    opts.overwrite and opts.resume.
+    Each flag's help text is its field's (option(help=...)), followed by the default; a field with a fixed set of
+    values lists it in place of the metavar ({T,T2,1}). The values are not checked here (no argparse `choices`):
+    the config's validate() does that, with one `error: ...` line that names the flag. Fields named in `multi` take
+    one or more values (stored as a tuple). Returns (cfg, opts) with opts.overwrite and opts.resume.
     """
-    import argparse
-
     types = {"int": int, "float": float, "str": str, "float | str": _number_or_word}
-    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=doc, formatter_class=HelpFormatter)
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
+        kw = {"help": f.metadata.get("help", "").replace("%", "%%")}
+        if choices_of(f):
+            kw["metavar"] = _metavar(choices_of(f))
         if f.name in multi:
-            ap.add_argument(flag, nargs="+", default=f.default)
+            ap.add_argument(flag, nargs="+", default=f.default, **kw)
         elif f.type == "bool":
-            ap.add_argument(flag, default=f.default, action=argparse.BooleanOptionalAction)
+            ap.add_argument(flag, default=f.default, action=argparse.BooleanOptionalAction, **kw)
         elif f.name in required:
-            ap.add_argument(flag, required=True, type=types.get(f.type, str))
+            ap.add_argument(flag, required=True, type=types.get(f.type, str), **kw)
         else:
-            ap.add_argument(flag, type=types.get(f.type, str), default=f.default)
+            ap.add_argument(flag, type=types.get(f.type, str), default=f.default, **kw)
     ap.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     ap.add_argument("--resume", action="store_true", help="continue the interrupted run in --out from its last checkpoint")
     args = vars(ap.parse_args(argv))

@@ -28,6 +28,7 @@ import pandas as pd
 
 from common import io
 from common.cli import UserError, run
+from common.config import HelpFormatter
 from experiments.results import LAST, load_runs, paired_vs, seed_pairs
 
 
@@ -119,7 +120,7 @@ def teacher_score(dirs) -> float | None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("sweep_dirs", nargs="+", help="sweep dirs (runs/cpu runs/cpu_e45 ...)")
     ap.add_argument("--out", default="", help="where epochs.csv and epochs.png go (default: FIRST_SWEEP_DIR/epochs)")
     ap.add_argument("--model", default="", help="only this student model's configurations (unet4): one model's curve")

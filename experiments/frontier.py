@@ -32,6 +32,7 @@ import pandas as pd
 
 from common import io
 from common.cli import UserError, run
+from common.config import HelpFormatter
 from experiments.results import LAST, bootstrap_ci, load_runs, seed_pairs
 from training.naming import model_name
 
@@ -428,9 +429,7 @@ def plot_title(x: str | None, pi: pd.DataFrame | None, benches: list) -> str:
 
 
 def parse_args(argv) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(
-        prog="python -m experiments.frontier", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(prog="python -m experiments.frontier", description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("sweep_dir", help="a folder of run dirs (distill_train.py, the sweep)")
     ap.add_argument("--data", default="", help="Kaggle TGS folder or .npz for the exports' calibration and parity (default: each run's)")
     ap.add_argument("--pi-csv", default="", help="pi/benchmark.py --csv of the board: its latency as extra columns")

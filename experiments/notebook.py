@@ -6,22 +6,25 @@ SWEEP_DIR=runs/quick python -m experiments.notebook notebooks/compare_students.i
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 from common import io
 from common.cli import UserError, run
+from common.config import HelpFormatter
 
 
 def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m experiments.notebook", description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("src", metavar="IN.ipynb", help="the notebook to execute (its cells run in its own folder)")
+    ap.add_argument("dst", metavar="OUT.ipynb", help="where the executed notebook, outputs included, is written")
+    args = ap.parse_args(argv)
+
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        raise UserError("usage: python -m experiments.notebook IN.ipynb OUT.ipynb")
-    src, dst = Path(argv[0]), Path(argv[1])
+    src, dst = Path(args.src), Path(args.dst)
     nb = nbformat.read(src, as_version=4)
     try:
         NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(src.parent)}}).execute()

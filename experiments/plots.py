@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from common.cli import UserError, run
+from common.config import HelpFormatter
 from experiments.results import label, load_runs
 
 
@@ -180,24 +181,28 @@ def read_export(path) -> dict:
 def main(argv=None) -> int:
     """python -m experiments.plots SWEEP_DIR OUT_DIR [TITLE]: the README's figures, <name>_scores.png,
     <name>_learning_curves.png and, where T or lambda was varied, <name>_t_lambda.png."""
-    import sys
+    import argparse
 
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) not in (2, 3) or not Path(argv[0]).is_dir():
-        raise UserError("usage: python -m experiments.plots SWEEP_DIR OUT_DIR [TITLE]")
-    df = load_runs(argv[0])
+    ap = argparse.ArgumentParser(prog="python -m experiments.plots", description=main.__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a folder of run dirs (a sweep); its name starts each file name")
+    ap.add_argument("out_dir", metavar="OUT_DIR", help="where the .png files go (made if missing)")
+    ap.add_argument("title", metavar="TITLE", nargs="?", default="", help="title over the scores and T/lambda figures")
+    args = ap.parse_args(argv)
+    if not Path(args.sweep_dir).is_dir():
+        raise UserError(f"SWEEP_DIR {args.sweep_dir} is not a folder (python -m experiments.plots SWEEP_DIR OUT_DIR [TITLE])")
+    df = load_runs(args.sweep_dir)
     if df.empty:
-        raise UserError(f"no finished runs under {argv[0]}")
-    out, name = Path(argv[1]), Path(argv[0]).name
+        raise UserError(f"no finished runs under {args.sweep_dir}")
+    out, name = Path(args.out_dir), Path(args.sweep_dir).name
     out.mkdir(parents=True, exist_ok=True)
-    config_scores(df, title=argv[2] if len(argv) > 2 else "").savefig(out / f"{name}_scores.png", dpi=110)
+    config_scores(df, title=args.title).savefig(out / f"{name}_scores.png", dpi=110)
     fig = learning_curves(sorted(df[(df.kind == "student") & (df.seed == 0)].path))
     fig.tight_layout()
     fig.savefig(out / f"{name}_learning_curves.png", dpi=110)
     written = [out / f"{name}_scores.png", out / f"{name}_learning_curves.png"]
     kd = df[(df.kind == "student") & (df.lam > 0)]
     if kd.temperature.nunique() > 1 or kd.lam.nunique() > 1:  # T or lambda was varied: the score-vs-T/lambda figure
-        t_lambda(df, title=argv[2] if len(argv) > 2 else "").savefig(out / f"{name}_t_lambda.png", dpi=110)
+        t_lambda(df, title=args.title).savefig(out / f"{name}_t_lambda.png", dpi=110)
         written.append(out / f"{name}_t_lambda.png")
     print("wrote " + ", ".join(map(str, written)))
     return 0

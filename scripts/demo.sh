@@ -2,7 +2,7 @@
 # The demo (README command 1): build .venv from requirements.txt if needed, then run the whole
 # pipeline on embedded synthetic data: teacher -> baseline and distilled students (2 seeds) ->
 # results table -> TFLite export (fp32/fp16/int8) with parity -> the Raspberry Pi program ->
-# the quality-vs-latency frontier -> the notebook executed to HTML. About 10 minutes on a 2-core CPU.
+# the quality-vs-latency frontier -> the comparison notebook executed with its outputs (runs/quick/compare_students.ipynb). About 12 minutes on an idle 2-core CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import keras, tensorflow, torch, tflite_runtime" 2>/dev/null; then

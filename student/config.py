@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from common.cli import UserError, check_range
+from common.config import option
 from data.augment import AUGMENTS
 from distill.losses import FEATURE_LOSSES, SCALE_RULES
 from training.config import TrainConfig, validate_common
@@ -14,26 +15,43 @@ from training.naming import DEFAULT_FEATURE_LAYERS, feature_pairs
 
 @dataclass(frozen=True)
 class DistillConfig(TrainConfig):
-    base_filters: int = 4  # 4 -> 122 k params, 1/16 of the 1.94 M teacher
-    teacher: tuple = ()  # trained teacher .keras file(s); several = an ensemble (mean logits)
-    teacher_weights: tuple = ()  # ensemble weights, one per teacher (default equal); with --teacher-cache they must match the cache's
-    teacher_cache: str = ""  # cached teacher logits (python -m teacher.cache): no teacher in the graph
-    lam: float = 0.9  # weight of the soft term; 0 = hard-only baseline, 1 = soft only
-    temperature: float | str = (
-        2.0  # T: softens both teacher and student sigmoids; "auto" = the teacher's NLL-optimal T on the validation split
+    out: str = option(
+        "run dir: config, split, history, model, metrics (default: runs/RUN_NAME, e.g. runs/unet4_from_unet16_T2_l0.9_sT_s0)", ""
     )
-    scale: str = "T"  # s(T): "T" (design card, sigmoid outputs), "T2" (Hinton), "1"
-    unlabelled: tuple = ()  # folders (or .npz caches) of unlabelled images: soft term only
-    n_unlabelled: int = 16  # unlabelled images added to each batch of `batch_size` labelled ones
-    teacher_tta: bool = False  # with --teacher-cache: soft target from the flip-averaged cached logits (image and flipped image)
-    lovasz_epochs: int = 0  # the last N of --epochs train with the Lovasz hinge as the hard term (BCE before); 0 = BCE throughout
-    tune_threshold: bool = False  # after training, pick the mask threshold (0.30..0.70) with the best validation Kaggle mAP -> sidecar
+    base_filters: int = option("width: filters of the first level, doubled at each level (4: 122 k params, 1/16 of the unet16 teacher)", 4)
+    teacher: tuple = option("trained teacher .keras file(s); several = an ensemble (mean logits)", ())
+    teacher_weights: tuple = option(
+        "ensemble weights, one per --teacher (default equal); with --teacher-cache they must match the cache's", ()
+    )
+    teacher_cache: str = option("cached teacher logits (python -m teacher.cache): no teacher in the graph", "")
+    lam: float = option("lambda, the weight of the soft term; 0 = hard-only baseline, 1 = soft only", 0.9)
+    temperature: float | str = option(
+        'T: softens both teacher and student sigmoids; "auto" = the teacher\'s NLL-optimal T on the validation split', 2.0
+    )
+    scale: str = option('s(T), the soft term\'s factor: "T" (sigmoid outputs), "T2" (Hinton), "1"', "T", choices=SCALE_RULES)
+    unlabelled: tuple = option("folders (or .npz caches) of unlabelled images: soft term only", ())
+    n_unlabelled: int = option("unlabelled images added to each batch of --batch-size labelled ones", 16)
+    teacher_tta: bool = option("with --teacher-cache: soft target from the flip-averaged cached logits (image and flipped image)", False)
+    lovasz_epochs: int = option("the last N of --epochs train with the Lovasz hinge as the hard term (BCE before); 0 = BCE throughout", 0)
+    tune_threshold: bool = option(
+        "after training, pick the mask threshold (0.30..0.70) with the best validation Kaggle mAP -> the model's sidecar", False
+    )
     # feature distillation (distill.losses): needs the teacher in the graph (--teacher, one model; a cache holds no features)
-    feature_loss: str = ""  # "" = off; "fitnets" (hints, 1x1 adapter, MSE), "at" (attention transfer), "cwd" (channel-wise, tau 4)
-    feature_weight: float = 1.0  # weight of the feature term added to the total loss
-    feature_layers: tuple = DEFAULT_FEATURE_LAYERS  # STUDENT_LAYER:TEACHER_LAYER stage names (enc{i}_out, mid_out, dec{i}_out, head_out)
-    augment: str = "flip"  # "flip": horizontal flips (earlier versions); "strong": + shifts, zoom, brightness/contrast (data.augment)
-    mixup: float = 0.0  # alpha of Beta(alpha, alpha) mixup of pairs of unlabelled images (soft term only); 0 = off
+    feature_loss: str = option(
+        '"" = off; "fitnets" (hints, 1x1 adapter, MSE), "at" (attention transfer), "cwd" (channel-wise, tau 4); needs one --teacher',
+        "",
+        choices=("", *FEATURE_LOSSES),
+    )
+    feature_weight: float = option("weight of the feature term added to the total loss", 1.0)
+    feature_layers: tuple = option(
+        "STUDENT_LAYER:TEACHER_LAYER pairs of stage names (enc{i}_out, mid_out, dec{i}_out, head_out)", DEFAULT_FEATURE_LAYERS
+    )
+    augment: str = option(
+        '"flip": horizontal flips (earlier versions); "strong": + shifts, zoom, brightness/contrast (data.augment)',
+        "flip",
+        choices=AUGMENTS,
+    )
+    mixup: float = option("alpha of Beta(alpha, alpha) mixup of pairs of unlabelled images (soft term only); 0 = off", 0.0)
 
 
 def validate(cfg: DistillConfig) -> None:
@@ -76,7 +94,7 @@ def notes(cfg: DistillConfig) -> list[str]:
     if cfg.lovasz_epochs and cfg.monitor == "mean_iou":
         out.append(
             "note: --lovasz-epochs with --monitor mean_iou: the Lovasz finish raises Kaggle mAP and can lower mean IoU, so the kept "
-            "best epoch may be one from before the finish (cpu preset, seed 1: epoch 12 of 15); --monitor kaggle_map keeps the finish "
+            "best epoch may be one from before the finish; --monitor kaggle_map keeps the finish "
             "in the running, and metrics.json's val_last scores the last epoch either way"
         )
     return out

@@ -1,4 +1,4 @@
-"""Teacher-output cache: the teacher's logits for every image and its horizontal flip, computed once.
+r"""Teacher-output cache: the teacher's logits for every image and its horizontal flip, computed once.
 
     python -m teacher.cache --teacher runs/cpu/teacher/teacher.keras --data cache/tgs.npz \
         --unlabelled cache/tgs.npz --out runs/cpu/teacher/cache
@@ -51,6 +51,7 @@ from tqdm import tqdm
 
 from common import io
 from common.cli import UserError, run
+from common.config import HelpFormatter
 from common.io import file_sha256
 from data.pipeline import prep_images
 from data.tgs import (
@@ -344,7 +345,7 @@ def build_cache_from_probabilities(
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument(
         "--teacher", action="extend", nargs="+", help="teacher .keras; several for an ensemble (--teacher A B or --teacher A --teacher B)"
@@ -356,8 +357,8 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--unlabelled", action="extend", nargs="+", default=[], help="unlabelled image folder(s) or .npz (--unlabelled A B or repeated)"
     )
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--out", required=True, help="cache folder (logits.npy + meta.json); the students' --teacher-cache")
+    ap.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     ap.add_argument(
         "--batch-size",
         type=int,

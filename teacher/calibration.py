@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 from common.cli import UserError, run
+from common.config import HelpFormatter
 from data.pipeline import prep_images
 from data.split import load_split
 from data.tgs import load_data
@@ -28,9 +29,9 @@ from pi.tgs_common import postprocess
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--teacher", required=True)
-    ap.add_argument("--data", required=True)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--teacher", required=True, help="trained teacher .keras (its logits are scored)")
+    ap.add_argument("--data", required=True, help="Kaggle TGS folder or .npz cache with the labels")
     ap.add_argument("--split", default="", help="split.json (default: next to the teacher)")
     args = ap.parse_args(argv)
     model = load_teacher(args.teacher)

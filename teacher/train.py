@@ -23,7 +23,7 @@ from pathlib import Path
 from common import io
 from common.backend import set_precision
 from common.cli import UserError, run
-from common.config import parse_args, show
+from common.config import option, parse_args, show
 from common.devices import device_report
 from common.distribute import data_parallel, describe
 from distill.graph import build_training_graph
@@ -36,17 +36,20 @@ from training.config import TrainConfig, validate_common
 from training.loop import fit
 from training.runs import batches, final_metrics, load_split_data, start_run, write_metrics
 
+LOSSES = ("bce", "bce_dice")  # --loss
+
 
 @dataclass(frozen=True)
 class TeacherConfig(TrainConfig):
-    out: str = ""  # run dir (required): config, split, history, model, metrics
-    base_filters: int = 16  # 16 -> 1.94 M params, the classic Kaggle Keras U-Net size
-    loss: str = "bce"  # "bce" or "bce_dice"; BCE teachers distil better (shared/REFERENCE.md)
+    base_filters: int = option(
+        "width: filters of the first level, doubled at each level (16: 1.94 M params, the classic Kaggle Keras U-Net)", 16
+    )
+    loss: str = option('"bce" or "bce_dice" (BCE + soft Dice); BCE teachers distil better (shared/REFERENCE.md)', "bce", choices=LOSSES)
 
 
 def validate(cfg: TeacherConfig) -> None:
     validate_common(cfg)
-    if cfg.loss not in ("bce", "bce_dice"):
+    if cfg.loss not in LOSSES:
         raise UserError(f"--loss {cfg.loss!r} must be 'bce' or 'bce_dice'")
 
 

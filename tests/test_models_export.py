@@ -125,7 +125,7 @@ def test_lraspp_int8_keeps_the_stem_at_the_relu6_step_whatever_the_head(exported
 
 
 def test_export_notes_a_quantized_file_off_the_keras_model(exported):
-    """More than 0.005 mean IoU off the Keras model (issue 14's parity bar) is a `note:` line; at the bar, none."""
+    """More than 0.005 mean IoU off the Keras model (the int8 parity bar of the Pi frontier) is a `note:` line; at the bar, none."""
     out, _ = exported
     notes = json.loads((out / "parity_notes.json").read_text())
     assert len(notes) == 1 and notes[0].startswith("note: int8 mean IoU is -0.0092 off the Keras model's"), notes

@@ -47,13 +47,26 @@ def test_saved_student_is_the_student_alone(runs):
     assert not any("teacher" in layer.name or layer.name == "loss" for layer in student.layers)
 
 
-def test_evaluate_matches_metrics_json(runs, synth_dir):
+def test_evaluate_matches_metrics_json(runs, synth_dir, tmp_path):
+    """evaluate.py gives the run's validation scores, and with --per-image the per-image counts and Kaggle scores that
+    training stored in metrics.json (the same ids, the same numbers)."""
+    import pandas as pd
+
     for name, model in (("teacher", "teacher.keras"), ("kd", "student.keras")):
-        out = json.loads(cli("evaluate.py", "--model", runs[name] / model, "--data", synth_dir).stdout)
-        m = json.loads((runs[name] / "metrics.json").read_text())["val"]
-        assert out["n_images"] == m["n_images"]
+        csv = tmp_path / f"{name}.csv"
+        out = json.loads(cli("evaluate.py", "--model", runs[name] / model, "--data", synth_dir, "--per-image", csv).stdout)
+        met = json.loads((runs[name] / "metrics.json").read_text())
+        m = met["val"]
+        assert out["n_images"] == m["n_images"] and out["per_image"] == str(csv)
         for k in ("mean_iou", "salt_iou", "kaggle_map"):
             assert abs(out[k] - m[k]) < 1e-4, (name, k, out[k], m[k])
+        rows = pd.read_csv(csv, dtype={"id": str})
+        assert list(rows.columns) == ["id", "tp", "fp", "fn", "tn", "kaggle"] and list(rows.id) == met["val_ids"]
+        assert (rows[["tp", "fp", "fn", "tn"]].sum(axis=1) == 101 * 101).all()
+        assert rows[["tp", "fp", "fn", "tn"]].to_numpy().tolist() == met["val_counts_per_image"]
+        np.testing.assert_allclose(rows.kaggle, met["val_kaggle_per_image"], atol=1e-4)
+    refused = cli("evaluate.py", "--model", runs["kd"] / "student.keras", "--data", synth_dir, "--per-image", csv, check=False)
+    assert refused.returncode == 2 and refused.stderr.strip().startswith("error:") and "--overwrite" in refused.stderr
 
 
 def test_evaluate_pred_masks(tmp_path, synth_dir):

@@ -11,38 +11,55 @@ from dataclasses import dataclass
 
 from common.backend import PRECISIONS
 from common.cli import UserError, check_range
+from common.config import option
 from common.devices import ACCELERATORS
-from models.registry import arch_names, check_arch
+from models.registry import UPSAMPLE_MODES, arch_names, check_arch
 from training.naming import model_name
+
+# the fixed sets of values of --resize-mode and --monitor (--help lists them; validate_common checks them)
+RESIZE_MODES = ("pad", "resize")
+MONITORS = ("mean_iou", "kaggle_map", "salt_iou")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data: str  # Kaggle TGS folder or .npz cache from data.prepare
-    out: str = ""  # run dir: config, split, history, model, metrics
-    arch: str = "unet"  # architecture from models.registry (python -c "import models.registry as r; print(r.arch_names())")
-    base_filters: int = 16  # width: filters of the first level, doubled at each level
-    depth: int = 4  # poolings; the input size must be divisible by 2**depth
-    upsample: str = (
-        ""  # decoder x2: "transpose" or "bilinear" (int8-friendlier); "" = the architecture's default (unet: transpose, others: bilinear)
+    data: str = option("Kaggle TGS folder or .npz cache from data.prepare")
+    out: str = option("run dir: config, split, history, model, metrics", "")
+    arch: str = option("architecture (models.registry)", "unet", choices=arch_names)
+    base_filters: int = option("width: filters of the first level, doubled at each level", 16)
+    depth: int = option("poolings; the input size must be divisible by 2**depth", 4)
+    upsample: str = option(
+        'decoder x2: "transpose" or "bilinear" (int8-friendlier); "" = the architecture\'s default (unet: transpose, others: bilinear)',
+        "",
+        choices=("", *UPSAMPLE_MODES),
     )
-    input_size: int = 128  # 101 reflect-padded to 128: divisible by 16, no interpolation
-    resize_mode: str = "pad"  # "pad" keeps the original pixels; "resize" interpolates
-    epochs: int = 30  # the best epoch is kept, so more is safe, only slower
-    batch_size: int = 32  # fits any GPU and a CPU
-    lr: float = 2e-3  # AdamW peak, cosine schedule with 10% warm-up
-    weight_decay: float = 1e-4  # AdamW decoupled decay
-    val_fraction: float = 0.1  # coverage-stratified validation share (when no split file is used)
-    split_seed: int = 0  # fixed across runs so teacher and students share one validation set
-    split_file: str = ""  # reuse a saved split.json instead of making one
-    seed: int = 0  # weights, shuffling and flips: vary it, keep the split
-    flip: bool = True  # horizontal flips only: seismic has an up and a down
-    monitor: str = "mean_iou"  # validation metric that picks the best epoch
-    tensorboard: bool = False  # also log each epoch to RUN_DIR/tensorboard (needs tensorflow + tensorboard)
-    devices: int = 1  # data-parallel replicas (GPUs); jax or tensorflow backend; batch_size must be a multiple
-    accelerator: str = "auto"  # auto: refuse to train on the CPU when an NVIDIA GPU is present but unseen; gpu: require one; cpu: intended
-    precision: str = "float32"  # or mixed_bfloat16 (bfloat16 compute on GPUs; loss layer, teacher head and saved model in float32)
-    max_train: int = 0  # use only the first N training images (0 = all); for quick checks
+    input_size: int = option("model input side: 101 reflect-padded to 128 is divisible by 16, no interpolation", 128)
+    resize_mode: str = option('"pad" keeps the original pixels (reflect padding); "resize" interpolates', "pad", choices=RESIZE_MODES)
+    epochs: int = option(
+        "training epochs (cosine schedule over all of them); the epoch that scores best on --monitor is kept, picked on the "
+        "validation images themselves (which flatters it), and metrics.json's val_last scores the last epoch",
+        30,
+    )
+    batch_size: int = option("labelled images per step; fits any GPU and a CPU", 32)
+    lr: float = option("AdamW peak learning rate, cosine schedule with 10% warm-up", 2e-3)
+    weight_decay: float = option("AdamW decoupled weight decay", 1e-4)
+    val_fraction: float = option("coverage-stratified validation share (when no split file is used)", 0.1)
+    split_seed: int = option("seed of the validation split: fixed across runs so teacher and students share one validation set", 0)
+    split_file: str = option("reuse a saved split.json instead of making one", "")
+    seed: int = option("seed of the weights, shuffling and flips: vary it, keep the split", 0)
+    flip: bool = option("random horizontal flips (only: seismic has an up and a down)", True)
+    monitor: str = option("validation metric that picks the best epoch", "mean_iou", choices=MONITORS)
+    tensorboard: bool = option("also log each epoch to RUN_DIR/tensorboard (needs tensorflow + tensorboard)", False)
+    devices: int = option("data-parallel replicas (GPUs); jax or tensorflow backend; --batch-size must be a multiple", 1)
+    accelerator: str = option(
+        "auto: refuse to train on the CPU when an NVIDIA GPU is present but unseen; gpu: require one; cpu: intended",
+        "auto",
+        choices=ACCELERATORS,
+    )
+    precision: str = option(
+        "mixed_bfloat16: bfloat16 compute on GPUs (loss layer, teacher head and saved model in float32)", "float32", choices=PRECISIONS
+    )
+    max_train: int = option("use only the first N training images (0 = all); for quick checks", 0)
 
     @property
     def model_name(self) -> str:
@@ -54,15 +71,15 @@ def validate_common(cfg: TrainConfig) -> None:
     """Checks shared by teacher and student configs; each failure names the flag and value."""
     if cfg.arch not in arch_names():
         raise UserError(f"--arch {cfg.arch!r} is not an architecture; choose one of {', '.join(arch_names())}")
-    if cfg.upsample not in ("", "transpose", "bilinear"):
+    if cfg.upsample and cfg.upsample not in UPSAMPLE_MODES:
         raise UserError(f"--upsample {cfg.upsample!r} must be 'transpose' or 'bilinear'")
     try:
         check_arch(cfg.arch, (cfg.input_size, cfg.input_size, 1), cfg.base_filters, cfg.depth, cfg.upsample)
     except ValueError as e:
         raise UserError(f"--arch {cfg.arch} --base-filters {cfg.base_filters} --depth {cfg.depth}: {e}") from None
-    if cfg.monitor not in ("mean_iou", "kaggle_map", "salt_iou"):
+    if cfg.monitor not in MONITORS:
         raise UserError(f"--monitor {cfg.monitor!r} must be mean_iou, kaggle_map or salt_iou")
-    if cfg.resize_mode not in ("pad", "resize"):
+    if cfg.resize_mode not in RESIZE_MODES:
         raise UserError(f"--resize-mode {cfg.resize_mode!r} must be 'pad' or 'resize'")
     for name in ("epochs", "batch_size", "base_filters", "depth", "devices"):
         if getattr(cfg, name) < 1:
