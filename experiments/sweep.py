@@ -53,13 +53,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from common.cli import UserError, run
+from common.config import HelpFormatter
 from common.io import acquire_lock, is_locked, release_lock
 from data.augment import AUGMENTS
 from data.synthetic import generate
 from data.tgs import count_unlabelled
 from distill.cache import ensemble_label
-from experiments.results import format_summary, write_tables
-from training.naming import FEATURE_LOSSES, RunSpec, model_name
+from experiments.results import format_summary, read_metrics, write_tables
+from training.naming import DEFAULT_UPSAMPLE, FEATURE_LOSSES, RunSpec, model_name
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 3.0  # how often a shard looks again at a teacher or cache that another shard is making
@@ -83,26 +84,78 @@ class Job:
     needs: tuple[Path, ...] = ()
     kind: str = "student"  # "teacher" | "cache" | "probabilities" | "student"
 
+    def finished(self) -> bool:
+        """Its done file is there and, for a run (metrics.json), can be read: a truncated or empty metrics.json (a full
+        disk, a copy cut short) is not a finished run, so the sweep trains it again instead of counting it."""
+        if not self.done.exists():
+            return False
+        if self.done.name != "metrics.json":
+            return True
+        try:
+            read_metrics(self.run_dir)
+        except UserError:
+            return False
+        return True
+
     def argv(self, resume: bool | None = None) -> list[str]:
         """The command as the sweep runs it: --resume after an interrupted run (checkpoint.json), else --overwrite."""
         resume = (self.run_dir / "checkpoint.json").exists() if resume is None else resume
         return [*self.cmd, "--resume" if resume else "--overwrite"]
 
 
+# what a preset may hold (the module docstring says what each is); anything else is a misspelling, refused at once
+PRESET_KEYS = (
+    "name",
+    "description",
+    "data",
+    "synthetic",
+    "teacher",
+    "teacher_path",
+    "teacher_cache",
+    "ensemble_seeds",
+    "student",
+    "unlabelled_extra",
+    "unlabelled_all_count",
+    "grid",
+    "seeds",
+)
+
+
 def load_config(path) -> dict:
+    """A preset, checked before anything is planned or trained: a JSON object with "name", "grid" and a non-empty list
+    of integer "seeds", no key outside PRESET_KEYS, and every architecture it names known (training.naming's registry
+    mirror). One UserError naming the preset and the key otherwise."""
     try:
         cfg = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read sweep config {path}: {e}") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"sweep config {path} must be a JSON object, not {type(cfg).__name__}")
     for key in ("name", "grid", "seeds"):
         if key not in cfg:
             raise UserError(f"sweep config {path} has no {key!r}")
+    unknown = sorted(set(cfg) - set(PRESET_KEYS))
+    if unknown:
+        raise UserError(f"sweep config {path}: unknown key {unknown[0]!r} (known: {', '.join(PRESET_KEYS)})")
+    seeds = cfg["seeds"]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
+        raise UserError(f'sweep config {path}: "seeds" must be a non-empty list of integers, not {json.dumps(seeds)}')
+    grids = cfg["grid"] if isinstance(cfg["grid"], list) else [cfg["grid"]]
+    if not grids or not all(isinstance(g, dict) for g in grids):
+        raise UserError(f'sweep config {path}: "grid" must be an object or a non-empty list of objects')
+    for part in ("teacher", "student"):
+        if part in cfg and not isinstance(cfg[part], dict):
+            raise UserError(f"sweep config {path}: {part!r} must be an object of its script's flags")
+    models = [cfg.get("student", {})] + [m for g in grids for m in (g.get("model") or []) if isinstance(m, dict)]
+    for m in models:
+        if m.get("arch", "unet") not in DEFAULT_UPSAMPLE:
+            raise UserError(f"sweep config {path}: unknown arch {m['arch']!r} (known: {', '.join(DEFAULT_UPSAMPLE)})")
     return cfg
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--config", required=True, help="sweep config JSON (experiments/configs/*.json; its keys: above)")
     ap.add_argument("--data", default="", help="override the config's data")
     ap.add_argument("--out", default="", help="sweep dir (default runs/<name>)")
     ap.add_argument("--teacher", default="", help="reuse this trained teacher .keras instead of training one")
@@ -298,6 +351,24 @@ def sweep_dir(cfg: dict, args) -> Path:
 def data_dir(cfg: dict, args) -> str:
     data = args.data or cfg.get("data", "synthetic")
     return str(sweep_dir(cfg, args) / "data") if data == "synthetic" else data
+
+
+def require_data(cfg: dict, args) -> None:
+    """The data a sweep reads (--data, else the config's "data") must exist before anything is planned or trained: one line
+    that says how to make it. A preset's cache (cache/tgs.npz) is not in a fresh clone: data.prepare makes it."""
+    data = args.data or cfg.get("data", "synthetic")
+    if data == "synthetic" or Path(data).exists():
+        return
+    if args.data:
+        raise UserError(f"--data {data} does not exist")
+    if Path(data).suffix == ".npz":
+        how = (
+            f"make it with python -m data.prepare --data KAGGLE_ZIP_OR_DIR --out {data} --max-unlabelled 1000 "
+            '(README, "Get the data"), or pass --data'
+        )
+    else:
+        how = "pass --data (a cache made by python -m data.prepare, or the Kaggle folder)"
+    raise UserError(f"{args.config} reads {data}, which does not exist: {how}")
 
 
 def teacher_model(cfg: dict, teacher_path: str) -> str:
@@ -496,8 +567,7 @@ def prepare_inputs(cfg: dict, args, say=print) -> None:
         raise UserError(f"teacher {teacher} does not exist")
     data = Path(data_dir(cfg, args))
     if (args.data or cfg.get("data", "synthetic")) != "synthetic":
-        if not data.exists():
-            raise UserError(f"data {data} does not exist")
+        require_data(cfg, args)
         return
     if (data / "train").exists():
         return
@@ -536,7 +606,7 @@ def _duration(s: float) -> str:
 
 def estimate(jobs: list[Job], sweep: Path) -> str:
     """How many runs are left, and how long they take at the speed of the runs already finished in the sweep dir."""
-    todo = [j for j in jobs if j.kind in ("teacher", "student") and not j.done.exists()]
+    todo = [j for j in jobs if j.kind in ("teacher", "student") and not j.finished()]
     if not todo:
         return "0 runs to go"
     measured = {"teacher": [], "student": []}
@@ -586,13 +656,15 @@ def _claim(job: Job, claims: Path, wait: bool, say) -> str:
 
     With wait, a job another process runs is looked at every POLL_S seconds until it is done or its lock is gone."""
     waiting = False
-    while not job.done.exists():
+    if job.done.exists() and not job.finished():
+        say(f"{job.name}: {job.done} cannot be read; training it again")
+    while not job.finished():
         missing = [str(n) for n in job.needs if not Path(n).exists()]
         if missing:  # another sweep (or a person) is making what it needs right now
             say(f"{job.name}: skipped, waiting for {missing[0]}")
             return "busy"
         if _take(job, claims):
-            if not job.done.exists():
+            if not job.finished():
                 return "mine"
             release_lock(claims / job.name)  # finished between the first look and the claim
             break
@@ -662,11 +734,13 @@ def report(sweep: Path, failed: list[str], busy: list[str]) -> int:
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config)
+    if not args.dry_run:  # a dry run plans from the config alone, data or not
+        require_data(cfg, args)
     jobs = plan(cfg, args)
     sweep = sweep_dir(cfg, args)
     if args.list:  # the jobs still to do, as commands for GNU parallel or a job array; notes go to stderr
         prepare_inputs(cfg, args, say=lambda m: print(m, file=sys.stderr))
-        pending = [j for j in jobs if not j.done.exists()]
+        pending = [j for j in jobs if not j.finished()]
         mine = [j for j in pending if not (is_locked(j.run_dir) or is_locked(sweep / ".claims" / j.name))]
         for job in mine:
             print(shlex.join(job.argv()))

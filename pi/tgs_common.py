@@ -34,6 +34,9 @@ def rle_decode(rle, shape=(ORIG_SIZE, ORIG_SIZE)) -> np.ndarray:
             nums.append(int(p))
         except ValueError:
             raise ValueError(f"RLE holds a non-integer: {p!r}") from None
+    big = [n for n in nums if abs(n) > 2 * h * w + 2]  # beyond any pixel; also keeps numpy's int64 from overflowing
+    if big:
+        raise ValueError(f"RLE value {big[0]} is out of range for a {h}x{w} mask")
     nums = np.array(nums, dtype=np.int64)
     if len(nums) % 2:
         raise ValueError(f"RLE has an odd number of values ({len(nums)})")

@@ -682,3 +682,60 @@ def test_given_teacher_without_split_file(sweep, tmp_path):
         json.loads((tmp_path / "out" / r / "split.json").read_text()) for r in ("unet2_baseline_s0", "unet2_from_unet4_T2_l0.9_sT_s0")
     ]  # named after the given teacher
     assert splits[0] == splits[1]
+
+
+def test_a_run_with_a_broken_metrics_json_is_not_finished(sweep, tmp_path):
+    """A run whose metrics.json is truncated (a full disk, a copy cut short) or empty is not counted as finished:
+    --list hands it out again (with --overwrite), and experiments.results names it instead of dropping it."""
+    import shlex
+    import shutil
+
+    from experiments.results import unreadable_runs
+    from experiments.sweep import Job
+
+    root, _ = sweep
+    out = tmp_path / "out"
+    shutil.copytree(root / "out", out, ignore=shutil.ignore_patterns("*.keras", "cache*", "tensorboard"))
+    cut, empty = out / "unet2_baseline_s0", out / "unet2_baseline_s1"
+    (cut / "metrics.json").write_text((cut / "metrics.json").read_text()[:50])
+    (empty / "metrics.json").write_text("{}")
+    assert not Job("b", cut, cut / "metrics.json", ("x",)).finished()
+    assert Job("t", out / "teacher", out / "teacher" / "metrics.json", ("x",)).finished()
+    p = subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", "--config", str(root / "tiny.json"), "--out", str(out), "--list"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    listed = [shlex.split(line) for line in p.stdout.splitlines()]
+    names = [Path(c[c.index("--out") + 1]).name for c in listed if c[1] == "distill_train.py"]
+    assert sorted(names) == ["unet2_baseline_s0", "unet2_baseline_s1"] and all(c[-1] == "--overwrite" for c in listed)
+    assert sorted(Path(r).name for r, _ in unreadable_runs(out)) == ["unet2_baseline_s0", "unet2_baseline_s1"]
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"teacher_cahce": True}, "unknown key 'teacher_cahce'"),
+        ({"seeds": []}, '"seeds" must be a non-empty list of integers'),
+        ({"grid": {"lam": [0.9], "model": [{"arch": "unet"}, {"arch": "resnet"}]}}, "unknown arch 'resnet'"),
+        ({"student": {"arch": "unte", "epochs": 1}}, "unknown arch 'unte'"),
+    ],
+)
+def test_a_preset_that_plans_nonsense_is_refused_before_anything_runs(tmp_path, change, message):
+    """A misspelt key, an empty seed list or an unknown architecture: one line naming the preset and the key, exit 2,
+    before the teacher is trained (no sweep dir is made)."""
+    cfg = {**json.loads((ROOT / "experiments" / "configs" / "quick.json").read_text()), **change}
+    (tmp_path / "bad.json").write_text(json.dumps(cfg))
+    p = subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", "--config", str(tmp_path / "bad.json"), "--out", str(tmp_path / "out")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and p.stderr.startswith("error: sweep config")
+    assert message in p.stderr and str(tmp_path / "bad.json") in p.stderr
+    assert not (tmp_path / "out").exists()
