@@ -29,7 +29,7 @@ import pandas as pd
 from common import io
 from common.cli import UserError, run
 from common.config import HelpFormatter
-from experiments.results import LAST, load_runs, paired_vs, seed_pairs
+from experiments.results import LAST, format_unreadable, load_runs, paired_vs, seed_pairs, unreadable_runs
 
 
 def curve(dirs) -> pd.DataFrame:
@@ -133,6 +133,8 @@ def main(argv=None) -> int:
     out = Path(args.out) if args.out else dirs[0] / "epochs"
     if (out / "epochs.csv").exists() and not args.overwrite:
         raise UserError(f"{out / 'epochs.csv'} exists; pass --overwrite to replace it")
+    bad = [b for d in dirs for b in unreadable_runs(d)]
+    print(format_unreadable(bad), end="", file=sys.stderr, flush=True)
     table = curve(dirs)
     if args.model:
         keep = table.config.str.startswith(args.model + " ")
@@ -156,8 +158,8 @@ def main(argv=None) -> int:
             ci, seeds = (f"{d:+.4f} [{lo:+.4f},{hi:+.4f}]", f"{int(above)}/{r['n_seeds']}") if paired else ("", "")
             line += f" {ci:>{w}s} {seeds:>5s}"
         print(line)
-    print(f"wrote {out / 'epochs.csv'} and {out / 'epochs.png'}")
-    return 0
+    print(f"wrote {out / 'epochs.csv'} and {out / 'epochs.png'}" + (f"; {len(bad)} unreadable run(s) left out, named above" if bad else ""))
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import pandas as pd
 from common import io
 from common.cli import UserError, run
 from common.config import HelpFormatter
-from experiments.results import LAST, bootstrap_ci, load_runs, seed_pairs
+from experiments.results import LAST, bootstrap_ci, format_unreadable, load_runs, seed_pairs, unreadable_runs
 from training.naming import model_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -467,6 +467,8 @@ def main(argv=None) -> int:
     if (out / "frontier.csv").exists() and not args.overwrite:
         raise UserError(f"{out / 'frontier.csv'} exists; pass --overwrite to replace it")
     pi = read_bench_csv(args.pi_csv, "--pi-csv") if args.pi_csv else None
+    bad = unreadable_runs(root)
+    print(format_unreadable(bad), end="", file=sys.stderr, flush=True)
     students, teachers = read_runs(root)
     if students.empty:
         raise UserError(f"no finished student runs (config.json + metrics.json, no teacher.keras) under {root}")
@@ -481,8 +483,11 @@ def main(argv=None) -> int:
     with io.atomic_path(out / "frontier.png") as tmp:
         plot(f, teachers, x, plot_title(x, pi, benches)).savefig(tmp, dpi=110, format="png")
     print(format_table(f, local, pi_cols))
-    print(f"wrote {out / 'frontier.csv'} and {out / 'frontier.png'}")
-    return 0
+    print(
+        f"wrote {out / 'frontier.csv'} and {out / 'frontier.png'}"
+        + (f"; {len(bad)} unreadable run(s) left out, named above" if bad else "")
+    )
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -93,3 +93,19 @@ def test_model_keeps_one_models_curve(dirs, tmp_path, capsys):
     code, err = call(epochs.main, [str(d) for d in dirs] + ["--out", str(tmp_path / "p"), "--model", "sepunet8"], capsys)
     check(code, err, "the models here: lraspp4, unet4")
     assert not (tmp_path / "p").exists()
+
+
+def test_unreadable_runs_are_named_not_dropped(dirs, tmp_path, capsys):
+    """A run whose metrics.json is truncated: named with its reason on stderr, exit 1, the other runs tabled; the
+    frontier's reader skips a metrics.json of {} instead of failing on it (it names it the same way)."""
+    from experiments.frontier import read_runs
+
+    cut = dirs[0] / "unet4_baseline_s1" / "metrics.json"
+    cut.write_text(cut.read_text()[:30])
+    assert epochs.main([str(d) for d in dirs] + ["--out", str(tmp_path / "o")]) == 1
+    out = capsys.readouterr()
+    assert f"unreadable run {cut.parent}: {cut}: not valid JSON" in out.err and "1 unreadable run(s) left out" in out.out
+    empty = dirs[0] / "unet4_from_unet8_T2_l0.9_sT_unl_s0" / "metrics.json"
+    empty.write_text("{}")
+    students, _ = read_runs(dirs[0])
+    assert sorted(students.run) == ["unet4_baseline_s0", "unet4_from_unet8_T2_l0.9_sT_unl_s1"]
