@@ -4,11 +4,14 @@ Every model, JSON and CSV is written to a temporary file in the same directory a
 kill at any moment leaves the old file or the new one, never a truncated one. A run dir that
 already holds results is refused unless the user passes --overwrite, and a lock file stops two
 runs from writing the same dir at once.
+
+A full disk (or quota) while writing ends as `DiskFull(PATH)`, "no space left writing PATH", PATH the
+file being written (its final name), raised after the temp file or dir is removed: what was there
+before is untouched (common.cli prints it as one line).
 """
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import json
 import os
@@ -18,7 +21,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from common.cli import UserError
+from common.cli import DiskFull, UserError, at_exit, is_disk_full, quiet_disk_full
 
 RESULT_FILES = ("metrics.json", "history.csv", "teacher.keras", "student.keras")
 
@@ -29,20 +32,59 @@ def atomic_path(path, suffix=None):
 
     The temp name carries the writer's pid (`.NAME.tmpPID.XXXX.SUFFIX`): after a successful
     replace, the temp files of the same target left by killed writers (pid no longer alive) are
-    deleted, so a SIGKILL mid-write costs disk space only until the next successful write."""
+    deleted, so a SIGKILL mid-write costs disk space only until the next successful write.
+
+    A full disk while writing raises `DiskFull(path)` (after the temp file is removed); the writer's own
+    reports of it that Python would print meanwhile are dropped (common.cli.quiet_disk_full)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{_tmp_prefix(path.name)}{os.getpid()}.", suffix=suffix or path.suffix)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{_tmp_prefix(path.name)}{os.getpid()}.", suffix=suffix or path.suffix)
+    except OSError as e:
+        _raise_if_full(e, path)
+        raise
     os.close(fd)
     try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        with quiet_disk_full():
+            yield Path(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
+    except Exception as e:
+        _raise_if_full(e, path)
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     remove_stale_temps(path)
+
+
+def _raise_if_full(exc: BaseException, path: Path, inside: Path | None = None) -> None:
+    """Raise `DiskFull(path)` from `exc` when it says the disk is full. A DiskFull that names a file under
+    `inside` (a temp dir that becomes `path`) is renamed to the file's final place under `path`."""
+    if not is_disk_full(exc):
+        return
+    if isinstance(exc, DiskFull):
+        if inside is None:
+            raise exc
+        named = Path(exc.path)
+        raise DiskFull(path / named.relative_to(inside) if named.is_relative_to(inside) else named) from exc
+    named = getattr(exc, "filename", None)
+    if inside is not None and named and Path(named).is_relative_to(inside):
+        raise DiskFull(path / Path(named).relative_to(inside)) from exc
+    raise DiskFull(path) from exc
+
+
+@contextmanager
+def naming(path):
+    """An OSError raised in the body that names no file (a failed write or flush of an open file) is given
+    `path` as its filename, so a full disk is reported by the file being written (atomic_dir, common.cli)."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            e.filename = str(path)
+        raise
 
 
 def _tmp_prefix(name: str) -> str:
@@ -121,7 +163,9 @@ def atomic_dir(path):
     """Yield a new empty temp dir next to `path` (`.NAME.partial-PID`); on success fsync its files and
     swap it into place: the old `path` is renamed aside, the new dir renamed onto `path`, the old one
     deleted. A reader sees the old dir or the new one, never a mix of their files; a kill mid-swap
-    is undone by `recover_dir` on the next start. On failure the temp dir is deleted.
+    is undone by `recover_dir` on the next start. On failure the temp dir is deleted; a full disk
+    raises `DiskFull` naming the file being written at its final place (`path/NAME`: an OSError's
+    filename or an inner atomic_path's DiskFull), else `path` itself.
 
     Writers of the same `path` must hold one lock (the temp names carry only the pid)."""
     path = Path(path)
@@ -137,11 +181,17 @@ def atomic_dir(path):
         shutil.rmtree(p, ignore_errors=True)
     tmp.mkdir()
     try:
-        yield tmp
-        for f in tmp.iterdir():
-            if f.is_file():
-                fsync_path(f)
-        fsync_path(tmp)
+        try:
+            with quiet_disk_full():
+                yield tmp
+                for f in tmp.iterdir():
+                    if f.is_file():
+                        fsync_path(f)
+                fsync_path(tmp)
+        except Exception as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            _raise_if_full(e, path, inside=tmp)
+            raise
         if os.path.lexists(path):
             os.rename(path, aside)
             os.rename(tmp, path)
@@ -236,8 +286,13 @@ def acquire_lock(run_dir: Path, sibling: bool = False, what: str = "run dir") ->
             lock.unlink(missing_ok=True)  # stale lock of a killed run
             return acquire_lock(run_dir, sibling, what)
         raise UserError(f"{what} {run_dir} is in use by another run (pid {pid}, lock file {lock})") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+    except OSError as e:  # a lock left empty would read as held by a live run forever
+        lock.unlink(missing_ok=True)
+        _raise_if_full(e, lock)
+        raise
     _LOCKS.add(lock)
 
 
@@ -272,7 +327,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@atexit.register
+@at_exit  # atexit, and before a disk-full exit (common.cli, which skips the atexit handlers)
 def _release_all() -> None:
     for lock in list(_LOCKS):
         lock.unlink(missing_ok=True)

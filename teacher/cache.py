@@ -196,7 +196,8 @@ def claim(out: Path, overwrite: bool):
 def write_cache(out: Path, logits: np.ndarray, meta: dict) -> None:
     """logits.npy and meta.json into a fresh dir, swapped into place as one (see the module doc)."""
     with io.atomic_dir(out) as tmp:
-        np.save(tmp / "logits.npy", logits)
+        with io.naming(tmp / "logits.npy"):
+            np.save(tmp / "logits.npy", logits)
         io.write_json(tmp / "meta.json", meta)
 
 
@@ -232,7 +233,7 @@ def stream_logits(path: Path, heads, images, spec: dict, weights, chunk: int = C
         raise ValueError(f"chunk {chunk} must be a multiple of the batch size {batch}")
     size = int(spec["input_size"])
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False, "shape": (len(images), 2, size, size)}
-    with open(path, "wb") as f, tqdm(total=len(images), desc="teacher logits", unit="img", leave=False) as bar:
+    with io.naming(path), open(path, "wb") as f, tqdm(total=len(images), desc="teacher logits", unit="img", leave=False) as bar:
         np.lib.format.write_array_header_1_0(f, header)
         for s in range(0, len(images), chunk):
             part = images[s : s + chunk]

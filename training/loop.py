@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 import h5py
@@ -174,17 +175,30 @@ class LovaszPhase(keras.callbacks.Callback):
 CKPT_WEIGHTS, CKPT_STATE = "checkpoint.weights.h5", "checkpoint.json"
 
 
+class _H5Bytes(BytesIO):
+    """An in-memory `.weights.h5` file: Keras' save_weights takes a BytesIO (it checks the name's suffix through str())."""
+
+    def __str__(self) -> str:
+        return CKPT_WEIGHTS
+
+
 def save_checkpoint(train_model, run_dir: Path, state: dict) -> None:
     """Weights and optimizer state of the training graph, then the epoch state (both atomic).
 
     The weights file is stamped with its epoch before it is renamed into place; the state file is
     written last and names the epoch, so a kill between the two leaves a weights file one epoch ahead
     of the state, which the resume check below refuses.
+
+    HDF5 builds the file in memory and a plain write puts it on disk: a full disk then fails that write
+    (common.io: `no space left writing PATH`), never HDF5's own, after which h5py's deallocators report the
+    failed flush hundreds of times and its File.close can crash the process (SIGSEGV, seen on a full tmpfs).
     """
+    buf = _H5Bytes()
+    train_model.save_weights(buf)
+    with h5py.File(buf, "a") as f:
+        f.attrs["epoch"] = state["epoch"]
     with io.atomic_path(run_dir / CKPT_WEIGHTS, suffix=".weights.h5") as tmp:
-        train_model.save_weights(tmp)
-        with h5py.File(tmp, "a") as f:
-            f.attrs["epoch"] = state["epoch"]
+        tmp.write_bytes(buf.getbuffer())
     io.write_json(run_dir / CKPT_STATE, state)
 
 
