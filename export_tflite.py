@@ -8,7 +8,7 @@
     #   fp32         512.3    0.8...     0.7...     +0.0000      +0.0000       2.4e-07
     #   ...
     # and writes OUT/<name>_<format>.tflite, a sidecar OUT/<name>_<format>.tflite.json (the
-    # preprocessing the Pi must apply) and OUT/export.json (the table).
+    # preprocessing the Pi must apply, and the file's size_bytes and sha256) and OUT/export.json (the table).
 
 Formats: fp32; fp16 (float16 weights); int8 (int8 weights and activations, calibrated on
 `--calib` training images preprocessed exactly as in training; float input/output unless
@@ -40,7 +40,8 @@ import numpy as np
 
 from common import io
 from common.cli import UserError, run
-from pi.sidecar import sidecar_path
+from common.config import HelpFormatter
+from pi.sidecar import file_digest, sidecar_path
 
 FORMATS = ("fp32", "fp16", "int8")
 
@@ -185,7 +186,7 @@ def parity_row(fmt: str, path: Path, probs, keras_probs, scores: dict, base: dic
     }
 
 
-PARITY = 0.005  # |mean IoU of a quantized file - the Keras model's| above this gets a note (issue 14's parity bar)
+PARITY = 0.005  # |mean IoU of a quantized file - the Keras model's| above this gets a note (the int8 parity bar of the Pi frontier)
 
 
 def parity_notes(rows, limit: float = PARITY) -> list[str]:
@@ -209,11 +210,11 @@ def print_table(rows) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--model", required=True, help="a single-output .keras model of the project")
     ap.add_argument("--data", required=True, help="Kaggle TGS folder or .npz cache (calibration + parity)")
     ap.add_argument("--out", required=True, help="output folder")
-    ap.add_argument("--quant", default="fp32,fp16,int8", help="comma-separated formats: fp32, fp16, int8")
+    ap.add_argument("--quant", default=",".join(FORMATS), help=f"comma-separated formats, any of {', '.join(FORMATS)}")
     ap.add_argument("--int8-io", action="store_true", help="int8 input/output tensors (default: float in, float out)")
     ap.add_argument(
         "--output",
@@ -224,7 +225,7 @@ def main(argv=None) -> int:
     ap.add_argument("--calib", type=int, default=200, help="training images used to calibrate int8")
     ap.add_argument("--split", default="", help="split.json for calibration/parity (default: next to --model)")
     ap.add_argument("--name", default="", help="file name stem (default: the model file's stem)")
-    ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--overwrite", action="store_true", help="replace existing files of the same name in --out")
     args = ap.parse_args(argv)
 
     model_path, out = Path(args.model), Path(args.out)
@@ -265,6 +266,7 @@ def main(argv=None) -> int:
             "int8_io": bool(args.int8_io and fmt == "int8"),
             "model_name": model.name,
             "source": str(model_path),
+            **file_digest(path.read_bytes()),  # size_bytes, sha256: the Pi refuses a truncated or damaged copy
         }
         io.write_json(sidecar_path(path), side)
         probs = TFLiteModel(path, spec=side, threads=2).predict_probs(val.images)

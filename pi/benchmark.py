@@ -20,7 +20,9 @@ background load that comes and goes falls on all of them alike. MACs are counted
 DEPTHWISE_CONV_2D, TRANSPOSE_CONV and FULLY_CONNECTED ops and tensor shapes (n/a, an empty CSV cell, where
 this runtime does not list its ops). --csv refuses an existing file unless --overwrite; files are written
 atomically. Bad input (a missing or non-TFLite model, a bad --threads list, an existing --csv): one line
-`error: ...`, exit 2.
+`error: ...`, exit 2. Every model is checked before any is loaded, as by pi/infer.py (pi/runner.py's
+check_model_file): a truncated or damaged file (not the size/sha256 its sidecar records, or a flatbuffer whose
+offsets point past its end) is refused in one line, not handed to the runtime, which would crash on it.
 """
 
 from __future__ import annotations
@@ -47,9 +49,9 @@ def count_macs(interp) -> int | None:
     """Multiply-accumulates of CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV and FULLY_CONNECTED ops."""
     try:
         ops = interp._get_ops_details()
+        shapes = {t["index"]: t["shape"] for t in interp.get_tensor_details()}
     except (AttributeError, RuntimeError, ValueError):
         return None
-    shapes = {t["index"]: t["shape"] for t in interp.get_tensor_details()}
     total = 0
     for op in ops:
         name, ins, outs = op["op_name"], list(op["inputs"]), list(op["outputs"])

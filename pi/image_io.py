@@ -105,28 +105,62 @@ def _gray(im: Image.Image) -> np.ndarray:
     return a
 
 
+SUPPORTED_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA")  # the modes _gray may accept, depending on the pixels
+
+
+def _open(path, head: bytes, source) -> Image.Image:
+    """PIL's lazy open of `source` (the file's bytes or an open file; `head`: its first bytes), as an ImageError."""
+    try:
+        return Image.open(source)
+    except UnidentifiedImageError:
+        what = "corrupt PNG" if head[:8] == PNG_SIGNATURE else "not a PNG file"
+        raise ImageError(f"cannot read image {path}: {what} (Pillow cannot identify it)") from None
+    except Exception as e:  # noqa: BLE001 - PIL raises many kinds on a corrupt file
+        raise ImageError(f"cannot read image {path}: {_first_line(e)}") from None
+
+
+def _check_opened(path, im: Image.Image, head: bytes, size: int) -> None:
+    """The refusals the header decides (format, size, bit depth), in read_gray's order and words."""
+    if im.format != "PNG":
+        raise ImageError(f"cannot read image {path}: not a PNG file ({im.format or 'unknown'} data)")
+    w, h = im.size
+    if (w, h) != (size, size):
+        raise ImageError(f"image {path} is {w}x{h}, expected {size}x{size}")
+    if png_bit_depth(head) == 16 or im.mode.startswith("I;16"):
+        raise ImageError(f"image {path}: 16-bit image: expected 8-bit (PNG bit depth 16, mode {im.mode})")
+
+
+def check_header(path, size: int = ORIG_SIZE) -> None:
+    """What read_gray refuses from a PNG's header alone, with the same message, without decoding the pixels:
+    unreadable, not PNG, another size, 16-bit, a mode outside the table. A file that passes can still be refused
+    by read_gray for its pixels (colour, transparency) or for corrupt or truncated image data."""
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise ImageError(f"cannot read image {path}: {e.strerror or _first_line(e)}") from None
+    with f:
+        try:
+            head = f.read(64)
+            f.seek(0)
+        except OSError as e:
+            raise ImageError(f"cannot read image {path}: {e.strerror or _first_line(e)}") from None
+        with _open(path, head, f) as im:
+            _check_opened(path, im, head, size)
+            if im.mode not in SUPPORTED_MODES:
+                try:
+                    _gray(im)  # refuses by mode before it looks at a pixel: the same message as read_gray
+                except ValueError as e:
+                    raise ImageError(f"image {path}: {e}") from None
+
+
 def read_gray(path, size: int = ORIG_SIZE) -> np.ndarray:
     """A size x size 8-bit grayscale PNG -> (size, size) uint8; anything else raises ImageError naming the file."""
     try:
         data = Path(path).read_bytes()
     except OSError as e:
         raise ImageError(f"cannot read image {path}: {e.strerror or _first_line(e)}") from None
-    try:
-        im = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        what = "corrupt PNG" if data[:8] == PNG_SIGNATURE else "not a PNG file"
-        raise ImageError(f"cannot read image {path}: {what} (Pillow cannot identify it)") from None
-    except Exception as e:  # noqa: BLE001 - PIL raises many kinds on a corrupt file
-        raise ImageError(f"cannot read image {path}: {_first_line(e)}") from None
-    with im:
-        if im.format != "PNG":
-            raise ImageError(f"cannot read image {path}: not a PNG file ({im.format or 'unknown'} data)")
-        w, h = im.size
-        if (w, h) != (size, size):
-            raise ImageError(f"image {path} is {w}x{h}, expected {size}x{size}")
-        depth = png_bit_depth(data)
-        if depth == 16 or im.mode.startswith("I;16"):
-            raise ImageError(f"image {path}: 16-bit image: expected 8-bit (PNG bit depth 16, mode {im.mode})")
+    with _open(path, data, io.BytesIO(data)) as im:
+        _check_opened(path, im, data, size)
         try:
             im.load()
         except Exception as e:  # noqa: BLE001 - truncated data, bad CRC, zlib errors, ...

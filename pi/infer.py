@@ -11,6 +11,15 @@ int8/uint8 tensors, --batch images per call where the model allows a dynamic bat
 101x101 and thresholds. Writes one 0/255 <id>.png per image and optionally a Kaggle submission CSV
 (id,rle_mask; 1-indexed column-major RLE; empty = no salt). Bad input: one line `error: ...`, exit 2.
 Needs numpy, pillow and tflite-runtime or ai-edge-litert: pip install -r pi/requirements.txt
+
+The model file is checked before the runtime loads it (a damaged one would crash the process): its
+size and sha256 against the sidecar, its flatbuffer structure (tflite_check.py), then its input and
+output shapes. Every image's header is checked (format, size, bit depth, mode) before anything is
+written; the images are then read, inferred and written batch by batch, so memory does not grow
+with their number. The masks go to a hidden folder inside --out and are moved into --out (one
+rename each) only once every image has been inferred, and the CSV is written to a temporary file
+renamed at the end: an image refused for its pixels, a full disk or Ctrl-C leave --out and the
+submission as they were.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import contextlib
 import csv
 import io
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -28,9 +38,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
-from image_io import ImageError
+from image_io import ImageError, check_header
 from image_io import read_gray as _read_gray
 from runner import ModelError, TFLiteSegmenter
+from runner import check_model_file as _check_model_file
 from tgs_common import ORIG_SIZE, rle_encode
 
 
@@ -86,11 +97,11 @@ def quiet_runtime(drop=("INFO: Created TensorFlow Lite XNNPACK delegate",)):
 
 
 def check_model_file(path: Path) -> None:
-    if not path.is_file():
-        raise UserError(f"model file {path} does not exist")
-    with open(path, "rb") as f:
-        if f.read(8)[4:8] != b"TFL3":
-            raise UserError(f"{path} is not a TFLite model (no TFL3 identifier)")
+    """Missing, not its sidecar's size/sha256, empty, not TFLite or a damaged flatbuffer: one UserError naming it."""
+    try:
+        _check_model_file(path)
+    except ModelError as e:
+        raise UserError(str(e)) from None
 
 
 def load_model(path: Path, threads: int) -> TFLiteSegmenter:
@@ -111,6 +122,16 @@ def read_gray(path: Path) -> np.ndarray:
         raise UserError(str(e)) from None
 
 
+def check_images(files: list[Path], show: bool) -> None:
+    """Every image's header (format, size, bit depth, mode), refused with read_gray's message; pixels not decoded."""
+    with contextlib.closing(progress(files, len(files), "check", show)) as bar:
+        for p in bar:
+            try:
+                check_header(p, ORIG_SIZE)
+            except ImageError as e:
+                raise UserError(str(e)) from None
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -120,6 +141,30 @@ def write_atomic(path: Path, data: bytes) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path, mode: str = "w", **kw):
+    """A file object writing to a temporary file next to `path`, renamed to `path` when the block ends without an
+    error; removed otherwise."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, mode, **kw) as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def staging(out: Path):
+    """A hidden folder inside `out` for this run's masks; removed, with whatever is left in it, when the block ends."""
+    stage = Path(tempfile.mkdtemp(dir=out, prefix=".infer-"))
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def png_bytes(mask: np.ndarray) -> bytes:
@@ -147,7 +192,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="folder for the <id>.png masks (0/255)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
-        "--batch", type=int, default=8, help="images per model call where the model allows a dynamic batch (at most 32), else 1"
+        "--batch",
+        type=int,
+        default=8,
+        help="images per model call where the model allows a dynamic batch (at most 32), else its fixed batch",
     )
     ap.add_argument("--threshold", type=float, default=None, help="probability threshold (default: the sidecar's, 0.5)")
     ap.add_argument("--submission", default="", help="also write a Kaggle submission CSV (id,rle_mask)")
@@ -173,6 +221,8 @@ def main(argv=None) -> int:
         )
 
     model = load_model(model_path, args.threads)
+    if model.spec_problem:
+        raise UserError(model.spec_problem)
     if not model.has_sidecar:
         print(
             f"warning: no sidecar {model_path}.json; assuming reflect-pad to the model's input {model.spec['input_size']}, "
@@ -181,28 +231,33 @@ def main(argv=None) -> int:
         )
     if args.threshold is not None:
         model.spec["threshold"] = args.threshold
-    gray = np.stack([read_gray(p) for p in files])  # every image checked before anything is written
+    show = args.progress or sys.stderr.isatty()
+    check_images(files, show)  # every image's header checked before anything is written
     check_writable(out)
     sub = Path(args.submission) if args.submission else None
     if sub is not None:
         check_writable(sub.parent)
 
-    batch = args.batch if model.dynamic_batch else 1
-    show = args.progress or sys.stderr.isatty()
-    rows, n_salt, model_s = [], 0, 0.0
-    with contextlib.closing(progress(range(0, len(files), batch), -(-len(files) // batch), "infer", show)) as bar:
-        for s in bar:
-            t0 = time.perf_counter()
-            masks = model.predict_scores(gray[s : s + batch]) > model.threshold
-            model_s += time.perf_counter() - t0
-            for p, m in zip(files[s : s + batch], masks):
-                write_atomic(out / f"{p.stem}.png", png_bytes(m))
-                rows.append([p.stem, rle_encode(m)])
-                n_salt += bool(m.any())
-    if sub is not None:
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows([["id", "rle_mask"], *rows])
-        write_atomic(sub, buf.getvalue().encode())
+    batch = args.batch if model.dynamic_batch else model.batch
+    n_salt, model_s = 0, 0.0
+    with staging(out) as stage, atomic_open(sub, newline="") if sub is not None else contextlib.nullcontext() as csv_file:
+        rows = csv.writer(csv_file, lineterminator="\n") if csv_file is not None else None
+        if rows is not None:
+            rows.writerow(["id", "rle_mask"])
+        with contextlib.closing(progress(range(0, len(files), batch), -(-len(files) // batch), "infer", show)) as bar:
+            for s in bar:
+                chunk = files[s : s + batch]
+                gray = np.stack([read_gray(p) for p in chunk])  # a refusal here leaves --out as it was
+                t0 = time.perf_counter()
+                masks = model.predict_scores(gray) > model.threshold
+                model_s += time.perf_counter() - t0
+                for p, m in zip(chunk, masks):
+                    write_atomic(stage / f"{p.stem}.png", png_bytes(m))
+                    if rows is not None:
+                        rows.writerow([p.stem, rle_encode(m)])
+                    n_salt += bool(m.any())
+        for stem in dict.fromkeys(p.stem for p in files):  # all inferred: the masks move into --out, then the CSV
+            os.replace(stage / f"{stem}.png", out / f"{stem}.png")
     print(
         f"wrote {len(files)} masks to {out} (salt in {n_salt} images), {1000 * model_s / len(files):.1f} ms/image "
         f"(batch {batch}, {args.threads} thread{'s' if args.threads > 1 else ''})" + (f"; submission {sub}" if sub else "")

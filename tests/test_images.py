@@ -26,7 +26,7 @@ from PIL import Image
 
 from common.cli import UserError
 from data.tgs import load_image_folder, read_image
-from pi.image_io import ImageError, read_gray
+from pi.image_io import ImageError, check_header, read_gray
 from tests.conftest import ROOT
 
 PI_PYTHON = os.environ.get("PI_PYTHON")
@@ -156,6 +156,35 @@ def test_training_reader(folder, name):
         assert str(e.value) == got and isinstance(e.value, ValueError)
 
 
+HEADER_REFUSED = {"I16", "RGB16", "LA16", "jpeg", "wrong_size", "corrupt"}  # decided by the header: format, size, depth
+
+
+def header_read(path):
+    """check_header's verdict: None (passes) or the message of its ImageError."""
+    try:
+        check_header(path)
+    except ImageError as e:
+        return str(e)
+    return None
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_header_check_refuses_in_read_grays_words(folder, name):
+    """pi/infer.py checks every image's header before it writes anything, then reads them batch by batch: the header
+    check refuses what the header decides, word for word as read_gray; the rest (pixels, image data) is read_gray's."""
+    path = folder / f"{name}.png"
+    verdict = header_read(path)
+    if name in HEADER_REFUSED:
+        assert verdict is not None and verdict == train_read(path), (verdict, train_read(path))
+    else:
+        assert verdict is None, verdict  # accepted, or refused only for its pixels or its (truncated) data
+
+
+def test_header_check_on_a_missing_file_and_a_folder(folder, tmp_path):
+    for path in (tmp_path / "missing.png", tmp_path):
+        assert header_read(path) == train_read(path) and header_read(path).startswith(f"cannot read image {path}: ")
+
+
 def test_folder_loader_uses_the_same_reader(folder, tmp_path):
     good = tmp_path / "good"
     good.mkdir()
@@ -173,7 +202,7 @@ def test_folder_loader_uses_the_same_reader(folder, tmp_path):
 PI_READ = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])  # as pi/infer.py does: its own folder, then plain imports
-from image_io import ImageError, read_gray
+from image_io import ImageError, check_header, read_gray
 out = {}
 for p in sys.argv[2:]:
     try:
@@ -181,6 +210,11 @@ for p in sys.argv[2:]:
         out[p] = {"shape": list(a.shape), "dtype": str(a.dtype), "hex": a.tobytes().hex()}
     except ImageError as e:
         out[p] = {"error": str(e)}
+    try:
+        check_header(p)
+        out[p]["header"] = None
+    except ImageError as e:
+        out[p]["header"] = str(e)
 bad = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "data", "common", "pi", "imageio"))
 print(json.dumps({"images": out, "bad_modules": bad}))
 """
@@ -210,6 +244,7 @@ def test_pi_reader_agrees_with_training(folder, pi_copy):
             assert np.array_equal(a, train_side), path
         else:
             assert pi_side.get("error") == train_side, (path, pi_side.get("error"), train_side)
+        assert pi_side["header"] == header_read(path), path
 
 
 # ---------------------------------------------------------------- progress bars end their line before `error: ...`

@@ -10,6 +10,7 @@ in a subprocess (TensorFlow and tflite-runtime cannot share a process), from a c
 
 import ast
 import csv
+import hashlib
 import json
 import os
 import re
@@ -25,6 +26,7 @@ from pi.tgs_common import pad_amounts, postprocess, preprocess, resize_bilinear,
 from tests.conftest import ROOT, cli
 
 PI_PYTHON = os.environ.get("PI_PYTHON", sys.executable)
+PI_PYTHON = os.path.abspath(PI_PYTHON) if os.sep in PI_PYTHON else PI_PYTHON  # the programs run with another cwd
 SPEC = {
     "format": "tgs-seg-sidecar/1",
     "orig_size": 101,
@@ -270,7 +272,7 @@ def test_infer_bad_input(tiny, tmp_path):
     model, imgs = tiny / "tiny.tflite", tiny / "images"
     cases = [
         (["--model", tmp_path / "notflite.tflite", "--images", imgs], "not a TFLite model"),
-        (["--model", tmp_path / "garbage.tflite", "--images", imgs], "cannot load"),
+        (["--model", tmp_path / "garbage.tflite", "--images", imgs], "is not a valid TFLite file"),
         (["--model", tmp_path / "missing.tflite", "--images", imgs], "does not exist"),
         (["--model", model, "--images", tmp_path / "small"], "a.png is 100x100, expected 101x101"),
         (["--model", model, "--images", tmp_path / "empty"], "no .png"),
@@ -330,6 +332,12 @@ def test_pi_imports_nothing_from_the_project_nor_tensorflow():
         "math",
         "sidecar",
         "image_io",
+        "shutil",
+        "struct",
+        "hashlib",
+        "re",
+        "typing",
+        "tflite_check",
     }
     for f in (ROOT / "pi").glob("*.py"):
         tree = ast.parse(f.read_text())
@@ -376,6 +384,8 @@ def test_export_table_and_parity(exported):
     for fmt in ("fp32", "fp16", "int8"):
         side = json.loads((exported / f"teacher_{fmt}.tflite.json").read_text())
         assert side["input_size"] == 104 and side["resize_mode"] == "pad" and side["quant"] == fmt
+        data = (exported / f"teacher_{fmt}.tflite").read_bytes()  # what the Pi checks a copy against
+        assert side["size_bytes"] == len(data) and side["sha256"] == hashlib.sha256(data).hexdigest()
 
 
 def test_export_refuses_to_overwrite(exported, runs, synth_dir):
