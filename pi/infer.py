@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import errno
 import io
 import os
 import shutil
@@ -132,29 +133,43 @@ def check_images(files: list[Path], show: bool) -> None:
                 raise UserError(str(e)) from None
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+@contextlib.contextmanager
+def disk_full_names(path: Path):
+    """A full disk (ENOSPC, EDQUOT) inside the block is one UserError naming `path`: `no space left writing PATH`."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        yield
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(f"no space left writing {path}") from None
+        raise
+
+
+def write_atomic(path: Path, data: bytes, shown: Path | None = None) -> None:
+    """`data` into a temporary file next to `path`, renamed onto it; a full disk names `shown` (default `path`)."""
+    with disk_full_names(shown or path):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 @contextlib.contextmanager
 def atomic_open(path: Path, mode: str = "w", **kw):
     """A file object writing to a temporary file next to `path`, renamed to `path` when the block ends without an
-    error; removed otherwise."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, mode, **kw) as f:
-            yield f
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    error; removed otherwise. A full disk while it is written names `path`."""
+    with disk_full_names(path):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, mode, **kw) as f:
+                yield f
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 @contextlib.contextmanager
@@ -252,7 +267,7 @@ def main(argv=None) -> int:
                 masks = model.predict_scores(gray) > model.threshold
                 model_s += time.perf_counter() - t0
                 for p, m in zip(chunk, masks):
-                    write_atomic(stage / f"{p.stem}.png", png_bytes(m))
+                    write_atomic(stage / f"{p.stem}.png", png_bytes(m), shown=out / f"{p.stem}.png")
                     if rows is not None:
                         rows.writerow([p.stem, rle_encode(m)])
                     n_salt += bool(m.any())

@@ -291,3 +291,26 @@ def test_export_to_a_full_disk_leaves_no_partial_tflite(finished, synth_dir, tmp
     )
     assert error_line(p, disk) == out / "student_fp32.tflite"
     assert list(out.iterdir()) == []
+
+
+def test_the_pi_program_on_a_full_disk_names_the_file_and_leaves_out_as_it_was(finished, synth_dir, tmpfs, tmp_path):
+    """pi/infer.py writing masks and a submission onto a disk too small for them: one line naming the file (a mask of
+    --out or the CSV), exit 2, no staging folder or temp file left, --out empty as before."""
+    exported = tmp_path / "export"
+    cli("export_tflite.py", "--model", finished / "student.keras", "--data", synth_dir, "--out", exported, "--quant", "fp32")
+    model = exported / "student_fp32.tflite"
+    pi_python = os.environ.get("PI_PYTHON") or sys.executable
+    for kb, csv in ((8, True), (24, True), (8, False)):
+        disk = tmpfs(kb)
+        out, sub = disk / "masks", disk / "sub.csv"
+        p = subprocess.run(
+            [pi_python, "pi/infer.py", "--model", model, "--images", synth_dir / "test" / "images", "--out", out]
+            + (["--submission", sub] if csv else []),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        named = error_line(p, disk)
+        assert named == sub if csv else named.parent == out, named
+        assert sorted(os.listdir(out)) == [] and not sub.exists() and leftovers(disk) == []
