@@ -201,8 +201,8 @@ class RunSpec:
 
 
 def run_kind(run, cfg: dict) -> str:
-    """"teacher" or "student": a teacher run has teacher.keras, or (a published copy without model files) a config
-    without the students' `lam`."""
+    """A run's kind, "teacher" or "student": a teacher run has teacher.keras, or (a published copy without model files)
+    a config without the students' `lam`."""
     return "teacher" if (Path(run) / "teacher.keras").exists() or "lam" not in cfg else "student"
 
 
