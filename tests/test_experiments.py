@@ -14,6 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SHAPE = {"input_size": 112, "depth": 4, "epochs": 1, "batch_size": 16}  # depth 4: the default, so run names carry no "d3"
 
 
+def sweep_cli(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """`python -m experiments.sweep ARGS` from the repo root, as a user runs it; output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", *map(str, args)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
@@ -35,14 +42,7 @@ def sweep(tmp_path_factory):
     }
     (root / "tiny.json").write_text(json.dumps(cfg))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    p = subprocess.run(
-        [sys.executable, "-m", "experiments.sweep", "--config", str(root / "tiny.json"), "--out", str(root / "out")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
+    p = sweep_cli("--config", str(root / "tiny.json"), "--out", str(root / "out"), env=env, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return root, p.stdout
 
@@ -102,13 +102,7 @@ def test_auto_temperature_and_black_box_runs(sweep):
 def test_rerun_skips_finished_runs(sweep):
     root, _ = sweep
     before = {p: p.stat().st_mtime for p in (root / "out").glob("*/metrics.json")}
-    p = subprocess.run(
-        [sys.executable, "-m", "experiments.sweep", "--config", str(root / "tiny.json"), "--out", str(root / "out")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    p = sweep_cli("--config", str(root / "tiny.json"), "--out", str(root / "out"), timeout=300)
     assert p.returncode == 0
     assert {p: p.stat().st_mtime for p in (root / "out").glob("*/metrics.json")} == before
 
@@ -123,13 +117,7 @@ def test_interrupted_run_is_resumed_or_restarted(sweep):
     with h5py.File(rdir / "checkpoint.weights.h5", "w") as f:
         f.attrs["epoch"] = 3  # the state below says 1: the kind of mismatch a kill while saving leaves
     (rdir / "checkpoint.json").write_text(json.dumps({"epoch": 1, "best": 0.5, "best_epoch": 1, "rows": []}))
-    p = subprocess.run(
-        [sys.executable, "-m", "experiments.sweep", "--config", str(root / "tiny.json"), "--out", str(root / "out")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    p = sweep_cli("--config", str(root / "tiny.json"), "--out", str(root / "out"), timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     failed_log = root / "out" / "logs" / "unet2_baseline_s1.resume-failed.txt"
     assert failed_log.read_text().splitlines()[0].endswith("--resume") and "inconsistent" in failed_log.read_text()
@@ -184,21 +172,9 @@ def test_grid_union_seed_filter_and_bad_grids(tmp_path):
     with pytest.raises(UserError, match="unknown axis 'lamda'"):
         student_runs({**cfg, "grid": {"lamda": [0.5]}}, "unet8")
     (tmp_path / "c.json").write_text(json.dumps({"name": "c", **cfg}))
-    p = subprocess.run(
-        [sys.executable, "-m", "experiments.sweep", "--config", str(tmp_path / "c.json"), "--dry-run", "--seeds", "2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    p = sweep_cli("--config", str(tmp_path / "c.json"), "--dry-run", "--seeds", "2", timeout=120)
     assert p.returncode == 0 and "4 student runs" in p.stdout and "_s2" in p.stdout and "_s0" not in p.stdout
-    p = subprocess.run(
-        [sys.executable, "-m", "experiments.sweep", "--config", str(tmp_path / "c.json"), "--dry-run", "--seeds", "7"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    p = sweep_cli("--config", str(tmp_path / "c.json"), "--dry-run", "--seeds", "7", timeout=120)
     assert p.returncode == 2 and p.stderr.strip().startswith("error: --seeds 7") and "Traceback" not in p.stderr
 
 
@@ -560,13 +536,7 @@ def test_list_prints_the_pending_commands(sweep, tmp_path):
     root, _ = sweep
 
     def listing(config, *argv):
-        p = subprocess.run(
-            [sys.executable, "-m", "experiments.sweep", "--config", str(config), "--list", *map(str, argv)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        p = sweep_cli("--config", str(config), "--list", *map(str, argv), timeout=300)
         assert p.returncode == 0, p.stderr[-2000:]
         return [shlex.split(line) for line in p.stdout.splitlines()]
 
@@ -670,13 +640,7 @@ def test_given_teacher_without_split_file(sweep, tmp_path):
         "seeds": [0],
     }
     (tmp_path / "given.json").write_text(json.dumps(cfg))
-    p = subprocess.run(
-        [sys.executable, "-m", "experiments.sweep", "--config", str(tmp_path / "given.json"), "--out", str(tmp_path / "out")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    p = sweep_cli("--config", str(tmp_path / "given.json"), "--out", str(tmp_path / "out"), timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     splits = [
         json.loads((tmp_path / "out" / r / "split.json").read_text()) for r in ("unet2_baseline_s0", "unet2_from_unet4_T2_l0.9_sT_s0")
@@ -701,13 +665,7 @@ def test_a_run_with_a_broken_metrics_json_is_not_finished(sweep, tmp_path):
     (empty / "metrics.json").write_text("{}")
     assert not Job("b", cut, cut / "metrics.json", ("x",)).finished()
     assert Job("t", out / "teacher", out / "teacher" / "metrics.json", ("x",)).finished()
-    p = subprocess.run(
-        [sys.executable, "-m", "experiments.sweep", "--config", str(root / "tiny.json"), "--out", str(out), "--list"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    p = sweep_cli("--config", str(root / "tiny.json"), "--out", str(out), "--list", timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     listed = [shlex.split(line) for line in p.stdout.splitlines()]
     names = [Path(c[c.index("--out") + 1]).name for c in listed if c[1] == "distill_train.py"]
@@ -729,13 +687,7 @@ def test_a_preset_that_plans_nonsense_is_refused_before_anything_runs(tmp_path, 
     before the teacher is trained (no sweep dir is made)."""
     cfg = {**json.loads((ROOT / "experiments" / "configs" / "quick.json").read_text()), **change}
     (tmp_path / "bad.json").write_text(json.dumps(cfg))
-    p = subprocess.run(
-        [sys.executable, "-m", "experiments.sweep", "--config", str(tmp_path / "bad.json"), "--out", str(tmp_path / "out")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    p = sweep_cli("--config", str(tmp_path / "bad.json"), "--out", str(tmp_path / "out"), timeout=300)
     assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and p.stderr.startswith("error: sweep config")
     assert message in p.stderr and str(tmp_path / "bad.json") in p.stderr
     assert not (tmp_path / "out").exists()
