@@ -34,8 +34,6 @@ from common.cli import UserError, run
 from metrics.segmentation import pooled_iou
 from training.naming import RunSpec, model_name, run_kind
 
-CONFIG_KEYS = ("base_filters", "lam", "temperature", "scale", "unlabelled", "epochs")
-
 
 def _read_json(path: Path) -> dict:
     try:
@@ -261,13 +259,6 @@ def _columns(p: dict, prefix: str, miou_prefix: str, lo_hi=("_lo", "_hi")) -> di
         if which in p:
             out.update({name: p[which]["d"], name + lo_hi[0]: p[which]["lo"], name + lo_hi[1]: p[which]["hi"]})
     return out
-
-
-def _pairs(g: pd.DataFrame, ref: pd.DataFrame, key: str = BEST) -> tuple[list, np.ndarray | None]:
-    """Runs g paired by seed with the runs ref (same validation images only), and the per-image Kaggle differences
-    (of `key`'s scores) with the seeds averaged first (None without pairs)."""
-    pairs = seed_pairs(g, ref, key)
-    return [(r, b) for r, b, _ in pairs], (np.mean([d for _, _, d in pairs], axis=0) if pairs else None)
 
 
 def _last(g: pd.DataFrame, ref: pd.DataFrame, prefix: str, miou_prefix: str) -> dict:
