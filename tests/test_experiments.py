@@ -488,7 +488,11 @@ def test_shards_split_the_students_and_keep_what_they_need(tmp_path):
 
 
 def test_time_estimate_from_finished_runs(tmp_path):
+    """The estimate counts what is left (a run is finished when its metrics.json holds scores) at the finished runs'
+    measured speed."""
     from experiments.sweep import Job, estimate
+
+    val = {"mean_iou": 0.8, "kaggle_map": 0.7}  # what every finished run's metrics.json holds
 
     jobs = [
         Job(n, tmp_path / n, tmp_path / n / "metrics.json", ("true",), (), k)
@@ -497,11 +501,11 @@ def test_time_estimate_from_finished_runs(tmp_path):
     assert estimate(jobs, tmp_path) == "4 runs to go; time estimate: unknown before the first run"
     for n, wall, ips in [("teacher", 1200.0, 20.0), ("a", 1800.0, 55.0)]:
         (tmp_path / n).mkdir()
-        (tmp_path / n / "metrics.json").write_text(json.dumps({"wall_s": wall, "train_img_per_s": ips}))
+        (tmp_path / n / "metrics.json").write_text(json.dumps({"val": val, "wall_s": wall, "train_img_per_s": ips}))
     (tmp_path / "teacher" / "teacher.keras").write_text("")
     assert estimate(jobs, tmp_path) == "2 runs to go; ~1 h at the measured 55 img/s"
     (tmp_path / "b" / "metrics.json").parent.mkdir()
-    (tmp_path / "b" / "metrics.json").write_text(json.dumps({"wall_s": 3000.0, "train_img_per_s": 45.0}))
+    (tmp_path / "b" / "metrics.json").write_text(json.dumps({"val": val, "wall_s": 3000.0, "train_img_per_s": 45.0}))
     assert estimate(jobs, tmp_path) == "1 run to go; ~40 min at the measured 50 img/s"
     assert estimate(jobs[:2], tmp_path) == "0 runs to go"
 
