@@ -369,7 +369,7 @@ import sys
 sys.path.insert(0, "pi")
 import infer
 real, calls = infer.write_atomic, []
-def failing_write(path, data):
+def failing_write(path, data, shown=None):
     calls.append(path)
     if len(calls) == 3:
         raise infer.UserError("disk full (simulated)")
