@@ -134,8 +134,9 @@ def test_readme_journey_from_the_kaggle_zip_to_the_pi(tmp_path):
         N_TRAIN,
         N_UNLABELLED,
         N_TEST,
-        0,
+        None,  # no --seed: the first N test ids by sorted id
     )
+    assert sorted(unlabelled.ids) == sorted(test_ids)[:N_UNLABELLED]
 
     step("data.prepare")
 
