@@ -38,11 +38,17 @@ def stratified_split(ids, masks, val_fraction: float = 0.1, seed: int = 0) -> di
 
 
 def load_split(path) -> dict:
+    """A split.json: {"train": [ids], "val": [ids]} (lists of strings); UserError naming the file otherwise."""
     try:
         split = json.loads(Path(path).read_text())
-        assert isinstance(split["train"], list) and isinstance(split["val"], list)
-    except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
+    except (OSError, ValueError) as e:
         raise UserError(f"cannot read split file {path}: {e}") from None
+    if not isinstance(split, dict):
+        raise UserError(f"cannot read split file {path}: a JSON object with 'train' and 'val' lists is expected")
+    for part in ("train", "val"):
+        ids = split.get(part)
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise UserError(f"cannot read split file {path}: {part!r} must be a list of image ids")
     return split
 
 

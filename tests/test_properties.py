@@ -133,3 +133,18 @@ def test_rle_decode_refuses_huge_numbers_with_a_value_error(text):
 
     with pytest.raises(ValueError, match="RLE"):
         rle_decode(text, (11, 11))
+
+
+@SETTINGS
+@given(st.one_of(PRESET.map(json.dumps), st.text(max_size=40), st.just('{"train": ["a"], "val": [1]}')))
+def test_the_split_reader_reads_or_refuses(tmp_path, text):
+    """split.json (data.split.load_split, checked with errors, not asserts): lists of id strings, or a UserError."""
+    from data.split import load_split
+
+    path = tmp_path / "split.json"
+    path.write_text(text)
+    try:
+        split = load_split(path)
+    except UserError:
+        return
+    assert all(isinstance(i, str) for part in ("train", "val") for i in split[part])
