@@ -90,12 +90,12 @@ def distill(cfg: DistillConfig, opts, parallel: dict) -> int:
         cfg.batch_size,
         cfg.seed,
         cfg.flip,
-        unlabelled,
-        cfg.n_unlabelled,
-        cache,
-        parallel["replicas"],
-        cfg.augment,
-        cfg.mixup,
+        unlabelled=unlabelled,
+        n_unlabelled=cfg.n_unlabelled,
+        cache=cache,
+        replicas=parallel["replicas"],
+        augment=cfg.augment,
+        mixup=cfg.mixup,
     )
     n_unl = len(unlabelled) if unlabelled is not None else 0
     name = RunSpec.from_config(cfg, source.label if source is not None else "", unlabelled_count=n_unl).name
