@@ -156,7 +156,7 @@ def load_runs(root) -> pd.DataFrame:
 
 
 def label(r) -> str:
-    """A run's human label (training.runs.RunSpec: "unet4 KD T=2 lam=0.9 s=T +unl ens2"); a row of load_runs or a run dir."""
+    """A run's human label (training.naming.RunSpec: "unet4 KD T=2 lam=0.9 s=T +unl ens2"); a row of load_runs or a run dir."""
     if isinstance(r, (str, Path)):
         return RunSpec.from_run_dir(Path(r)).label
     got = r.get("label")

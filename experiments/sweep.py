@@ -30,7 +30,7 @@ of their products (so a costly axis such as the ensemble need not multiply every
 is the baseline (T, s(T), unlabelled and ensemble do not apply to it). "ensemble": true distils from
 the mean logits of the main teacher and the teachers trained with "ensemble_seeds" (same flags and
 split, other seeds). Every run is its own run dir under runs/<name>/ (or --out), named by
-training.runs.RunSpec; a run with metrics.json is finished and skipped, an interrupted one
+training.naming.RunSpec; a run whose metrics.json holds scores is finished and skipped, an interrupted one
 (checkpoint.json) continues from its last finished epoch (--resume; started again if that fails).
 Concurrent sweeps on one dir are safe: a run that another sweep is training (locked) is skipped and
 reported; with --shard, a teacher or cache that another shard is making is waited for.
