@@ -2,13 +2,14 @@
 
     python -m experiments.publish runs/cpu --out docs/results/cpu [--overwrite]
     SWEEP_DIR=docs/results/cpu python -m experiments.notebook notebooks/compare_students.ipynb docs/results/compare_students.ipynb
-    # prints: published 7 runs of runs/cpu to docs/results/cpu (212 KB): config.json, metrics.json, history.csv each
+    # prints: published 5 runs of runs/cpu to docs/results/cpu (258 KB): config.json, metrics.json, history.csv each
 
-Each finished run dir becomes OUT/<run>/ with its config.json (paths under the repo made relative, the machine's
-details kept), metrics.json (scores, per-image Kaggle scores and pixel counts of the validation images: what
-experiments.results and the notebook pair) and history.csv; plus OUT/results.csv, summary.csv and summary.txt
-(experiments.results) and the frontier table if there is one. No model file, no image, no split (image ids only
-name the Kaggle files), so the folder stays small. Runs that cannot be read are refused: publish a sweep whole.
+Each finished run dir becomes OUT/<run>/ with its config.json (the machine's details kept), metrics.json (scores,
+per-image Kaggle scores and pixel counts of the validation images: what experiments.results and the notebook pair)
+and history.csv, the repo's own paths made relative in the JSON files; plus OUT/results.csv, summary.csv and
+summary.txt (experiments.results) and the frontier table if there is one. No model file, no image, no split (image
+ids only name the Kaggle files), so the folder stays small. Runs that cannot be read are refused: publish a sweep
+whole.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def publish(sweep: Path, out: Path) -> list[Path]:
             for name in FILES:
                 if (r / name).exists():
                     text = (r / name).read_text()
-                    if name == "config.json":  # the repo's own paths relative, as a user's clone would name them
+                    if name.endswith(".json"):  # the repo's own paths relative, as a user's clone would name them
                         text = text.replace(str(ROOT) + "/", "")
                     (dst / name).write_text(text)
         frontier = sweep / "frontier" / "frontier.csv"
