@@ -128,7 +128,10 @@ def mask_models(df: pd.DataFrame, model: str, reference: str = "lam=0", epoch: s
     model: its teacher (from the students' configs), its reference config's run and the config with the highest mean
     score (Kaggle mAP of `epoch`) of the same model, both of `seed`. Entries whose model file is not there are left out."""
     g = df[(df.kind == "student") & (df.model == model)]
-    ref = reference_config(g, reference)
+    try:
+        ref = reference_config(g, reference)
+    except UserError:  # no such config for this model: the grid shows the teacher and the best config only
+        ref = None
     kag = score_columns(epoch)[1]
     means = g[g.label != ref].groupby("label")[kag].mean().dropna()
     out = {}

@@ -150,3 +150,15 @@ def test_publish_copies_summaries_without_models_and_compares_the_same(sweeps, t
     with pytest.raises(Exception, match="exists; pass --overwrite"):
         main([str(sweeps["e45"]), "--out", str(out)])
     assert main([str(sweeps["e45"]), "--out", str(out), "--overwrite"]) == 0
+
+
+def test_mask_models_without_a_reference_config_keeps_the_teacher_and_the_best(sweeps):
+    """A sweep with no run matching REFERENCE (e.g. only distilled runs): the mask grid still gets the teacher and the
+    best configuration, and the forest has nothing to pair, instead of the notebook failing."""
+    from experiments import compare
+
+    df, _ = compare.load(sweeps["e45"])
+    kd_only = df[df.lam > 0]
+    models = compare.mask_models(kd_only, "unet2d3", "lam=0", "last")
+    assert set(models) == {"teacher", next(k for k in models if k.startswith("best: unet2d3 KD"))}
+    assert compare.forest(kd_only, "lam=0").empty
