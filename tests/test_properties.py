@@ -14,6 +14,15 @@ from hypothesis.extra.numpy import arrays
 
 from common.cli import UserError
 
+def read_or_refuse(reader, path, text):
+    """`reader(path)` of a file holding `text`; None when it refuses with a UserError (any other exception fails)."""
+    path.write_text(text)
+    try:
+        return reader(path)
+    except UserError:
+        return None
+
+
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -118,13 +127,8 @@ PRESET = st.recursive(
 def test_the_preset_reader_reads_or_refuses(tmp_path, text):
     from experiments.sweep import load_config
 
-    path = tmp_path / "preset.json"
-    path.write_text(text)
-    try:
-        cfg = load_config(path)
-    except UserError:
-        return
-    assert isinstance(cfg, dict) and {"name", "grid", "seeds"} <= set(cfg)
+    cfg = read_or_refuse(load_config, tmp_path / "preset.json", text)
+    assert cfg is None or (isinstance(cfg, dict) and {"name", "grid", "seeds"} <= set(cfg))
 
 
 @pytest.mark.parametrize("text", ["1" * 30 + " 3", "5 " + "9" * 25])
@@ -141,10 +145,5 @@ def test_the_split_reader_reads_or_refuses(tmp_path, text):
     """split.json (data.split.load_split, checked with errors, not asserts): lists of id strings, or a UserError."""
     from data.split import load_split
 
-    path = tmp_path / "split.json"
-    path.write_text(text)
-    try:
-        split = load_split(path)
-    except UserError:
-        return
-    assert all(isinstance(i, str) for part in ("train", "val") for i in split[part])
+    split = read_or_refuse(load_split, tmp_path / "split.json", text)
+    assert split is None or all(isinstance(i, str) for part in ("train", "val") for i in split[part])
