@@ -14,6 +14,7 @@ from hypothesis.extra.numpy import arrays
 
 from common.cli import UserError
 
+
 def read_or_refuse(reader, path, text):
     """`reader(path)` of a file holding `text`; None when it refuses with a UserError (any other exception fails)."""
     path.write_text(text)
