@@ -252,12 +252,12 @@ def paired(g: pd.DataFrame, ref: pd.DataFrame, key: str = BEST) -> dict:
     return out
 
 
-def _columns(p: dict, prefix: str, miou_prefix: str, lo_hi=("_lo", "_hi")) -> dict:
+def _columns(p: dict, prefix: str, miou_prefix: str) -> dict:
     """A paired() result as summary columns: {prefix}, {prefix}_lo, _hi (Kaggle) and {miou_prefix}... (mean IoU)."""
     out = {}
     for name, which in ((prefix, "kaggle"), (miou_prefix, "miou")):
         if which in p:
-            out.update({name: p[which]["d"], name + lo_hi[0]: p[which]["lo"], name + lo_hi[1]: p[which]["hi"]})
+            out.update({name: p[which]["d"], name + "_lo": p[which]["lo"], name + "_hi": p[which]["hi"]})
     return out
 
 
@@ -352,7 +352,7 @@ def summarize(df: pd.DataFrame, reference: str = "") -> pd.DataFrame:
                 own = g["teacher_kaggle_map"].mean() if "teacher_kaggle_map" in g and g["teacher_kaggle_map"].notna().any() else teacher_map
                 r.update(
                     n_pairs=p["n"],
-                    **_columns(p, "d_kaggle", "d_miou", lo_hi=("_lo", "_hi")),
+                    **_columns(p, "d_kaggle", "d_miou"),
                     teacher_kaggle_map=own,
                     seeds_positive=p["kaggle"]["above"],
                     gap_closed=float((r["kaggle_map"] - base_map) / (own - base_map)) if own > base_map else np.nan,
