@@ -46,6 +46,24 @@ def cli(*args, check=True, env=None):
     return p
 
 
+def run_with_tensorflow(script: str, *args, timeout: int = 900) -> subprocess.CompletedProcess:
+    """`python -c SCRIPT ARGS` on the TensorFlow backend (what builds .tflite test models); skips without TensorFlow,
+    fails the test with the script's stderr when it exits non-zero."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("TensorFlow is needed to build .tflite models")
+    p = subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+
 @pytest.fixture(scope="session")
 def runs(synth_dir, tmp_path_factory):
     from teacher.cache import build_cache

@@ -6,7 +6,6 @@ process has torch, so its checks run in ONE subprocess that also builds the mode
 """
 
 import csv
-import importlib.util
 import json
 import os
 import re
@@ -16,7 +15,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_with_tensorflow
 
 PI_PYTHON = os.environ.get("PI_PYTHON", sys.executable)
 COLUMNS = ["model", "path", "size_kb", "macs", "threads", "median_ms", "p90_ms", "img_per_s", "runtime", "machine"]
@@ -91,17 +90,8 @@ res["none_stdout"] = buf.getvalue()
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """a.tflite, b.tflite, flex.tflite, a copy of pi/ alone, and checks.json (export_tflite's checks)."""
-    if importlib.util.find_spec("tensorflow") is None:
-        pytest.skip("TensorFlow is needed to build .tflite models")
     d = tmp_path_factory.mktemp("bench")
-    p = subprocess.run(
-        [sys.executable, "-c", BUILD_AND_CHECK, str(ROOT), str(d)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    assert p.returncode == 0, p.stderr[-3000:]
+    run_with_tensorflow(BUILD_AND_CHECK, ROOT, d, timeout=600)
     shutil.copytree(ROOT / "pi", d / "pi", ignore=shutil.ignore_patterns("__pycache__"))  # what the Pi gets
     return d
 

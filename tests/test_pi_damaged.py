@@ -12,7 +12,6 @@ TensorFlow subprocess, which also reads them with TensorFlow's own generated sch
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ from PIL import Image
 
 from pi.sidecar import SidecarError, check_model_bytes, file_digest, read_sidecar, sidecar_path
 from pi.tflite_check import TFLiteFileError, check_tflite, parse_tflite
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_with_tensorflow
 
 PI_PYTHON = os.environ.get("PI_PYTHON", sys.executable)
 PI_PYTHON = os.path.abspath(PI_PYTHON) if os.sep in PI_PYTHON else PI_PYTHON  # the programs run with another cwd
@@ -106,17 +105,8 @@ for name in ("good", "offset", "int8", "rgb", "flat", "small", "batch4", "flex")
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     """good/offset/int8/rgb/flat/small/batch4/flex.tflite, oracle.json, a copy of pi/ alone and 3 images."""
-    if importlib.util.find_spec("tensorflow") is None:
-        pytest.skip("TensorFlow is needed to build .tflite models")
     d = tmp_path_factory.mktemp("damaged")
-    p = subprocess.run(
-        [sys.executable, "-c", BUILD, str(d)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    assert p.returncode == 0, p.stderr[-3000:]
+    run_with_tensorflow(BUILD, d, timeout=900)
     shutil.copytree(ROOT / "pi", d / "pi", ignore=shutil.ignore_patterns("__pycache__"))  # what the Pi gets
     (d / "images").mkdir()
     rng = np.random.default_rng(0)
