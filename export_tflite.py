@@ -29,10 +29,6 @@ from common.backend import require_tensorflow
 require_tensorflow()
 
 import argparse
-import json
-import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -42,109 +38,7 @@ from common import io
 from common.cli import UserError, run
 from common.config import HelpFormatter
 from pi.sidecar import file_digest, sidecar_path
-
-FORMATS = ("fp32", "fp16", "int8")
-
-# Run by check_pi_runtime in a fresh interpreter (tflite_runtime breaks once TensorFlow is loaded in a process):
-# prints `pi-check {"runtime": "name version"}` or `pi-check {"runtime": null}` (none installed), then
-# `pi-check {"error": message}` and exit code 3 when the model does not load.
-PI_RUNTIME_CHECK = r"""
-import json, sys
-def say(**kw):
-    print("pi-check", json.dumps(kw), flush=True)
-from importlib import metadata
-try:
-    from tflite_runtime.interpreter import Interpreter
-    name = "tflite-runtime"
-except ImportError:
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-        name = "ai-edge-litert"
-    except ImportError:
-        say(runtime=None)
-        sys.exit(0)
-try:
-    version = metadata.version(name)
-except metadata.PackageNotFoundError:
-    version = getattr(sys.modules[Interpreter.__module__.split(".")[0]], "__version__", "unknown")
-say(runtime=f"{name} {version}")
-try:
-    Interpreter(model_path=sys.argv[1]).allocate_tensors()
-except Exception as e:
-    say(error=str(e))
-    sys.exit(3)
-"""
-_noted_no_runtime = False
-
-
-def runtime_failure(message: str) -> str:
-    """The op and the first sentence of a TFLite runtime's load/allocate error."""
-    text = " ".join(message.split())
-    missing = re.search(r"Didn't find op for builtin opcode '(\w+)' version '(\d+)'", text)
-    if missing:
-        return f"op {missing[1]} version {missing[2]} is not in this runtime"
-    custom = re.search(r"unresolved custom op: (\w+)", text, re.IGNORECASE)
-    if custom:
-        return f"op {custom[1]}: unresolved custom op"
-    first = re.split(r"(?<=[a-z)])\. ", text, maxsplit=1)[0].rstrip(".")[:300] or "no message"
-    node = re.search(r"Node number \d+ \((\w+)\) failed to prepare", text)
-    return f"op {node[1]}: {first}" if node else first
-
-
-def check_pi_runtime(path: Path, shown: Path | None = None) -> None:
-    """Load `path` with the Pi's runtime and allocate its tensors, in a subprocess; UserError naming `shown`
-    (default: path) and the failing op when it cannot. Neither runtime installed: one `note:` line, no check."""
-    global _noted_no_runtime
-    shown = shown or path
-    try:
-        p = subprocess.run([sys.executable, "-c", PI_RUNTIME_CHECK, str(path)], capture_output=True, text=True, timeout=300)
-    except subprocess.TimeoutExpired:
-        raise UserError(f"{shown}: the Pi runtime did not load it within 300 s") from None
-    lines = [json.loads(x.split(" ", 1)[1]) for x in p.stdout.splitlines() if x.startswith("pi-check {")]
-    runtime = lines[0].get("runtime", "unknown") if lines else "unknown"
-    if p.returncode == 0 and lines and runtime is None:
-        if not _noted_no_runtime:
-            print("note: neither tflite-runtime nor ai-edge-litert is installed; not checking that the Pi can run the exports", flush=True)
-            _noted_no_runtime = True
-        return
-    if p.returncode != 0:
-        errors = [x["error"] for x in lines if "error" in x]
-        crash = f"crashed (signal {-p.returncode})" if p.returncode < 0 else f"exit code {p.returncode}"
-        why = errors[0] if errors else (p.stderr.strip().splitlines() or [crash])[-1]
-        raise UserError(f"{shown}: the Pi runtime ({runtime}) cannot run it: {runtime_failure(why)}")
-
-
-def logits_head(model):
-    import keras
-
-    return keras.Model(model.inputs[0], model.get_layer("logits").output, name=model.name)
-
-
-def convert(model, fmt: str, out_path: Path, calib: np.ndarray | None, int8_io: bool) -> None:
-    import tensorflow as tf
-
-    kwargs = {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
-    if fmt == "fp16":
-        kwargs.update(
-            optimizations=[tf.lite.Optimize.DEFAULT],
-            target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS], "supported_types": [tf.float16]},
-        )
-    elif fmt == "int8":
-
-        def representative():
-            for i in range(len(calib)):
-                yield [calib[i : i + 1]]
-
-        kwargs.update(
-            optimizations=[tf.lite.Optimize.DEFAULT],
-            representative_dataset=representative,
-            target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
-        )
-        if int8_io:
-            kwargs.update(inference_input_type=tf.int8, inference_output_type=tf.int8)
-    with io.atomic_path(out_path, suffix=".tflite") as tmp:
-        model.export(str(tmp), format="litert", verbose=False, **kwargs)
-        check_pi_runtime(tmp, shown=out_path)  # a failure removes the temp file: no model, no sidecar
+from student.export import FORMATS, convert, logits_head
 
 
 def output_paths(args, model_path: Path, out: Path) -> dict:
@@ -209,7 +103,7 @@ def print_table(rows) -> None:
         )
 
 
-def main(argv=None) -> int:
+def parse_args(argv) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--model", required=True, help="a single-output .keras model of the project")
     ap.add_argument("--data", required=True, help="Kaggle TGS folder or .npz cache (calibration + parity)")
@@ -226,18 +120,15 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="", help="split.json for calibration/parity (default: next to --model)")
     ap.add_argument("--name", default="", help="file name stem (default: the model file's stem)")
     ap.add_argument("--overwrite", action="store_true", help="replace existing files of the same name in --out")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    model_path, out = Path(args.model), Path(args.out)
-    targets = output_paths(args, model_path, out)
 
-    from data.pipeline import crop_probs, prep_images
+def calibration_and_validation(args, model_path: Path, spec: dict):
+    """(int8 calibration images, preprocessed; the validation split) from --data and the run's split.json."""
+    from data.pipeline import prep_images
     from data.split import load_split
     from data.tgs import load_data
-    from metrics.segmentation import score_masks
-    from models.files import TFLiteModel, load_keras_with_spec
 
-    model, spec = load_keras_with_spec(model_path)
     data = load_data(args.data)
     split_path = Path(args.split) if args.split else model_path.parent / "split.json"
     if split_path.exists():
@@ -248,30 +139,51 @@ def main(argv=None) -> int:
         train = val = data
     rng = np.random.default_rng(0)
     calib_idx = np.sort(rng.choice(len(train), min(args.calib, len(train)), replace=False))
-    calib = prep_images(train.images[calib_idx], spec)
-    vx = prep_images(val.images, spec)
-    keras_probs = crop_probs(model.predict(vx, batch_size=64, verbose=0), spec)
+    return prep_images(train.images[calib_idx], spec), val
+
+
+def export_format(args, model, spec: dict, fmt: str, path: Path, calib, val, keras_probs, base: dict) -> dict:
+    """Convert `model` (the Keras model, or its logits head) to one format, write the sidecar, and score the file
+    against the Keras model: its parity row."""
+    from metrics.segmentation import score_masks
+    from models.files import TFLiteModel
+
+    t0 = time.perf_counter()
+    convert(model, fmt, path, calib, args.int8_io)
+    side = {
+        **spec,
+        "output": args.output,
+        "quant": fmt,
+        "int8_io": bool(args.int8_io and fmt == "int8"),
+        "model_name": model.name,
+        "source": str(Path(args.model)),
+        **file_digest(path.read_bytes()),  # size_bytes, sha256: the Pi refuses a truncated or damaged copy
+    }
+    io.write_json(sidecar_path(path), side)
+    probs = TFLiteModel(path, spec=side, threads=2).predict_probs(val.images)
     threshold = spec["threshold"]
-    base = score_masks(keras_probs > threshold, val.masks)
-    rows = [parity_row("keras", model_path, keras_probs, keras_probs, base, base, threshold)]
+    row = parity_row(fmt, path, probs, keras_probs, score_masks(probs > threshold, val.masks), base, threshold)
+    return {**row, "convert_s": round(time.perf_counter() - t0, 1)}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    model_path, out = Path(args.model), Path(args.out)
+    targets = output_paths(args, model_path, out)
+
+    from data.pipeline import crop_probs, prep_images
+    from metrics.segmentation import score_masks
+    from models.files import load_keras_with_spec
+
+    model, spec = load_keras_with_spec(model_path)
+    calib, val = calibration_and_validation(args, model_path, spec)
+    keras_probs = crop_probs(model.predict(prep_images(val.images, spec), batch_size=64, verbose=0), spec)
+    base = score_masks(keras_probs > spec["threshold"], val.masks)
+    rows = [parity_row("keras", model_path, keras_probs, keras_probs, base, base, spec["threshold"])]
     export_model = logits_head(model) if args.output == "logits" else model
     out.mkdir(parents=True, exist_ok=True)  # only now: bad input above leaves nothing behind
     for fmt, path in targets.items():
-        t0 = time.perf_counter()
-        convert(export_model, fmt, path, calib, args.int8_io)
-        side = {
-            **spec,
-            "output": args.output,
-            "quant": fmt,
-            "int8_io": bool(args.int8_io and fmt == "int8"),
-            "model_name": model.name,
-            "source": str(model_path),
-            **file_digest(path.read_bytes()),  # size_bytes, sha256: the Pi refuses a truncated or damaged copy
-        }
-        io.write_json(sidecar_path(path), side)
-        probs = TFLiteModel(path, spec=side, threads=2).predict_probs(val.images)
-        row = parity_row(fmt, path, probs, keras_probs, score_masks(probs > threshold, val.masks), base, threshold)
-        rows.append({**row, "convert_s": round(time.perf_counter() - t0, 1)})
+        rows.append(export_format(args, export_model, spec, fmt, path, calib, val, keras_probs, base))
     report = {"model": str(model_path), "n_val": len(val), "output": args.output, "int8_io": args.int8_io, "rows": rows}
     io.write_json(out / "export.json", report)
     print_table(rows)

@@ -2,8 +2,9 @@
 
     python -m benchmarks.arch_latency --pi-python .venv-pi/bin/python litert/bin/python --threads 1,4 --runs 30
     # builds the models of experiments/configs/cpu_frontier.json's "model" axis (or --models ARCH:WIDTH[:DEPTH[:UPSAMPLE]] ...),
-    # exports each to fp32 and int8 TFLite (export_tflite.convert, the same converter and Pi-runtime check; int8
-    # calibrated on random images), times every file with pi/benchmark.py under each python (its TFLite runtime),
+    # exports each to fp32 and int8 TFLite (student.export.convert, the same converter and Pi-runtime check as
+    # export_tflite.py; int8 calibrated on random images), times every file with pi/benchmark.py under each python
+    # (its TFLite runtime; student.latency.run_pi_benchmark, as the frontier does),
     # and prints one row per model: params, MMACs, fp32/int8 KB, median ms per runtime, format and thread count;
     # writes OUT/arch_latency.csv (default OUT: runs/arch_latency)
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,8 +24,10 @@ import numpy as np
 import pandas as pd
 
 from common import io
+from common.backend import require_tensorflow
 from common.cli import UserError, run
 from common.config import HelpFormatter
+from student.latency import run_pi_benchmark
 from training.naming import model_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,9 +54,8 @@ def config_models(path: Path) -> list[dict]:
 
 
 def export_all(models: list[dict], out: Path, overwrite: bool) -> tuple[list[Path], dict]:
-    sys.path.insert(0, str(ROOT))
-    import export_tflite  # sets up TensorFlow (main chose its Keras backend)
     from models.registry import build_model
+    from student.export import convert  # main chose the tensorflow backend
 
     calib = np.random.default_rng(0).random((32, 128, 128, 1)).astype(np.float32)
     files, params = [], {}
@@ -66,21 +67,15 @@ def export_all(models: list[dict], out: Path, overwrite: bool) -> tuple[list[Pat
             path = out / f"{name}_{fmt}.tflite"
             if overwrite or not path.exists():
                 print(f"exporting {path.name}", flush=True)
-                export_tflite.convert(model, fmt, path, calib if fmt == "int8" else None, False)
+                convert(model, fmt, path, calib if fmt == "int8" else None, False)
             files.append(path)
     return files, params
 
 
 def bench(files: list[Path], pythons: list[str], threads: str, runs: int, out: Path) -> pd.DataFrame:
-    frames = []
-    for i, py in enumerate(pythons):
-        csv = out / f"bench_{i}.csv"
-        cmd = [py, str(ROOT / "pi" / "benchmark.py"), "--models", *map(str, files), "--threads", threads, "--runs", str(runs)]
-        p = subprocess.run([*cmd, "--csv", str(csv), "--overwrite"], capture_output=True, text=True)
-        if p.returncode:
-            raise UserError(f"pi/benchmark.py with {py} failed: {(p.stderr.strip().splitlines() or ['?'])[-1]}")
-        frames.append(pd.read_csv(csv))
-    return pd.concat(frames, ignore_index=True)
+    """pi/benchmark.py's rows for every file, once per python (OUT/bench_<i>.csv)."""
+    counts = threads.split(",")  # checked by pi/benchmark.py
+    return pd.concat([run_pi_benchmark(files, py, counts, runs, out / f"bench_{i}.csv") for i, py in enumerate(pythons)], ignore_index=True)
 
 
 def table(b: pd.DataFrame, params: dict) -> pd.DataFrame:
@@ -112,7 +107,7 @@ def main(argv=None) -> int:
     ap.add_argument("--overwrite", action="store_true", help="export again even where the .tflite files exist")
     args = ap.parse_args(argv)
     models = [parse_model(t) for t in args.models] if args.models else config_models(CONFIG)
-    os.environ["KERAS_BACKEND"] = "tensorflow"  # the TFLite converter needs TensorFlow's Keras backend
+    require_tensorflow()  # the TFLite converter needs TensorFlow's Keras backend
     from models.registry import check_arch
 
     for m in models:

@@ -1,7 +1,7 @@
-"""pi/benchmark.py on several models (--models, --csv) and export_tflite.py's check that the Pi runtime loads each file.
+"""pi/benchmark.py on several models (--models, --csv) and student.export's check that the Pi runtime loads each file.
 
 The benchmark runs as on the Pi: PI_PYTHON (set by .ci/run and scripts/test.sh: tflite-runtime, numpy, pillow, no
-TensorFlow; default this interpreter), from a copy of pi/ alone. export_tflite.py needs the tensorflow backend and this
+TensorFlow; default this interpreter), from a copy of pi/ alone. student.export.convert needs the tensorflow backend and this
 process has torch, so its checks run in ONE subprocess that also builds the models (~15 s of TensorFlow start-up).
 """
 
@@ -21,14 +21,14 @@ PI_PYTHON = os.environ.get("PI_PYTHON", sys.executable)
 COLUMNS = ["model", "path", "size_kb", "macs", "threads", "median_ms", "p90_ms", "img_per_s", "runtime", "machine"]
 
 # argv: ROOT, OUT. Builds a.tflite / b.tflite (builtin ops) and flex.tflite (FlexAtan: a TensorFlow op without a
-# builtin TFLite kernel), then runs export_tflite's checks and writes OUT/checks.json.
+# builtin TFLite kernel), then runs student.export's checks and writes OUT/checks.json.
 BUILD_AND_CHECK = r"""
 import contextlib, io, json, os, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 out = Path(sys.argv[2])
 import keras, tensorflow as tf
-import export_tflite
+from student import export
 from common.cli import UserError
 
 keras.utils.set_random_seed(0)
@@ -48,7 +48,7 @@ conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet
 res = {}
 def check(key, *args, **kwargs):
     try:
-        export_tflite.check_pi_runtime(*args, **kwargs)
+        export.check_pi_runtime(*args, **kwargs)
         res[key] = None
     except UserError as e:
         res[key] = str(e)
@@ -58,25 +58,25 @@ check("flex", out / "flex.tflite")
 check("flex_shown", out / "flex.tflite", shown=Path("x/student_fp32.tflite"))
 
 # the real check inside convert(): a builtin model is kept
-export_tflite.convert(models["a"], "fp32", out / "ok" / "a_fp32.tflite", None, False)
+export.convert(models["a"], "fp32", out / "ok" / "a_fp32.tflite", None, False)
 res["ok_files"] = sorted(os.listdir(out / "ok"))
 
 # a failing check inside convert(): it sees the temp file, and nothing is left behind
-real, seen = export_tflite.check_pi_runtime, {}
+real, seen = export.check_pi_runtime, {}
 def refuse(path, shown=None):
     seen.update(path=str(path), exists=path.is_file(), size=path.stat().st_size, target_exists=shown.exists())
     raise UserError(f"{shown}: the Pi runtime (test) cannot run it: op FlexTest")
-export_tflite.check_pi_runtime = refuse
+export.check_pi_runtime = refuse
 try:
-    export_tflite.convert(models["a"], "fp32", out / "bad" / "a_fp32.tflite", None, False)
+    export.convert(models["a"], "fp32", out / "bad" / "a_fp32.tflite", None, False)
     res["bad_error"] = None
 except UserError as e:
     res["bad_error"] = str(e)
 res["bad_seen"], res["bad_files"] = seen, sorted(os.listdir(out / "bad"))
-export_tflite.check_pi_runtime = real
+export.check_pi_runtime = real
 
 # neither runtime importable: one note, printed once, no error
-export_tflite.PI_RUNTIME_CHECK = export_tflite.PI_RUNTIME_CHECK.replace("tflite_runtime.interpreter", "no_such_runtime_1").replace(
+export.PI_RUNTIME_CHECK = export.PI_RUNTIME_CHECK.replace("tflite_runtime.interpreter", "no_such_runtime_1").replace(
     "ai_edge_litert.interpreter", "no_such_runtime_2")
 buf = io.StringIO()
 with contextlib.redirect_stdout(buf):
@@ -89,7 +89,7 @@ res["none_stdout"] = buf.getvalue()
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """a.tflite, b.tflite, flex.tflite, a copy of pi/ alone, and checks.json (export_tflite's checks)."""
+    """a.tflite, b.tflite, flex.tflite, a copy of pi/ alone, and checks.json (student.export's checks)."""
     d = tmp_path_factory.mktemp("bench")
     run_with_tensorflow(BUILD_AND_CHECK, ROOT, d, timeout=600)
     shutil.copytree(ROOT / "pi", d / "pi", ignore=shutil.ignore_patterns("__pycache__"))  # what the Pi gets
@@ -148,6 +148,27 @@ def test_benchmark_model_and_models_union_and_json(built, tmp_path):
     p = bench(built, "--model", a, "--runs", "2", "--json", tmp_path / "one.json")
     one = json.loads((tmp_path / "one.json").read_text())
     assert p.returncode == 0 and one["model"] == str(a) and one["macs"] == 64 * 64 * 10 and one["runtime"] == rep["runtime"]
+
+
+def test_run_pi_benchmark_reads_its_csv_back(built, tmp_path):
+    """student.latency.run_pi_benchmark, the driver of benchmarks.arch_latency and experiments.frontier: the CSV's
+    rows, checked, with the file name; a failing benchmark is one UserError naming the python and the reason."""
+    from common.cli import UserError
+    from student.latency import run_pi_benchmark
+
+    df = run_pi_benchmark([built / "a.tflite", built / "b.tflite"], PI_PYTHON, [1, 2], 2, tmp_path / "b.csv")
+    assert list(df.columns) == [*COLUMNS, "file"] and len(df) == 4
+    assert list(df.file) == ["a.tflite", "a.tflite", "b.tflite", "b.tflite"] and list(df.threads) == [1, 2, 1, 2]
+    with pytest.raises(UserError, match=rf"pi/benchmark.py with {re.escape(PI_PYTHON)} failed \(exit 2\): .*nowhere"):
+        run_pi_benchmark([tmp_path / "nowhere.tflite"], PI_PYTHON, [1], 2, tmp_path / "c.csv")
+
+
+def test_the_drivers_columns_are_the_benchmarks(monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))  # pi/benchmark.py puts pi/ on the path, as on the Pi
+    from pi import benchmark
+    from student.latency import BENCH_COLUMNS
+
+    assert BENCH_COLUMNS == benchmark.CSV_COLUMNS
 
 
 def test_benchmark_times_models_interleaved(monkeypatch, tmp_path):
@@ -227,7 +248,7 @@ def test_benchmark_bad_input(built, tmp_path):
         assert not out.exists()
 
 
-# ---------------------------------------------------------------- export_tflite.check_pi_runtime
+# ---------------------------------------------------------------- student.export.check_pi_runtime
 
 
 @pytest.fixture(scope="module")
