@@ -1,6 +1,7 @@
 """experiments.frontier on a hand-made sweep: grouping, paired differences worked out by hand, the Pareto front, the Pi
 CSV's columns, bad input; the export and benchmark subprocesses are faked (no training, no TensorFlow)."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,8 +10,11 @@ import pandas as pd
 import pytest
 
 from common.cli import run
-from experiments import frontier
-from experiments.frontier import BENCH_COLUMNS, pareto_front
+from experiments import frontier, frontier_export, frontier_plot, frontier_table
+from experiments.frontier_plot import pareto_front
+from student import latency
+from student.latency import BENCH_COLUMNS
+from training.naming import RunSpec
 
 IDS = ["a", "b", "c", "d"]
 REF = [0.5, 0.5, 0.5, 0.5]
@@ -100,7 +104,8 @@ def calls(monkeypatch):
             _bench_csv(opt("--csv"), files, [int(t) for t in opt("--threads").split(",")])
         return ""
 
-    monkeypatch.setattr(frontier, "_call", fake)
+    monkeypatch.setattr(frontier_export, "call", fake)
+    monkeypatch.setattr(latency, "call", fake)
     return seen
 
 
@@ -122,26 +127,35 @@ def test_pareto_front_on_hand_made_points():
 
 
 def test_point_label_names_the_options_not_the_setting():
-    assert frontier.point_label("unet4", "KD T=2 lam=0.9 s=T +unl +lovasz3 +thr") == "unet4 +lovasz3 +thr"
-    assert frontier.point_label("unet4", "KD T=2 lam=0.9 s=T +unl") == "unet4"
-    assert frontier.point_label("lraspp4", "baseline") == "lraspp4"
+    kd_unl = RunSpec("unet4", teacher="unet8", lam=0.9, unlabelled=True)
+    label = lambda **kw: frontier_plot.point_label("unet4", dataclasses.replace(kd_unl, **kw))  # noqa: E731
+    assert label(lovasz_epochs=3, tune_threshold=True) == "unet4 +lovasz3 +thr"
+    assert label() == "unet4"
+    assert frontier_plot.point_label("lraspp4", RunSpec("lraspp4")) == "lraspp4"
     # the unlabelled count and a feature loss's weight are options too: two kd_unl points must not share a label
-    assert frontier.point_label("unet4", "KD T=2 lam=0.9 s=T +unl 18k") == "unet4 18k"
-    assert frontier.point_label("unet4", "KD T=2 lam=0.9 s=T +unl32 18k") == "unet4 +unl32 18k"
-    assert frontier.point_label("unet4", "KD T=2 lam=0.9 s=T +unl +cwd w=3") == "unet4 +cwd w=3"
-    assert frontier.point_label("unet4", "baseline +aug") == "unet4 +aug"
+    assert label(unlabelled_count=18000) == "unet4 18k"
+    assert label(n_unlabelled=32, unlabelled_count=18000) == "unet4 +unl32 18k"
+    assert label(feature_loss="cwd", feature_weight=3.0) == "unet4 +cwd w=3"
+    assert label(teacher_tta=True, mixup=0.2) == "unet4 +tta +mixup0.2"
+    assert frontier_plot.point_label("unet4", RunSpec("unet4", augment="strong")) == "unet4 +aug"
+    # +tta of a run distilled by its feature loss alone (lam = 0)
+    assert (
+        frontier_plot.point_label("unet4", RunSpec("unet4", teacher="unet8", feature_loss="at", teacher_tta=True)) == "unet4 +tta +at w=1"
+    )
+    # the export prefers the fewest options: one per option, however many words its label takes
+    assert len(frontier_table.options(dataclasses.replace(kd_unl, feature_loss="at", feature_layers=("a_out:b_out",)))) == 1
 
 
 def test_spread_pushes_labels_of_one_column_apart():
-    np.testing.assert_allclose(frontier.spread(np.array([0.70, 0.701, 0.75]), 0.01), [0.70, 0.71, 0.75])
+    np.testing.assert_allclose(frontier_plot.spread(np.array([0.70, 0.701, 0.75]), 0.01), [0.70, 0.71, 0.75])
     # order of the input kept, three points at one height stacked upwards, a far point left alone
-    np.testing.assert_allclose(frontier.spread(np.array([0.5, 0.5, 0.9, 0.5]), 0.1), [0.5, 0.6, 0.9, 0.7])
-    np.testing.assert_allclose(frontier.spread(np.array([0.3]), 0.1), [0.3])
+    np.testing.assert_allclose(frontier_plot.spread(np.array([0.5, 0.5, 0.9, 0.5]), 0.1), [0.5, 0.6, 0.9, 0.7])
+    np.testing.assert_allclose(frontier_plot.spread(np.array([0.3]), 0.1), [0.3])
 
 
 def test_slug():
-    assert frontier.slug("tflite-runtime 2.14.0") == "tflite-runtime-2.14.0"
-    assert frontier.slug("aarch64-ai-edge-litert 1.4.0") == "aarch64-ai-edge-litert-1.4.0"
+    assert frontier_table.slug("tflite-runtime 2.14.0") == "tflite-runtime-2.14.0"
+    assert frontier_table.slug("aarch64-ai-edge-litert 1.4.0") == "aarch64-ai-edge-litert-1.4.0"
 
 
 def test_frontier_table_and_paired_differences(sweep, calls, capsys):
