@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -14,30 +13,41 @@ from common.cli import UserError, run
 from common.config import HelpFormatter
 from experiments.results import label, load_runs
 
+# the run fields (results.csv columns, training.naming.RunSpec's) whose values make a line of score_vs, besides the one
+# it varies; against T, auto_T stands for the temperature: the runs with T=auto form one line, each point at the T it
+# resolved to (column temperature)
+LINE_FIELDS = ("model", "teacher", "lam", "temperature", "auto_T", "scale", "unlabelled", "n_unlabelled", "unlabelled_images", "flip")
+LINE_FIELDS += ("options",)
 
-def _line_label(run_label: str, x: str) -> str:
-    """A run's label (RunSpec) without the setting a line varies, T or lambda: the label of the runs on one line.
 
-    Against T, "T=auto(1.23)" stays "T=auto" (its points sit at the temperature it resolved to)."""
+def _line_key(df: pd.DataFrame, x: str) -> list:
+    """The fields that tell score_vs's lines apart when it varies x (temperature or lam): those of LINE_FIELDS the table has."""
+    return [c for c in LINE_FIELDS if c in df and c != x]
+
+
+def _legend(run_label: str, x: str) -> str:
+    """A line's legend (display only; the fields pick its runs): its runs' label without the setting it varies; against
+    T, "T=auto(1.23)" reads "T=auto"."""
     if x == "temperature":
-        return re.sub(r" T=(auto)(\([^)]*\))?| T=\S+", lambda m: " T=auto" if m.group(1) else "", run_label)
-    return re.sub(r" lam=\S+", "", run_label) if x == "lam" else run_label
+        words = ["T=auto" if w.startswith("T=auto") else w for w in run_label.split(" ")]
+        return " ".join(w for w in words if w == "T=auto" or not w.startswith("T="))
+    return " ".join(w for w in run_label.split(" ") if not w.startswith("lam=")) if x == "lam" else run_label
 
 
 def score_vs(df: pd.DataFrame, x: str, metrics=("mean_iou", "kaggle_map"), ax=None):
     """Distilled students' scores against T or lambda, mean ± std over seeds, baseline and teacher as lines.
 
-    One line per setting of everything else (the run's label without x), so a line never averages over a factor
+    One line per setting of everything else (the run fields LINE_FIELDS but x), so a line never averages over a factor
     that was varied."""
     students = df[(df.kind == "student") & (df.lam > 0)]
     fig, axes = (None, ax) if ax is not None else plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5))
     axes = np.atleast_1d(axes)
-    labels = students["label"] if "label" in students else students.apply(label, axis=1)
-    students = students.assign(line=[_line_label(str(v), x) for v in labels])
+    students = students.assign(label=students["label"] if "label" in students else students.apply(label, axis=1))
+    lines = [g for _, g in students.groupby(_line_key(students, x), sort=False, dropna=False)] if len(students) else []
     for a, m in zip(axes, metrics):
-        for line, g in students.groupby("line", sort=False):
+        for g in lines:
             s = g.groupby(x)[m].agg(["mean", "std", "count"]).reset_index()
-            a.errorbar(s[x], s["mean"], yerr=s["std"].fillna(0), marker="o", capsize=3, label=line)
+            a.errorbar(s[x], s["mean"], yerr=s["std"].fillna(0), marker="o", capsize=3, label=_legend(str(g.label.iloc[0]), x))
         base = df[(df.kind == "student") & (df.lam == 0)][m]
         if len(base):
             a.axhline(base.mean(), color="gray", ls="--", label=f"baseline ({len(base)} seeds)")
