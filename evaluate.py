@@ -13,7 +13,8 @@ r"""Score a model (.keras or .tflite) or a folder of predicted masks against TGS
 --split val (default for a model): the validation ids of the split.json next to the model (or next
 to the .tflite's source model); all: every labelled image in --data; or a split.json / text file of
 ids. Predictions are cropped (or resized) back to 101x101 before scoring; threshold 0.5 unless the
-model's sidecar says otherwise. Metrics: see metrics/segmentation.py. --save-probabilities also writes each
+model's sidecar says otherwise. Scored as training scores its runs (training.scoring); the metrics: see
+metrics/segmentation.py. --save-probabilities also writes each
 scored image's 101x101 probability map as a 16-bit PNG (p * 65535): what a black-box teacher hands
 over (`python -m teacher.cache --from-probabilities DIR`); the folder appears complete or not at all.
 --per-image writes the per-image counts that training keeps in metrics.json (`val_counts_per_image`), for any model
@@ -32,7 +33,8 @@ import numpy as np
 
 from common.cli import UserError, run
 from common.config import HelpFormatter
-from metrics.segmentation import COUNTS, confusion_per_image, kaggle_per_image, score_masks
+from metrics.segmentation import score_masks
+from training.scoring import file_probs, per_image_csv
 
 
 def select(data, split: str, model_path: Path | None):
@@ -57,25 +59,6 @@ def select(data, split: str, model_path: Path | None):
                 return data.subset(load_split(c)["val"]), "val"
         raise UserError(f"no split.json next to {model_path}; pass --split all or --split IDS_FILE")
     return data.subset(read_ids_file(split)), split
-
-
-def keras_probs(path: Path, images) -> tuple[np.ndarray, float]:
-    from common.backend import choose_backend
-
-    choose_backend()
-    from data.pipeline import prep_images
-    from models.files import load_keras_with_spec
-    from models.predict import predict_probs
-
-    model, spec = load_keras_with_spec(path)
-    return predict_probs(model, prep_images(images, spec), spec), spec["threshold"]
-
-
-def tflite_probs(path: Path, images, threads: int) -> tuple[np.ndarray, float]:
-    from models.files import TFLiteModel
-
-    m = TFLiteModel(path, threads=threads)
-    return m.predict_probs(images), float(m.spec.get("threshold", 0.5))
 
 
 def read_pred_masks(folder: Path, ids) -> np.ndarray:
@@ -113,14 +96,6 @@ def save_probabilities(folder: Path, ids, probs: np.ndarray, overwrite: bool) ->
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def per_image_csv(ids, pred: np.ndarray, masks: np.ndarray) -> str:
-    """id,tp,fp,fn,tn,kaggle: one row per image (metrics.segmentation.confusion_per_image and kaggle_per_image)."""
-    counts, kaggle = confusion_per_image(pred, masks), kaggle_per_image(pred, masks)
-    rows = [",".join(("id", *COUNTS, "kaggle"))]
-    rows += [f"{i},{','.join(map(str, c))},{k:.4f}" for i, c, k in zip(ids, counts.tolist(), kaggle)]
-    return "\n".join(rows) + "\n"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     what = ap.add_mutually_exclusive_group(required=True)
@@ -155,10 +130,7 @@ def main(argv=None) -> int:
         pred = read_pred_masks(Path(args.pred_masks), subset.ids)
         source = {"pred_masks": args.pred_masks}
     else:
-        if model_path.suffix == ".tflite":
-            probs, threshold = tflite_probs(model_path, subset.images, args.threads)
-        else:
-            probs, threshold = keras_probs(model_path, subset.images)
+        probs, threshold = file_probs(model_path, subset.images, args.threads)
         pred = probs > threshold
         if args.save_probabilities:
             save_probabilities(Path(args.save_probabilities), subset.ids, probs, args.overwrite)

@@ -7,7 +7,7 @@
 Runs made before metrics.json kept `val_counts_per_image` (tp, fp, fn, tn of each validation image on the 101x101
 pixels) cannot take part in experiments.results' paired mean-IoU intervals. This predicts the run's validation
 images (its split.json) with its saved best-epoch model (student.keras or teacher.keras), through the same
-preprocessing, threshold and scoring as training (training.loop.per_image_scores), checks that the model gives the
+preprocessing, threshold and scoring as training (training.scoring), checks that the model gives the
 stored scores (pooled mean IoU within 1e-3 and per-image Kaggle scores equal within 0.05 on all but 1% of the images:
 otherwise the model file is not the one the metrics came from, and the run is refused), and adds the counts to
 metrics.json (written atomically, with `rescored` saying from which file). The last epoch's model is not saved, so
@@ -40,8 +40,7 @@ def rescore_run(run_dir: Path, data_override: str = "", cache: dict | None = Non
     """Add `val_counts_per_image` to one run's metrics.json; returns the line to print. UserError when refused."""
     from data.split import load_split
     from data.tgs import load_data
-    from models.files import load_keras_with_spec
-    from training.loop import evaluate_probs, per_image_scores
+    from training.scoring import evaluate_probs, keras_probs, per_image_scores
 
     met_path = run_dir / "metrics.json"
     met = json.loads(met_path.read_text())
@@ -58,13 +57,9 @@ def rescore_run(run_dir: Path, data_override: str = "", cache: dict | None = Non
     val = cache[data_path].subset(load_split(run_dir / "split.json")["val"])
     if met.get("val_ids") is not None and list(met["val_ids"]) != list(val.ids):
         raise UserError(f"{run_dir}: split.json's validation ids are not the ones metrics.json was scored on")
-    from data.pipeline import prep_images
-    from models.predict import predict_probs
-
-    model, spec = load_keras_with_spec(model_path)
-    probs = predict_probs(model, prep_images(val.images, spec), spec)
-    new = per_image_scores(probs, val.masks, spec["threshold"], "val")
-    got = evaluate_probs(probs, val.masks, spec["threshold"])["mean_iou"]
+    probs, threshold = keras_probs(model_path, val.images)
+    new = per_image_scores(probs, val.masks, threshold, "val")
+    got = evaluate_probs(probs, val.masks, threshold)["mean_iou"]
     stored = met["val"]["mean_iou"]
     if abs(got - stored) > MEAN_IOU_TOL:
         raise UserError(

@@ -1,11 +1,11 @@
-"""Run a Keras model of the project on preprocessed images, also under a JAX data-parallel distribution."""
+"""Run a Keras model of the project on preprocessed images, also under a JAX data-parallel distribution.
+
+Its probabilities on the original pixels, and their scores: training.scoring."""
 
 from __future__ import annotations
 
 import keras
 import numpy as np
-
-from pi.tgs_common import postprocess
 
 
 def predict(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -16,8 +16,3 @@ def predict(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
         batch_size *= int(np.prod(dist.device_mesh.shape))
         x = np.concatenate([x, np.zeros((-n % batch_size,) + x.shape[1:], x.dtype)])
     return model.predict(x, batch_size=batch_size, verbose=0)[:n]
-
-
-def predict_probs(model, x: np.ndarray, spec: dict, batch_size: int = 64) -> np.ndarray:
-    """Model probabilities on the original 101x101 pixels, (N, 101, 101) float32."""
-    return postprocess(predict(model, x, batch_size), spec)

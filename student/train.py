@@ -26,9 +26,10 @@ from metrics.calibration import calibration
 from pi.sidecar import make_spec, sidecar_path
 from student.config import DistillConfig, notes, validate
 from student.model import build_student
-from training.loop import evaluate_probs, fit
+from training.loop import fit
 from training.naming import RunSpec, feature_pairs
-from training.runs import batches, final_metrics, load_split_data, start_run, write_metrics
+from training.runs import batches, load_split_data, start_run, write_metrics
+from training.scoring import evaluate_probs, final_metrics
 
 
 def main(argv=None, doc: str = __doc__) -> int:
@@ -87,9 +88,9 @@ def distill(cfg: DistillConfig, opts, parallel: dict) -> int:
         train,
         val,
         spec,
-        cfg.batch_size,
-        cfg.seed,
-        cfg.flip,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        flip=cfg.flip,
         unlabelled=unlabelled,
         n_unlabelled=cfg.n_unlabelled,
         cache=cache,
@@ -124,20 +125,7 @@ def train_student(
         + describe(parallel),
         flush=True,
     )
-    hard_loss = "lovasz" if cfg.lovasz_epochs else "bce"  # the last --lovasz-epochs: Lovasz hinge hard term (training.loop)
-    graph = build_training_graph(
-        student,
-        source,
-        temperature=T,
-        lam=cfg.lam,
-        scale=cfg.scale,
-        input_scale=spec["scale"],
-        hard_loss=hard_loss,
-        # --feature-loss: the adapters live in the graph only; `student` (saved as student.keras) is unchanged
-        feature_loss=cfg.feature_loss,
-        feature_weight=cfg.feature_weight,
-        feature_layers=feature_pairs(cfg.feature_layers),
-    )
+    graph = student_graph(cfg, student, source, T, spec)
     io.write_json(sidecar_path(run_dir / "student.keras"), {**spec, "model_name": student.name})
     info = fit(graph, student, data, cfg, run_dir, "student.keras", opts.resume)
     spec_run = RunSpec.from_config(
@@ -161,18 +149,44 @@ def train_student(
         io.write_json(sidecar_path(run_dir / "student.keras"), {**spec, "threshold": tuned["threshold"], "model_name": student.name})
         print(f"threshold tuned on the validation split: {tuned} (written to the sidecar)", flush=True)
     if source is not None:
-        where = {"cache": str(source.cache.path)} if source.cache is not None else {"params": sum(t.count_params() for t in source.models)}
-        metrics["teacher"] = {
-            **where,
-            "label": source.label,
-            "kind": source.kind,
-            "paths": list(cfg.teacher),
-            "n_teachers": source.n_teachers,
-            "weights": source.weights,
-            "val": evaluate_probs(1 / (1 + np.exp(-t_logits)), val.masks, spec["threshold"]),
-            "calibration": cal,
-        }
+        metrics["teacher"] = {**teacher_entry(cfg, source), "val": soft_target_scores(t_logits, val, spec), "calibration": cal}
     return metrics
+
+
+def student_graph(cfg: DistillConfig, student, source: TeacherLogits | None, temperature: float, spec: dict):
+    """The training graph of `student`: hard term (the Lovasz hinge in the last --lovasz-epochs, training.loop), soft term
+    from `source` at `temperature`, and the feature term with --feature-loss."""
+    return build_training_graph(
+        student,
+        source,
+        temperature=temperature,
+        lam=cfg.lam,
+        scale=cfg.scale,
+        input_scale=spec["scale"],
+        hard_loss="lovasz" if cfg.lovasz_epochs else "bce",
+        # --feature-loss: the adapters live in the graph only; `student` (saved as student.keras) is unchanged
+        feature_loss=cfg.feature_loss,
+        feature_weight=cfg.feature_weight,
+        feature_layers=feature_pairs(cfg.feature_layers),
+    )
+
+
+def teacher_entry(cfg: DistillConfig, source: TeacherLogits) -> dict:
+    """metrics.json's "teacher": where the soft target came from (its scores are added beside: soft_target_scores)."""
+    where = {"cache": str(source.cache.path)} if source.cache is not None else {"params": sum(t.count_params() for t in source.models)}
+    return {
+        **where,
+        "label": source.label,
+        "kind": source.kind,
+        "paths": list(cfg.teacher),
+        "n_teachers": source.n_teachers,
+        "weights": source.weights,
+    }
+
+
+def soft_target_scores(t_logits: np.ndarray, val: TgsData, spec: dict) -> dict:
+    """The soft target's own validation scores: its probabilities sigmoid(logits) at the run's threshold."""
+    return evaluate_probs(1 / (1 + np.exp(-t_logits)), val.masks, spec["threshold"])
 
 
 if __name__ == "__main__":

@@ -27,14 +27,12 @@ from common.config import option, parse_args, show
 from common.devices import device_report
 from common.distribute import data_parallel, describe
 from distill.graph import build_training_graph
-from metrics.calibration import calibration
-from models.predict import predict
-from models.registry import build_model, logits_model
+from models.registry import build_model
 from pi.sidecar import make_spec, sidecar_path
-from pi.tgs_common import postprocess
 from training.config import TrainConfig, validate_common
 from training.loop import fit
-from training.runs import batches, final_metrics, load_split_data, start_run, write_metrics
+from training.runs import batches, load_split_data, start_run, write_metrics
+from training.scoring import final_metrics, logits_calibration
 
 LOSSES = ("bce", "bce_dice")  # --loss
 
@@ -65,7 +63,7 @@ def main(argv=None) -> int:
     spec = make_spec(cfg.input_size, cfg.resize_mode)
     train, val, split = load_split_data(cfg.data, cfg.split_file, cfg.val_fraction, cfg.split_seed, cfg.max_train)
     run_dir = start_run(cfg, Path(cfg.out), opts, split, parallel)
-    data = batches(train, val, spec, cfg.batch_size, cfg.seed, cfg.flip, replicas=parallel["replicas"])
+    data = batches(train, val, spec, batch_size=cfg.batch_size, seed=cfg.seed, flip=cfg.flip, replicas=parallel["replicas"])
     with scope:
         model = build_model(cfg.arch, (cfg.input_size, cfg.input_size, 1), cfg.base_filters, cfg.depth, cfg.upsample, name=cfg.model_name)
         print(f"teacher: {model.name}, {model.count_params():,} params" + describe(parallel), flush=True)
@@ -79,7 +77,7 @@ def main(argv=None) -> int:
         **info,
         **final_metrics(model, val, data.val_x, spec),
     }
-    metrics["calibration"] = calibration(postprocess(predict(logits_model(model), data.val_x), spec), val.masks)
+    metrics["calibration"] = logits_calibration(model, data.val_x, val.masks, spec)
     write_metrics(run_dir, metrics, t0)
     return 0
 

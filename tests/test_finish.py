@@ -130,7 +130,7 @@ def test_saved_student_is_unchanged_by_the_lovasz_phase(finish):
 def test_tuned_threshold_reaches_the_sidecar_evaluate_export_and_the_pi(finish, synth_dir, tmp_path):
     from data.tgs import load_unlabelled
     from pi.runner import TFLiteSegmenter
-    from training.loop import THRESHOLD_GRID
+    from training.scoring import THRESHOLD_GRID
 
     run = finish["lovasz"]
     m = metrics(run)
@@ -172,7 +172,7 @@ def test_tuned_threshold_reaches_the_sidecar_evaluate_export_and_the_pi(finish, 
 
 
 def test_pick_threshold_best_kaggle_then_closest_to_half():
-    from training.loop import THRESHOLD_GRID, pick_threshold
+    from training.scoring import THRESHOLD_GRID, pick_threshold
 
     assert THRESHOLD_GRID[0] == 0.30 and THRESHOLD_GRID[-1] == 0.70 and 0.50 in THRESHOLD_GRID and len(THRESHOLD_GRID) == 21
     full, empty = np.ones((1, 101, 101), bool), np.zeros((1, 101, 101), bool)
@@ -188,7 +188,7 @@ def test_pick_threshold_best_kaggle_then_closest_to_half():
 
 
 def test_crossfit_threshold_scores_each_half_at_the_other_halfs_pick():
-    from training.loop import crossfit_threshold, pick_threshold
+    from training.scoring import crossfit_threshold, pick_threshold
 
     full, empty = np.ones((1, 101, 101), bool), np.zeros((1, 101, 101), bool)
     # even positions: salt at p = 0.40 (found below 0.40: picks 0.38); odd: empty at p = 0.60 (kept empty from 0.60: picks 0.60)

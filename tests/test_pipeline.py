@@ -206,7 +206,7 @@ def test_black_box_cache_from_probability_maps(runs, synth_dir, tmp_path):
 
     from data.tgs import load_data
     from distill.cache import TeacherCache
-    from evaluate import keras_probs
+    from training.scoring import keras_probs
 
     d = load_data(synth_dir, progress=False)
     probs, _ = keras_probs(runs["teacher"] / "teacher.keras", d.images)

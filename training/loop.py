@@ -1,7 +1,7 @@
 """The one training loop for teacher and students: a loss-layer graph fitted with an identity loss.
 
 Each epoch: Keras' progress bar; validation loss (hard and soft parts); then the inference model
-predicts the validation images, predictions are cropped back to 101x101 and scored; the best
+predicts the validation images, predictions are cropped back to 101x101 and scored (training.scoring); the best
 epoch (by `monitor`) is saved atomically; history.csv is rewritten atomically. The last epoch's
 scores are kept too (`val_last`: the best epoch is picked on the images that score it, the last is not).
 With `lovasz_epochs` N > 0 the last N epochs train with the Lovasz hinge as the hard term.
@@ -25,9 +25,8 @@ from common import io
 from common.cli import UserError
 from data.pipeline import Batches
 from distill.losses import IdentityLoss, LossPart
-from metrics.segmentation import confusion_per_image, kaggle_per_image, score_masks
-from models.predict import predict_probs
 from models.registry import float32_copy
+from training.scoring import evaluate_probs, last_epoch_scores, predict_probs
 
 
 @dataclass
@@ -39,62 +38,6 @@ class TrainingData:
     val_x: np.ndarray  # preprocessed validation images (N, S, S, 1)
     val_masks: np.ndarray  # (N, 101, 101) bool, original pixels
     spec: dict
-
-
-def evaluate_probs(probs: np.ndarray, masks: np.ndarray, threshold: float = 0.5) -> dict:
-    return score_masks(probs > threshold, masks)
-
-
-def per_image_scores(probs: np.ndarray, masks: np.ndarray, threshold: float, prefix: str) -> dict:
-    """metrics.json's per-image entries of one model, in split order (`val_ids`), for paired comparisons between runs:
-    `{prefix}_kaggle_per_image` (the Kaggle score) and `{prefix}_counts_per_image` ([tp, fp, fn, tn] on the 101x101
-    pixels, metrics.segmentation.confusion_per_image: pooled mean IoU and salt IoU of any resample of the images)."""
-    pred = probs > threshold
-    return {
-        f"{prefix}_kaggle_per_image": np.round(kaggle_per_image(pred, masks), 4).tolist(),
-        f"{prefix}_counts_per_image": confusion_per_image(pred, masks).tolist(),
-    }
-
-
-def last_epoch_scores(probs: np.ndarray, masks: np.ndarray, threshold: float) -> dict:
-    """metrics.json's `val_last` and its per-image entries (`val_last_kaggle_per_image`, `val_last_counts_per_image`)."""
-    return {"val_last": evaluate_probs(probs, masks, threshold), **per_image_scores(probs, masks, threshold, "val_last")}
-
-
-THRESHOLD_GRID = np.round(np.arange(0.30, 0.71, 0.02), 2)  # 0.30, 0.32, ..., 0.70
-
-
-def pick_threshold(probs: np.ndarray, masks: np.ndarray, grid=THRESHOLD_GRID) -> dict:
-    """The mask threshold in `grid` with the highest Kaggle mAP; ties -> the one closest to 0.5 (then the lower).
-
-    Kaggle mAP is compared exactly: each image scores k/10, so the sum of the k is an integer.
-    Returns {"threshold", "kaggle_map", "mean_iou"} at that threshold. Picked on the images it is
-    then scored on, the score flatters the model (see student.train).
-    """
-    grid = [float(t) for t in grid]
-    tally = [int(np.round(kaggle_per_image(probs > t, masks) * 10).sum()) for t in grid]
-    best = max(range(len(grid)), key=lambda i: (tally[i], -round(abs(grid[i] - 0.5) * 1e6), -grid[i]))
-    t = grid[best]
-    s = evaluate_probs(probs, masks, t)
-    return {"threshold": t, "kaggle_map": s["kaggle_map"], "mean_iou": s["mean_iou"]}
-
-
-def crossfit_threshold(probs: np.ndarray, masks: np.ndarray, grid=THRESHOLD_GRID) -> dict:
-    """What a threshold picked on validation images is worth on images it was not picked on (two-fold cross-fitting).
-
-    The images at even positions pick a threshold (pick_threshold) that scores the odd ones, and the odd pick
-    scores the even ones; every image is scored once, at a threshold chosen without it. Returns
-    {"kaggle_map", "mean_iou"} of those out-of-fold masks and "thresholds" [even pick, odd pick]. Unlike
-    pick_threshold's own score, selection cannot inflate this one (it has half the images to pick with, so it
-    can also understate what a threshold picked on all of them is worth)."""
-    idx = np.arange(len(probs))
-    folds = (idx[0::2], idx[1::2])
-    picks = [pick_threshold(probs[f], masks[f], grid)["threshold"] for f in folds]
-    pred = np.zeros(probs.shape, dtype=bool)
-    pred[folds[1]] = probs[folds[1]] > picks[0]
-    pred[folds[0]] = probs[folds[0]] > picks[1]
-    s = evaluate_probs(pred.astype(np.float32), masks, 0.5)
-    return {"kaggle_map": s["kaggle_map"], "mean_iou": s["mean_iou"], "thresholds": picks}
 
 
 class ValScore(keras.callbacks.Callback):
@@ -216,18 +159,10 @@ def load_checkpoint(train_model, run_dir: Path) -> dict | None:
     return state
 
 
-def fit(train_model, infer_model, data: TrainingData, cfg, run_dir: Path, model_name: str, resume: bool = False) -> dict:
-    """Train `train_model` (outputs [total, hard, soft] per sample, + feat with feature KD) and keep the best `infer_model`.
-
-    cfg gives epochs, lr, weight_decay, monitor and tensorboard (a training.config.TrainConfig),
-    optionally lovasz_epochs (student.config.DistillConfig: the last N epochs train with the Lovasz
-    hinge as the hard term; the graph's loss layer must be built with hard_loss="lovasz").
-    Every epoch ends with a checkpoint (weights, optimizer, epoch, history); `resume` continues
-    from it: the data order and flips are seeded per epoch, so the rest of the run is the same.
-    Returns best_epoch, timings and the last epoch's validation scores (last_epoch_scores).
-    """
-    train_batches = data.train
-    steps = cfg.epochs * len(train_batches)
+def compile_for_training(train_model, cfg, steps_per_epoch: int) -> None:
+    """AdamW on a cosine schedule with a linear warm-up (the first tenth of the steps, from lr / 10), the identity loss,
+    and the loss parts logged beside it (hard, soft, and feat with feature distillation)."""
+    steps = cfg.epochs * steps_per_epoch
     warmup = max(1, steps // 10)
     schedule = keras.optimizers.schedules.CosineDecay(
         cfg.lr / 10, max(1, steps - warmup), alpha=0.01, warmup_target=cfg.lr, warmup_steps=warmup
@@ -238,11 +173,11 @@ def fit(train_model, infer_model, data: TrainingData, cfg, run_dir: Path, model_
         # a 4th column (distill.losses.AddFeatureTerm): the feature-distillation loss, logged as "feat"
         metrics=[LossPart(1, "hard"), LossPart(2, "soft")] + ([LossPart(3, "feat")] if train_model.outputs[0].shape[-1] == 4 else []),
     )
-    model_path = run_dir / model_name
-    cb = ValScore(
-        infer_model, data.val_x, data.val_masks, data.spec, model_path, run_dir / "history.csv", cfg.monitor, len(train_batches.x)
-    )
-    callbacks = [cb]
+
+
+def epoch_callbacks(train_model, score: ValScore, cfg, run_dir: Path) -> list:
+    """The Lovasz switch (with lovasz_epochs), the validation scoring `score`, then TensorBoard (with cfg.tensorboard)."""
+    callbacks = [score]
     lovasz_epochs = getattr(cfg, "lovasz_epochs", 0)
     if lovasz_epochs:
         layer = train_model.get_layer("loss")
@@ -251,16 +186,43 @@ def fit(train_model, infer_model, data: TrainingData, cfg, run_dir: Path, model_
         callbacks.insert(0, LovaszPhase(layer.lovasz_on, cfg.epochs - lovasz_epochs))
     if cfg.tensorboard:  # after ValScore, so the validation scores it adds to the epoch's logs are logged too
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False))
-    start, wall0 = 0, 0.0
+    return callbacks
+
+
+def resume_state(train_model, score: ValScore, train_batches: Batches, cfg, run_dir: Path, resume: bool) -> tuple[int, float]:
+    """With `resume` and a checkpoint: restore it into the model, `score` and the batches' epoch order, and return
+    (epochs done, wall seconds so far); else (0, 0.0)."""
     state = load_checkpoint(train_model, run_dir) if resume else None
-    if state is not None:
-        start, cb.best, cb.best_epoch, cb.rows = state["epoch"], state["best"], state["best_epoch"], state["rows"]
-        wall0 = cb.wall = state.get("wall_s", 0.0)
-        train_batches.epoch = start
-        train_batches._order()
-        print(f"resuming after epoch {start} of {cfg.epochs} (best {cfg.monitor} {cb.best:.4f} at epoch {cb.best_epoch})", flush=True)
-    elif resume:
-        print("no checkpoint to resume from: starting at epoch 1", flush=True)
+    if state is None:
+        if resume:
+            print("no checkpoint to resume from: starting at epoch 1", flush=True)
+        return 0, 0.0
+    start, score.best, score.best_epoch, score.rows = state["epoch"], state["best"], state["best_epoch"], state["rows"]
+    score.wall = state.get("wall_s", 0.0)
+    train_batches.epoch = start
+    train_batches._order()
+    print(f"resuming after epoch {start} of {cfg.epochs} (best {cfg.monitor} {score.best:.4f} at epoch {score.best_epoch})", flush=True)
+    return start, score.wall
+
+
+def fit(train_model, infer_model, data: TrainingData, cfg, run_dir: Path, model_name: str, resume: bool = False) -> dict:
+    """Train `train_model` (outputs [total, hard, soft] per sample, + feat with feature KD) and keep the best `infer_model`.
+
+    cfg gives epochs, lr, weight_decay, monitor and tensorboard (a training.config.TrainConfig),
+    optionally lovasz_epochs (student.config.DistillConfig: the last N epochs train with the Lovasz
+    hinge as the hard term; the graph's loss layer must be built with hard_loss="lovasz").
+    Every epoch ends with a checkpoint (weights, optimizer, epoch, history); `resume` continues
+    from it: the data order and flips are seeded per epoch, so the rest of the run is the same.
+    Returns best_epoch, timings and the last epoch's validation scores (training.scoring.last_epoch_scores).
+    """
+    train_batches = data.train
+    compile_for_training(train_model, cfg, len(train_batches))
+    model_path = run_dir / model_name
+    cb = ValScore(
+        infer_model, data.val_x, data.val_masks, data.spec, model_path, run_dir / "history.csv", cfg.monitor, len(train_batches.x)
+    )
+    callbacks = epoch_callbacks(train_model, cb, cfg, run_dir)
+    start, wall0 = resume_state(train_model, cb, train_batches, cfg, run_dir, resume)
     t0 = time.perf_counter()
     if start < cfg.epochs:
         train_model.fit(
@@ -277,11 +239,10 @@ def fit(train_model, infer_model, data: TrainingData, cfg, run_dir: Path, model_
         last = last_epoch_scores(predict_probs(infer_model, data.val_x, data.spec), data.val_masks, data.spec["threshold"])
     best = keras.saving.load_model(model_path)
     infer_model.set_weights(best.get_weights())
-    rows = cb.rows
     return {
         "best_epoch": cb.best_epoch,
         "epochs": cfg.epochs,
         "train_wall_s": round(wall, 1),
-        "train_img_per_s": round(float(np.median([r["train_img_per_s"] for r in rows])), 1),
+        "train_img_per_s": round(float(np.median([r["train_img_per_s"] for r in cb.rows])), 1),
         **last,
     }

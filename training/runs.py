@@ -1,7 +1,8 @@
-"""Run directories and what teacher and student runs share: data and split set-up, metrics.json, run names.
+"""Run directories and what teacher and student runs share: data and split set-up, batches, writing metrics.json.
 
 A run dir holds config.json (the config, versions, backend and devices), split.json, history.csv,
-the model and its sidecar, metrics.json. Run names and labels: training/naming.py (RunSpec).
+the model and its sidecar, metrics.json (its scores: training.scoring). Run names and labels:
+training/naming.py (RunSpec).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from common import io
 from common.cli import UserError, check_range
@@ -21,8 +21,7 @@ from common.config import environment
 from data.pipeline import Batches, prep_images, prep_images_unscaled, prep_masks
 from data.split import load_split, stratified_split
 from data.tgs import TgsData, load_data
-from models.predict import predict_probs
-from training.loop import TrainingData, crossfit_threshold, evaluate_probs, per_image_scores, pick_threshold
+from training.loop import TrainingData
 
 
 def start_run(cfg, run_dir: Path, opts, split: dict | None = None, parallel: dict | None = None) -> Path:
@@ -114,31 +113,6 @@ def batches(
     )
     vb = Batches(prep_images_unscaled(val.images, spec), vy, 64 * replicas, shuffle=False, flip=False, t=vt, multiple_of=replicas)
     return TrainingData(tb, vb, vx, val.masks, spec)
-
-
-def final_metrics(model, val: TgsData, vx: np.ndarray, spec: dict, tune_threshold: bool = False) -> dict:
-    """Validation metrics of the best model, plain and with horizontal-flip test-time augmentation.
-
-    tune_threshold: also `val_tuned_threshold` (training.loop.pick_threshold: the threshold in 0.30..0.70
-    with the best validation Kaggle mAP, and its scores; its "crossfit" entry: the same pick made on half of the
-    images and scored on the other half, training.loop.crossfit_threshold); the other entries stay at
-    spec["threshold"]."""
-    p = predict_probs(model, vx, spec)
-    pf = predict_probs(model, vx[:, :, ::-1], spec)[:, :, ::-1]
-    t = spec["threshold"]
-    out = {
-        "val": evaluate_probs(p, val.masks, t),
-        "val_flip_tta": evaluate_probs((p + pf) / 2, val.masks, t),
-        # per-image Kaggle scores and pixel counts in split order: paired comparisons between runs (experiments/)
-        "val_ids": list(val.ids),
-        **per_image_scores(p, val.masks, t, "val"),
-    }
-    if tune_threshold:
-        # chosen on the same validation images it is scored on: this score flatters the model
-        out["val_tuned_threshold"] = pick_threshold(p, val.masks)
-        # the same pick made on half the images and scored on the other half, both ways: not flattered
-        out["val_tuned_threshold"]["crossfit"] = crossfit_threshold(p, val.masks)
-    return out
 
 
 def peak_rss_mb() -> float | None:
