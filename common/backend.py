@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
+from common.choices import PRECISIONS
 from common.cli import UserError
 
 
@@ -37,9 +38,6 @@ def require_tensorflow() -> None:
         raise RuntimeError("keras was imported with another backend before require_tensorflow()")
     os.environ["KERAS_BACKEND"] = "tensorflow"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 def set_precision(precision: str) -> None:

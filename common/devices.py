@@ -18,9 +18,9 @@ import platform
 import shutil
 from pathlib import Path
 
+from common.choices import ACCELERATORS
 from common.cli import UserError
 
-ACCELERATORS = ("auto", "gpu", "cpu")
 GPU_INSTALL = (
     "pip install -r requirements.txt -r requirements-gpu.txt (JAX with CUDA 12) and run with KERAS_BACKEND=jax, "
     "or pass --accelerator cpu to train on the CPU"

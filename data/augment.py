@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import numpy as np
 
-AUGMENTS = ("flip", "strong")  # --augment: "flip" = horizontal flips only (earlier versions); "strong" = + warp + jitter
 MAX_SHIFT = 12  # pixels, each axis (about 12 % of the 101 original pixels)
 ZOOM = (0.9, 1.1)  # scale factor around the crop's centre (> 1 magnifies)
 CONTRAST = (0.8, 1.2)  # factor on the deviation from each image's mean grey level

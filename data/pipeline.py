@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from common.choices import AUGMENTS
 from data import augment as aug
 from pi.tgs_common import postprocess, preprocess
 
@@ -73,8 +74,8 @@ class Batches(keras.utils.PyDataset):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if augment not in aug.AUGMENTS:
-            raise ValueError(f"augment {augment!r} must be one of {', '.join(aug.AUGMENTS)}")
+        if augment not in AUGMENTS:
+            raise ValueError(f"augment {augment!r} must be one of {', '.join(AUGMENTS)}")
         if (augment != "flip" or mixup) and (t is not None or unlabelled_t is not None):
             raise ValueError("strong augmentation and mixup need the teacher in the graph: cached logits hold only the image and its flip")
         self.augment, self.mixup = augment, float(mixup)

@@ -11,8 +11,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-SCALE_RULES = ("T", "T2", "1")
-HARD_LOSSES = ("bce", "lovasz")
+from common.choices import FEATURE_LOSSES, HARD_LOSSES, SCALE_RULES
 
 
 def scale_factor(rule: str, temperature: float) -> float:
@@ -153,8 +152,6 @@ class DistillationLoss(keras.layers.Layer):
 # papers' batch means. They need the teacher's features, so the teacher must run in the graph (--teacher, not
 # --teacher-cache). The 1x1 adapters (FitNets, CWD) are trainable variables of the loss layer: they live in the
 # training graph (and its checkpoints) only, never in the student that is saved and exported.
-
-FEATURE_LOSSES = ("fitnets", "at", "cwd")
 
 
 def resize_to(x, size):

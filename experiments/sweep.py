@@ -52,15 +52,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from common.choices import ARCHITECTURES, AUGMENTS, FEATURE_LOSSES
 from common.cli import UserError, run
 from common.config import HelpFormatter
 from common.io import acquire_lock, is_locked, release_lock
-from data.augment import AUGMENTS
 from data.synthetic import generate
 from data.tgs import count_unlabelled
 from distill.cache import ensemble_label
 from experiments.results import format_summary, read_metrics, write_tables
-from training.naming import DEFAULT_UPSAMPLE, FEATURE_LOSSES, RunSpec, model_name
+from training.naming import RunSpec, model_name
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 3.0  # how often a shard looks again at a teacher or cache that another shard is making
@@ -148,8 +148,8 @@ def load_config(path) -> dict:
             raise UserError(f"sweep config {path}: {part!r} must be an object of its script's flags")
     models = [cfg.get("student", {})] + [m for g in grids for m in (g.get("model") or []) if isinstance(m, dict)]
     for m in models:
-        if m.get("arch", "unet") not in DEFAULT_UPSAMPLE:
-            raise UserError(f"sweep config {path}: unknown arch {m['arch']!r} (known: {', '.join(DEFAULT_UPSAMPLE)})")
+        if m.get("arch", "unet") not in ARCHITECTURES:
+            raise UserError(f"sweep config {path}: unknown arch {m['arch']!r} (known: {', '.join(ARCHITECTURES)})")
     return cfg
 
 

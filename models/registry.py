@@ -7,12 +7,14 @@
 Architectures: unet (models/unet.py; depth 3 with more width is the wide-shallow variant), sepunet
 (models/sepunet.py), mbv2cat / mbv2add / lraspp (models/mbv2.py). Knobs shared by all: base_filters
 (width of the first level, doubled per level), depth (levels), upsample (decoder x2: "transpose" or
-"bilinear"; default per architecture, DEFAULT_UPSAMPLE).
+"bilinear"; default per architecture). The names, default decoders and shape rules live Keras-free in
+common/choices.py, which the configs, run names and the sweep read too.
 
 The contract every builder honours: input (H, W, 1) in [0, 1] -> ... -> a linear 1x1 conv named
 `logits` -> sigmoid output; registered layers only (reloads with safe_mode=True); builtin TFLite ops
 only. To add an architecture: write `build_<name>(input_shape, base_filters, depth, upsample, name)`
-in its own module under models/, add it to ARCHITECTURES, and add it to tests/test_models.py.
+in its own module under models/, add it to BUILDERS here and to common.choices.ARCHITECTURES, and add it
+to tests/test_models.py.
 """
 
 from __future__ import annotations
@@ -21,52 +23,31 @@ import re
 
 import keras
 
+from common.choices import ARCHITECTURES as KNOWN
+from common.choices import check_arch
 from models.mbv2 import build_lraspp, build_mbv2, build_mbv2add
 from models.sepunet import build_sepunet
 from models.unet import build_unet
 
-ARCHITECTURES = {
-    "unet": build_unet,  # plain U-Net (full 3x3 convs); --depth 3 with a larger width is the wide-shallow variant
-    "sepunet": build_sepunet,  # depthwise-separable U-Net
-    "mbv2cat": build_mbv2,  # MobileNetV2 inverted-residual encoder, light decoder, concat skips
-    "mbv2add": build_mbv2add,  # the same with add skips
-    "lraspp": build_lraspp,  # MobileNetV2 encoder, LR-ASPP-style head
+BUILDERS = {
+    "unet": build_unet,
+    "sepunet": build_sepunet,
+    "mbv2cat": build_mbv2,
+    "mbv2add": build_mbv2add,
+    "lraspp": build_lraspp,
 }
-# the decoder's x2 upsampling when --upsample is not given ("" = the architecture's default)
-DEFAULT_UPSAMPLE = {"unet": "transpose", "sepunet": "bilinear", "mbv2cat": "bilinear", "mbv2add": "bilinear", "lraspp": "bilinear"}
-UPSAMPLE_MODES = ("transpose", "bilinear")
-
-
-def arch_names() -> list[str]:
-    return sorted(ARCHITECTURES)
+if set(BUILDERS) != set(KNOWN):  # common.choices names the architectures (Keras-free); each needs a builder here
+    raise ImportError(f"models.registry builds {sorted(BUILDERS)} but common.choices.ARCHITECTURES names {sorted(KNOWN)}")
 
 
 def resolve_upsample(arch: str, upsample: str | None) -> str:
-    return upsample or DEFAULT_UPSAMPLE[arch]
-
-
-def check_arch(arch: str, input_shape, base_filters: int, depth: int, upsample: str | None = None) -> None:
-    """Raise ValueError (one line, naming the valid choices) for settings the builder cannot make."""
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(arch_names())}")
-    if upsample and upsample not in UPSAMPLE_MODES:
-        raise ValueError(f"upsample must be one of {', '.join(UPSAMPLE_MODES)}, not {upsample!r}")
-    if base_filters < 1:
-        raise ValueError(f"{arch}: width (base filters) {base_filters} leaves a layer with no channels; it must be >= 1")
-    low = 2 if arch == "lraspp" else 1
-    if depth < low:
-        raise ValueError(f"{arch}: depth must be >= {low}, got {depth}")
-    h, w = input_shape[:2]
-    if h % 2**depth or w % 2**depth:
-        raise ValueError(f"{arch}: input {h}x{w} is not divisible by 2**depth = {2**depth}")
+    return upsample or KNOWN[arch].decoder
 
 
 def build_model(arch: str, input_shape, base_filters: int, depth: int, upsample: str | None = None, name: str | None = None) -> keras.Model:
     """Build architecture `arch`; a ValueError names the valid architectures (or what else is wrong)."""
     check_arch(arch, input_shape, base_filters, depth, upsample)
-    return ARCHITECTURES[arch](
-        input_shape, base_filters, depth, upsample=resolve_upsample(arch, upsample), name=name or f"{arch}{base_filters}"
-    )
+    return BUILDERS[arch](input_shape, base_filters, depth, upsample=resolve_upsample(arch, upsample), name=name or f"{arch}{base_filters}")
 
 
 def logits_model(model: keras.Model, name: str | None = None) -> keras.Model:

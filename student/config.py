@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from common.choices import AUGMENTS, FEATURE_LOSSES, SCALE_RULES
 from common.cli import UserError, check_range
 from common.config import option
-from data.augment import AUGMENTS
-from distill.losses import FEATURE_LOSSES, SCALE_RULES
 from training.config import TrainConfig, validate_common
 from training.naming import DEFAULT_FEATURE_LAYERS, feature_pairs
 

@@ -128,13 +128,8 @@ def test_every_distill_default_is_shown(distill_help):
 
 
 def test_fixed_sets_of_values_are_listed(distill_help):
-    """--scale, --augment, --feature-loss, --arch, --precision, --accelerator, ... list their values, from the registries."""
-    from common.backend import PRECISIONS
-    from common.devices import ACCELERATORS
-    from data.augment import AUGMENTS
-    from distill.losses import FEATURE_LOSSES, SCALE_RULES
-    from models.registry import arch_names
-    from training.config import MONITORS, RESIZE_MODES
+    """--scale, --augment, --feature-loss, --arch, --precision, --accelerator, ... list their values, from common.choices."""
+    from common.choices import ACCELERATORS, AUGMENTS, FEATURE_LOSSES, MONITORS, PRECISIONS, RESIZE_MODES, SCALE_RULES, arch_names
 
     expected = {
         "--scale": SCALE_RULES,
@@ -152,7 +147,7 @@ def test_fixed_sets_of_values_are_listed(distill_help):
 
 
 def test_teacher_help_lists_its_losses(helps):
-    from teacher.train import LOSSES
+    from common.choices import TEACHER_LOSSES as LOSSES
 
     p = helps["-m teacher.train"]
     assert f"--loss {{{','.join(LOSSES)}}}" in p.stdout, p.stdout[-2000:]

@@ -174,10 +174,17 @@ def test_bad_arguments_and_the_feature_term():
     np.testing.assert_allclose(out, [[1.75, 2, 3, 1.5], [5.25, 5, 6, 2.5]])
 
 
-def test_keras_free_copy_of_the_choices_agrees():
-    from training import naming
+def test_every_feature_loss_choice_has_a_layer():
+    """common.choices.FEATURE_LOSSES (what --feature-loss and the sweep accept) each build a loss layer; others are refused."""
+    from distill.losses import feature_loss_layer
 
-    assert naming.FEATURE_LOSSES == FEATURE_LOSSES
+    assert {type(feature_loss_layer(k, f"f_{k}")).__name__ for k in FEATURE_LOSSES} == {
+        "FitNetsLoss",
+        "AttentionTransferLoss",
+        "ChannelWiseLoss",
+    }
+    with pytest.raises(ValueError, match="fitnets, at, cwd"):
+        feature_loss_layer("kd", "f")
 
 
 # ---------------------------------------------------------------- the training graph

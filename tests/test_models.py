@@ -8,13 +8,14 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from models.registry import ARCHITECTURES, DEFAULT_UPSAMPLE, build_model, check_arch  # noqa: E402
+from common.choices import ARCHITECTURES  # noqa: E402
+from models.registry import BUILDERS, build_model, check_arch  # noqa: E402
 
 SMALL = {"unet": 2, "sepunet": 4, "mbv2cat": 2, "mbv2add": 2, "lraspp": 2}
 
 
 def test_every_architecture_is_tested_here():
-    assert set(SMALL) == set(ARCHITECTURES) == set(DEFAULT_UPSAMPLE)
+    assert set(SMALL) == set(ARCHITECTURES) == set(BUILDERS)
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))

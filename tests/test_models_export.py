@@ -99,7 +99,7 @@ def exported(tmp_path_factory):
 
 
 def test_every_architecture_exports_builtin_ops_with_fp32_parity(exported):
-    from models.registry import ARCHITECTURES
+    from common.choices import ARCHITECTURES
 
     _, res = exported
     assert set(res) == set(ARCHITECTURES)

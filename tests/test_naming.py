@@ -1,11 +1,16 @@
 """RunSpec is the one place that names a run; an ensemble's or a weighted ensemble's runs never share a single teacher's name."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from distill.cache import ensemble_label
 from training.naming import RunSpec
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_soft_target_labels():
@@ -42,11 +47,8 @@ def test_run_dirs_of_earlier_versions_get_labels(tmp_path, cfg, label):
 
 
 def test_model_names_say_depth_and_decoder_only_when_not_the_default():
-    from models.registry import DEFAULT_UPSAMPLE
-    from training import naming
     from training.naming import model_name
 
-    assert naming.DEFAULT_UPSAMPLE == DEFAULT_UPSAMPLE  # the Keras-free copy agrees with the registry
     assert model_name("unet", 4) == "unet4" and model_name("unet", 4, 4, "transpose") == "unet4"
     assert model_name("unet", 6, 3) == "unet6d3"
     assert model_name("unet", 4, 4, "bilinear") == "unet4_bilinear"
@@ -83,3 +85,11 @@ def test_unlabelled_count_names_runs_beyond_the_datas_own_test_images(tmp_path):
     (run / "config.json").write_text(json.dumps({**base, "unlabelled": ["cache/tgs.npz", "extra/images"]}))
     (run / "metrics.json").write_text(json.dumps({"teacher": {"label": "unet8"}, "temperature": 2.0, "unlabelled_images": 18000}))
     assert RunSpec.from_run_dir(run).name == more.name
+
+
+def test_configs_names_and_choices_import_no_keras():
+    """The choices (common.choices), the configs and RunSpec are Keras-free: the sweep checks a preset against the scripts'
+    own configs at plan time, and --list / --dry-run start at once."""
+    code = "import sys, common.choices, student.config, training.naming; print(sorted(m for m in ('keras', 'tensorflow', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.strip() == "[]"

@@ -9,29 +9,23 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from common.backend import PRECISIONS
+from common.choices import ACCELERATORS, DECODERS, MONITORS, PRECISIONS, RESIZE_MODES, arch_names, check_arch
 from common.cli import UserError, check_range
 from common.config import option
-from common.devices import ACCELERATORS
-from models.registry import UPSAMPLE_MODES, arch_names, check_arch
 from training.naming import model_name
-
-# the fixed sets of values of --resize-mode and --monitor (--help lists them; validate_common checks them)
-RESIZE_MODES = ("pad", "resize")
-MONITORS = ("mean_iou", "kaggle_map", "salt_iou")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     data: str = option("Kaggle TGS folder or .npz cache from data.prepare")
     out: str = option("run dir: config, split, history, model, metrics", "")
-    arch: str = option("architecture (models.registry)", "unet", choices=arch_names)
+    arch: str = option("architecture (common.choices, built by models.registry)", "unet", choices=arch_names)
     base_filters: int = option("width: filters of the first level, doubled at each level", 16)
     depth: int = option("poolings; the input size must be divisible by 2**depth", 4)
     upsample: str = option(
         'decoder x2: "transpose" or "bilinear" (int8-friendlier); "" = the architecture\'s default (unet: transpose, others: bilinear)',
         "",
-        choices=("", *UPSAMPLE_MODES),
+        choices=("", *DECODERS),
     )
     input_size: int = option("model input side: 101 reflect-padded to 128 is divisible by 16, no interpolation", 128)
     resize_mode: str = option('"pad" keeps the original pixels (reflect padding); "resize" interpolates', "pad", choices=RESIZE_MODES)
@@ -71,7 +65,7 @@ def validate_common(cfg: TrainConfig) -> None:
     """Checks shared by teacher and student configs; each failure names the flag and value."""
     if cfg.arch not in arch_names():
         raise UserError(f"--arch {cfg.arch!r} is not an architecture; choose one of {', '.join(arch_names())}")
-    if cfg.upsample and cfg.upsample not in UPSAMPLE_MODES:
+    if cfg.upsample and cfg.upsample not in DECODERS:
         raise UserError(f"--upsample {cfg.upsample!r} must be 'transpose' or 'bilinear'")
     try:
         check_arch(cfg.arch, (cfg.input_size, cfg.input_size, 1), cfg.base_filters, cfg.depth, cfg.upsample)

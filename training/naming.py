@@ -12,12 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_DEPTH = 4
-# the architectures' default decoders (models.registry.DEFAULT_UPSAMPLE; repeated here to keep this module Keras-free, a test checks they agree)
-DEFAULT_UPSAMPLE = {"unet": "transpose", "sepunet": "bilinear", "mbv2cat": "bilinear", "mbv2add": "bilinear", "lraspp": "bilinear"}
+from common.choices import DEFAULT_DEPTH, default_decoder
 
-# --feature-loss choices (distill.losses.FEATURE_LOSSES; repeated here Keras-free for the sweep, a test checks they agree)
-FEATURE_LOSSES = ("fitnets", "at", "cwd")
 # --feature-layers when not given: the students' and teachers' 1/2-resolution decoder stage (unet, sepunet, mbv2cat, mbv2add)
 DEFAULT_FEATURE_LAYERS = ("dec1_out:dec1_out",)
 
@@ -42,7 +38,7 @@ def model_name(arch: str, base_filters, depth: int = DEFAULT_DEPTH, upsample: st
     unet4, sepunet8, unet6d3 (depth 3), unet4_bilinear, mbv2add8_transpose.
     """
     name = f"{arch}{base_filters}" + (f"d{depth}" if depth != DEFAULT_DEPTH else "")
-    if upsample and upsample != DEFAULT_UPSAMPLE.get(arch, "transpose"):
+    if upsample and upsample != default_decoder(arch):
         name += f"_{upsample}"
     return name
 
