@@ -17,38 +17,21 @@ from common.backend import choose_backend
 choose_backend()
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from common import io
 from common.backend import set_precision
-from common.cli import UserError, run
-from common.config import option, parse_args, show
+from common.cli import run
+from common.config import parse_args, show
 from common.devices import device_report
 from common.distribute import data_parallel, describe
 from distill.graph import build_training_graph
 from models.registry import build_model
 from pi.sidecar import make_spec, sidecar_path
-from training.config import TrainConfig, validate_common
+from teacher.config import TeacherConfig, validate
 from training.loop import fit
 from training.runs import batches, load_split_data, start_run, write_metrics
 from training.scoring import final_metrics, logits_calibration
-
-LOSSES = ("bce", "bce_dice")  # --loss
-
-
-@dataclass(frozen=True)
-class TeacherConfig(TrainConfig):
-    base_filters: int = option(
-        "width: filters of the first level, doubled at each level (16: 1.94 M params, the classic Kaggle Keras U-Net)", 16
-    )
-    loss: str = option('"bce" or "bce_dice" (BCE + soft Dice); BCE teachers distil better (shared/REFERENCE.md)', "bce", choices=LOSSES)
-
-
-def validate(cfg: TeacherConfig) -> None:
-    validate_common(cfg)
-    if cfg.loss not in LOSSES:
-        raise UserError(f"--loss {cfg.loss!r} must be 'bce' or 'bce_dice'")
 
 
 def main(argv=None) -> int:
