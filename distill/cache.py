@@ -1,9 +1,15 @@
-"""Read a teacher-output cache (written by `python -m teacher.cache`): logits per image id and view.
+"""The teacher-output cache's format, written and read here: the files, their layout, meta.json, the writer, the reader.
 
-CACHE/logits.npy (N, 2, S, S) float16, memory-mapped (view 0: the image, view 1: the flipped image,
-in flipped orientation); CACHE/meta.json: format, teacher files and their SHA-256, ensemble weights,
-the predict batch size (since 2026-11-28), preprocessing spec, ids, and a fingerprint per image (a 64-bit BLAKE2b of its 101x101 uint8 pixels,
-aligned with ids). `TeacherCache.check` refuses a cache that was made from other teacher files,
+A cache dir holds two files. LOGITS = logits.npy: (N, 2, S, S) float16, np.save's layout (a version 1.0 header,
+then the rows in order), row j = image j of meta's "ids", view 0 the image's logits, view 1 those of its horizontal
+flip in flipped orientation (a black-box cache: the mirrored map); read memory-mapped (`TeacherCache`) or per batch by
+plain reads (`CachedRows`). META = meta.json (`cache_meta`): format, teacher files and their SHA-256, ensemble weights,
+the predict batch size (since 2026-11-28), preprocessing spec, ids, views, and a fingerprint per image (a 64-bit
+BLAKE2b of its 101x101 uint8 pixels, aligned with ids), the build time. Written as a whole (`new_cache`: a temp dir
+swapped into place), the logits all at once (`write_cache`) or chunk by chunk (`logits_writer`); who computes them:
+`python -m teacher.cache` (teacher/cache.py).
+
+`TeacherCache.check` refuses a cache that was made from other teacher files,
 other weights or other preprocessing than the run asks for; `TeacherCache.take(ids, images)` one
 whose logits belong to other pixels under the same ids (caches of earlier versions have no
 fingerprints and are taken as they are). `TeacherCache(path, tta=True)` (distill_train.py --teacher-tta)
@@ -16,15 +22,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from common import io
 from common.cli import UserError
 from common.io import file_sha256
 
 FORMAT = "tgs-teacher-cache/1"
 FINGERPRINT = "blake2b-64 of the 101x101 uint8 image"
+LOGITS, META = "logits.npy", "meta.json"  # the cache dir's two files
+DTYPE = np.float16  # the stored logits
+VIEWS = ("image", "hflip")  # view 0, view 1: the teacher's output on the image and on its flip
+MIRRORED_VIEWS = ("image", "hflip (mirrored)")  # a black-box cache's: view 1 is the mirrored map
 
 
 def fingerprint(image) -> str:
@@ -32,12 +44,83 @@ def fingerprint(image) -> str:
     return hashlib.blake2b(np.ascontiguousarray(image, dtype=np.uint8).tobytes(), digest_size=8).hexdigest()
 
 
+# ---- writing ------------------------------------------------------------------------------------------
+
+
+def teacher_files(paths) -> list[dict]:
+    """meta.json's "teachers": each teacher file's path and SHA-256 (what `TeacherCache.check` compares)."""
+    return [{"path": str(t), "sha256": file_sha256(t)} for t in paths]
+
+
+def cache_meta(teachers: list[dict], spec: dict, ids: list, fingerprints: list, build_s: float, views=VIEWS, **source) -> dict:
+    """meta.json of a cache of these ids: `teachers` (teacher_files; [] for black-box probabilities), `source`
+    what else says where the logits came from (weights and batch_size of teachers; "source" of probabilities)."""
+    return {
+        "format": FORMAT,
+        "teachers": teachers,
+        **source,
+        "spec": spec,
+        "n": len(ids),
+        "views": list(views),
+        "ids": ids,
+        "fingerprint": FINGERPRINT,
+        "fingerprints": fingerprints,
+        "build_s": build_s,
+    }
+
+
+@contextmanager
+def new_cache(out: Path):
+    """Yields a fresh temp dir next to `out` (`.OUT.partial-<pid>`) to write LOGITS (`logits_writer`) and META
+    (`write_meta`) into; swapped into place as one when the block ends (common.io.atomic_dir), so a kill at any
+    moment leaves the old cache or the new one, never new logits under old meta."""
+    with io.atomic_dir(out) as tmp:
+        yield tmp
+
+
+@contextmanager
+def logits_writer(path: Path, n: int, size: int):
+    """LOGITS written in row order: yields `write(rows)`, which appends rows (k, 2, size, size) of the next images,
+    stored as float16; `n` rows in all. The file holds np.save's bytes of the whole array (its version 1.0 header,
+    then the rows) by plain writes: a memory map's written pages would count in the RSS (1.4 GB for 21,200 images)."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(DTYPE)), "fortran_order": False, "shape": (n, 2, size, size)}
+    written = 0
+    with io.naming(path), open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+
+        def write(rows: np.ndarray) -> None:
+            nonlocal written
+            if rows.shape[1:] != (2, size, size):
+                raise ValueError(f"cache rows of shape {rows.shape[1:]}, the cache holds (2, {size}, {size})")
+            f.write(rows.astype(DTYPE).data)
+            written += len(rows)
+
+        yield write
+    if written != n:
+        raise ValueError(f"{written} cache rows written into {path}, its header says {n}")
+
+
+def write_meta(folder: Path, meta: dict) -> None:
+    io.write_json(Path(folder) / META, meta)
+
+
+def write_cache(out: Path, logits: np.ndarray, meta: dict) -> None:
+    """A cache of logits (N, 2, S, S) computed all at once: LOGITS and META into a new dir (`new_cache`)."""
+    with new_cache(out) as tmp:
+        with logits_writer(tmp / LOGITS, len(logits), logits.shape[-1]) as write:
+            write(logits)
+        write_meta(tmp, meta)
+
+
+# ---- reading ------------------------------------------------------------------------------------------
+
+
 class TeacherCache:
     def __init__(self, path, tta: bool = False):
         self.path = Path(path)
-        meta_path, arr_path = self.path / "meta.json", self.path / "logits.npy"
+        meta_path, arr_path = self.path / META, self.path / LOGITS
         if not meta_path.exists() or not arr_path.exists():
-            raise UserError(f"{self.path} is not a teacher cache (needs meta.json and logits.npy)")
+            raise UserError(f"{self.path} is not a teacher cache (needs {META} and {LOGITS})")
         try:
             self.meta = json.loads(meta_path.read_text())
             self.logits = np.load(arr_path, mmap_mode="r")
@@ -62,7 +145,7 @@ class TeacherCache:
     @property
     def has_flip_view(self) -> bool:
         """Whether view 1 is the teacher's output on the flipped image (a black-box cache's is the mirrored map)."""
-        return bool(self.meta["teachers"]) and list(self.meta.get("views", ["image", "hflip"])) == ["image", "hflip"]
+        return bool(self.meta["teachers"]) and tuple(self.meta.get("views", VIEWS)) == VIEWS
 
     @property
     def weights(self) -> list[float]:
@@ -123,7 +206,7 @@ class TeacherCache:
     def rows(self, ids, images=None) -> CachedRows:
         """Like `take`, but nothing is read now: `CachedRows.gather` reads a batch's rows from logits.npy when asked, so
         memory does not grow with the number of images (the unlabelled images' logits: 1.2 GB for 18,000)."""
-        return CachedRows(self.path / "logits.npy", self.logits, self.select(ids, images), self.tta)
+        return CachedRows(self.path / LOGITS, self.logits, self.select(ids, images), self.tta)
 
     def take(self, ids, images=None) -> np.ndarray:
         """(N, 2, S, S, 1) float16 logits for these ids, in order; with `tta` (--teacher-tta) both views are

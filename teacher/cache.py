@@ -12,6 +12,7 @@ preprocessing, and a fingerprint of every image's pixels; a cache that does not 
 was made from other teachers than --teacher names, or from other pixels under the same ids, is
 refused. Files: CACHE/logits.npy (N, 2, S, S) float16, loaded memory-mapped (view 0: the image,
 view 1: the flipped image, in flipped orientation); CACHE/meta.json (also `build_s`, the build time).
+The format is distill.cache's, which writes and reads it; this command computes the logits.
 
 Repeated values take either spelling: `--unlabelled A B` or `--unlabelled A --unlabelled B` (the
 same for --teacher and --data). An id in several inputs is cached once if its pixels agree, and
@@ -52,7 +53,6 @@ from tqdm import tqdm
 from common import io
 from common.cli import UserError, run
 from common.config import HelpFormatter
-from common.io import file_sha256
 from data.pipeline import prep_images
 from data.tgs import (
     TgsData,
@@ -65,7 +65,18 @@ from data.tgs import (
     read_png,
     unlabelled_folder,
 )
-from distill.cache import FINGERPRINT, FORMAT, fingerprint, normalise_weights
+from distill.cache import (
+    LOGITS,
+    MIRRORED_VIEWS,
+    cache_meta,
+    fingerprint,
+    logits_writer,
+    new_cache,
+    normalise_weights,
+    teacher_files,
+    write_cache,
+    write_meta,
+)
 from distill.teachers import load_teacher
 from models.files import model_spec
 from models.predict import predict
@@ -193,14 +204,6 @@ def claim(out: Path, overwrite: bool):
         io.release_lock(out, sibling=True)
 
 
-def write_cache(out: Path, logits: np.ndarray, meta: dict) -> None:
-    """logits.npy and meta.json into a fresh dir, swapped into place as one (see the module doc)."""
-    with io.atomic_dir(out) as tmp:
-        with io.naming(tmp / "logits.npy"):
-            np.save(tmp / "logits.npy", logits)
-        io.write_json(tmp / "meta.json", meta)
-
-
 # images per predict call (--batch-size): distill.teachers.ensemble_logits' batch, so every cache holds the bits it
 # always did. A forward pass's memory grows with it and its speed does not (unet8, 128x128, 1 thread: 1720 MB peak
 # at 64, 833 MB at 16); other batch sizes can change a logit in its last float bit (the backend's kernels differ)
@@ -224,20 +227,17 @@ def teacher_views(heads, x: np.ndarray, weights, batch: int = BATCH) -> np.ndarr
 
 
 def stream_logits(path: Path, heads, images, spec: dict, weights, chunk: int = CHUNK, batch: int = BATCH) -> None:
-    """The (N, 2, S, S) float16 logits of `images` (uint8 rows by slice: an array or ImageRows) written into the .npy file `path`, `chunk` images at a
-    time: peak memory is one chunk's float32 images and logits whatever N (the old code held float32 copies of
-    all images, both views and their logits: 8.5 GB for 21,200 images). The bytes are np.save's (tested): its
-    version 1.0 header, then the rows in order, by plain writes (a memory map's written pages would count in
-    the RSS: 1.4 GB more for 21,200 images)."""
+    """The cache's logits of `images` (uint8 rows by slice: an array or ImageRows) written into the .npy file `path`
+    (distill.cache.logits_writer), `chunk` images at a time: peak memory is one chunk's float32 images and logits
+    whatever N (the old code held float32 copies of all images, both views and their logits: 8.5 GB for 21,200
+    images). The bytes are np.save's of the whole array (tested)."""
     if chunk % batch:
         raise ValueError(f"chunk {chunk} must be a multiple of the batch size {batch}")
     size = int(spec["input_size"])
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False, "shape": (len(images), 2, size, size)}
-    with io.naming(path), open(path, "wb") as f, tqdm(total=len(images), desc="teacher logits", unit="img", leave=False) as bar:
-        np.lib.format.write_array_header_1_0(f, header)
+    with logits_writer(path, len(images), size) as write, tqdm(total=len(images), desc="teacher logits", unit="img", leave=False) as bar:
         for s in range(0, len(images), chunk):
             part = images[s : s + chunk]
-            f.write(teacher_views(heads, prep_images(part, spec), weights, batch).astype(np.float16).data)
+            write(teacher_views(heads, prep_images(part, spec), weights, batch))
             bar.update(len(part))
 
 
@@ -263,22 +263,11 @@ def build_cache(
         raise UserError(f"sidecar of {teacher_paths[0]} says input_size {size}, the teacher takes {teachers[0].inputs[0].shape[1]}")
     ids, images, fps = collect_images(data_paths, unlabelled_paths)  # every image read and checked before the lock
     heads = [logits_model(t) for t in teachers]
-    with claim(out, overwrite), io.atomic_dir(out) as tmp:
-        stream_logits(tmp / "logits.npy", heads, images, spec, w, chunk, batch)
-        meta = {
-            "format": FORMAT,
-            "teachers": [{"path": str(t), "sha256": file_sha256(t)} for t in teacher_paths],
-            "weights": w,
-            "batch_size": batch,
-            "spec": spec,
-            "n": len(ids),
-            "views": ["image", "hflip"],
-            "ids": ids,
-            "fingerprint": FINGERPRINT,
-            "fingerprints": fps,
-            "build_s": round(time.perf_counter() - t0, 1),
-        }
-        io.write_json(tmp / "meta.json", meta)
+    with claim(out, overwrite), new_cache(out) as tmp:
+        stream_logits(tmp / LOGITS, heads, images, spec, w, chunk, batch)
+        build_s = round(time.perf_counter() - t0, 1)
+        meta = cache_meta(teacher_files(teacher_paths), spec, ids, fps, build_s, weights=w, batch_size=batch)
+        write_meta(tmp, meta)
     return meta
 
 
@@ -329,18 +318,9 @@ def build_cache_from_probabilities(
         z = np.log(np.clip(p, eps, 1 - eps) / (1 - np.clip(p, eps, 1 - eps)))
         logits[k, 0], logits[k, 1] = z, z[:, ::-1]
     with claim(out, overwrite):
-        meta = {
-            "format": FORMAT,
-            "teachers": [],
-            "source": {"probabilities": str(prob_dir), "eps": eps, "flip_view": "mirrored map"},
-            "spec": {**spec, "model_name": "blackbox"},
-            "n": len(ids),
-            "views": ["image", "hflip (mirrored)"],
-            "ids": ids,
-            "fingerprint": FINGERPRINT,
-            "fingerprints": fps,
-            "build_s": round(time.perf_counter() - t0, 1),
-        }
+        source = {"probabilities": str(prob_dir), "eps": eps, "flip_view": "mirrored map"}
+        build_s = round(time.perf_counter() - t0, 1)
+        meta = cache_meta([], {**spec, "model_name": "blackbox"}, ids, fps, build_s, MIRRORED_VIEWS, source=source)
         write_cache(out, logits, meta)
     return meta
 
@@ -379,7 +359,7 @@ def main(argv=None) -> int:
     else:
         meta = build_cache(args.teacher, args.data, args.unlabelled, out, args.overwrite, args.teacher_weights, batch=args.batch_size)
         what = f"logits of {len(args.teacher)} teacher(s)"
-    size = (out / "logits.npy").stat().st_size / 1e6
+    size = (out / LOGITS).stat().st_size / 1e6
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
     print(
         f"cached {what} for {meta['n']} images x 2 views (float16, {size:.1f} MB) -> {out} "
