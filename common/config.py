@@ -111,3 +111,65 @@ def parse_args(cls, argv=None, doc: str = "", required=("data", "out"), multi=()
     for name in multi:
         args[name] = tuple(args[name] or ())
     return cls(**args), opts
+
+
+def _field_value(f: dataclasses.Field, v):
+    """A preset's value for field `f`, typed as parse_args would type the flag's text; ValueError when it cannot be."""
+    if f.type == "tuple":
+        if not isinstance(v, (list, tuple)):
+            raise ValueError("a list")
+        return tuple(str(x) for x in v)
+    if f.type == "bool":
+        if not isinstance(v, bool):
+            raise ValueError("true or false")
+        return v
+    if isinstance(v, bool) or isinstance(v, (list, tuple, dict)) or v is None:
+        raise ValueError({"int": "an integer", "float": "a number", "float | str": "a number or a word"}.get(f.type, "a string"))
+    if f.type == "int":
+        if not isinstance(v, int):
+            raise ValueError("an integer")
+        return v
+    if f.type == "float":
+        if not isinstance(v, (int, float)):
+            raise ValueError("a number")
+        return float(v)
+    if f.type == "float | str":
+        return float(v) if isinstance(v, (int, float)) else str(v)
+    return str(v)
+
+
+def from_values(cls, values: dict, what: str):
+    """The config `cls` from a dict of field values (a preset's section; keys as the fields, e.g. "base_filters"),
+    each typed as its flag would be. ValueError naming `what` and the key for an unknown key or a value of the wrong
+    type; the values themselves are checked by the config's validate(), as for the command line."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    typed = {}
+    for key, v in values.items():
+        if key not in fields:
+            raise ValueError(f"{what}: unknown key {key!r} (not a field of {cls.__name__}; see --help of its script)")
+        try:
+            typed[key] = _field_value(fields[key], v)
+        except ValueError as e:
+            raise ValueError(f"{what}: {key!r} must be {e}, not {json.dumps(v)}") from None
+    missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in typed]
+    if missing:
+        raise ValueError(f"{what}: {missing[0]!r} is required")
+    return cls(**typed)
+
+
+def to_argv(cfg) -> list[str]:
+    """The flags that give `cfg` back through parse_args: each field that differs from its default, in field order
+    (bools as --x / --no-x, tuples as one flag and its values). parse_args(type(cfg), to_argv(cfg)) == cfg."""
+    out = []
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if f.default is not dataclasses.MISSING and v == f.default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            out.append(flag if v else "--no-" + f.name.replace("_", "-"))
+        elif f.type == "tuple":
+            out += [flag, *map(str, v)] if v else []
+        else:
+            out += [flag, str(v)]
+    return out

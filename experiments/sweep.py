@@ -39,6 +39,7 @@ reported; with --shard, a teacher or cache that another shard is making is waite
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -52,14 +53,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from common.choices import ARCHITECTURES, AUGMENTS, FEATURE_LOSSES
 from common.cli import UserError, run
-from common.config import HelpFormatter
+from common.config import HelpFormatter, from_values, to_argv
 from common.io import acquire_lock, is_locked, release_lock
 from data.synthetic import generate
 from data.tgs import count_unlabelled
 from distill.cache import ensemble_label
 from experiments.results import format_summary, read_metrics, write_tables
+from student.config import DistillConfig, validate
+from teacher.config import TeacherConfig
+from teacher.config import validate as validate_teacher
 from training.naming import RunSpec, model_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,8 +126,8 @@ PRESET_KEYS = (
 
 def load_config(path) -> dict:
     """A preset, checked before anything is planned or trained: a JSON object with "name", "grid" and a non-empty list
-    of integer "seeds", no key outside PRESET_KEYS, and every architecture it names known (training.naming's registry
-    mirror). One UserError naming the preset and the key otherwise."""
+    of integer "seeds" and no key outside PRESET_KEYS; one UserError naming the preset and the key otherwise. The runs'
+    flags are checked by plan(), with the scripts' own configs."""
     try:
         cfg = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
@@ -146,10 +149,6 @@ def load_config(path) -> dict:
     for part in ("teacher", "student"):
         if part in cfg and not isinstance(cfg[part], dict):
             raise UserError(f"sweep config {path}: {part!r} must be an object of its script's flags")
-    models = [cfg.get("student", {})] + [m for g in grids for m in (g.get("model") or []) if isinstance(m, dict)]
-    for m in models:
-        if m.get("arch", "unet") not in ARCHITECTURES:
-            raise UserError(f"sweep config {path}: unknown arch {m['arch']!r} (known: {', '.join(ARCHITECTURES)})")
     return cfg
 
 
@@ -189,159 +188,195 @@ def parse_shard(text: str) -> tuple[int, int] | None:
     return k, n
 
 
-def flags(d: dict) -> list[str]:
-    out = []
-    for k, v in d.items():
-        flag = "--" + k.replace("_", "-")
-        if isinstance(v, bool):
-            out.append(flag if v else "--no-" + k.replace("_", "-"))
-        else:
-            out += [flag, str(v)]
-    return out
+@dataclass(frozen=True)
+class Layout:
+    """Where a sweep's inputs and outputs are: the sweep dir, the data, the teacher(s), and the caches made from them."""
+
+    sweep: Path
+    data: str
+    teacher: str  # the main teacher's .keras (trained by the sweep, or given)
+    given_teacher: bool = False  # not trained here: it may come without a split.json
+    ensemble: tuple[str, ...] = ()  # every member's .keras, the main teacher first
+    extra: tuple[str, ...] = ()  # "unlabelled_extra" folders
+
+    @property
+    def split(self) -> Path:
+        return Path(self.teacher).parent / "split.json"
+
+    @property
+    def cache(self) -> Path:
+        return Path(self.teacher).parent / "cache"
+
+    @property
+    def cache_all(self) -> Path:
+        """The cache of "unlabelled": "all" runs (21,200 images on the cpu data): the other runs' cache stays the size they need."""
+        return Path(self.teacher).parent / "cache_all"
+
+    @property
+    def ensemble_cache(self) -> Path:
+        return self.sweep / f"teacher_ensemble{len(self.ensemble)}" / "cache"
+
+    @property
+    def blackbox(self) -> Path:
+        return self.sweep / "teacher_blackbox"
 
 
-def student_runs(cfg: dict, teacher: str, n_all: int = 0) -> list[dict]:
-    """Expand the grid (or the union of several grids); the baseline (lam = 0) once per width and seed.
+@dataclass(frozen=True)
+class StudentRun:
+    """One planned student run: its config (what distill_train.py is given, checked by its own validate), its RunSpec
+    and the grid point it came from (what the sweep needs to plan its teachers and caches)."""
 
-    `teacher` is the teacher's model name (e.g. unet8); each run's "spec" is its training.naming.RunSpec.
-    `n_all`: how many images "unlabelled": "all" gives (the data's own test images + "unlabelled_extra"; in its runs' names)."""
-    grids = cfg["grid"] if isinstance(cfg["grid"], list) else [cfg["grid"]]
-    n_ens = 1 + len(cfg.get("ensemble_seeds", []))
-    student = cfg.get("student", {})
-    seen, runs = set(), []
-    for g in grids:
+    config: DistillConfig
+    spec: RunSpec
+    point: dict
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def grid_points(cfg: dict) -> list[dict]:
+    """Every point of the grid (or of the union of several grids), each axis given or at its default, checked for the
+    sweep's own axes and values; seed by seed."""
+    student, n_ens = cfg.get("student", {}), 1 + len(cfg.get("ensemble_seeds", []))
+    points = []
+    for g in cfg["grid"] if isinstance(cfg["grid"], list) else [cfg["grid"]]:
         unknown = set(g) - set(GRID_KEYS)
         if unknown:
             raise UserError(f"sweep grid has unknown axis {sorted(unknown)[0]!r} (known: {', '.join(GRID_KEYS)})")
-        grid = {
-            "lam": [0.9],
-            "temperature": [2.0],
-            "scale": ["T"],
-            "base_filters": [student.get("base_filters", 4)],
-            "model": [{}],
-            "options": [{}],
-            "unlabelled": [False],
-            "ensemble": [False],
-            "blackbox": [False],
-            **g,
-        }
-        if any(grid["ensemble"]) and n_ens < 2:
-            raise UserError('sweep grid asks for "ensemble": true but the config has no "ensemble_seeds"')
-        bad = [v for v in grid["blackbox"] if v not in BLACKBOX] + [t for t in grid["temperature"] if isinstance(t, str) and t != "auto"]
-        bad += [u for u in grid["unlabelled"] if u not in UNLABELLED]
-        if bad:
-            raise UserError(
-                f'sweep grid value {bad[0]!r} is not allowed (blackbox: false, "mirrored", "noflip"; temperature: a number or "auto"; '
-                'unlabelled: false, true, "all")'
+        grid = {**GRID_DEFAULTS, "base_filters": [student.get("base_filters", 4)], **g}
+        check_grid(cfg, grid, n_ens)
+        for values in itertools.product(*(grid[k] for k in GRID_KEYS), cfg["seeds"]):
+            points.append(dict(zip((*GRID_KEYS, "seed"), values)))
+    return sorted(points, key=lambda p: p["seed"])  # an interrupted sweep already holds complete paired comparisons
+
+
+GRID_DEFAULTS = {
+    "lam": [0.9],
+    "temperature": [2.0],
+    "scale": ["T"],
+    "model": [{}],
+    "options": [{}],
+    "unlabelled": [False],
+    "ensemble": [False],
+    "blackbox": [False],
+}
+
+
+def check_grid(cfg: dict, grid: dict, n_ens: int) -> None:
+    """The sweep's own rules on one grid (its axes' values and what they need of the preset); the flags each run ends
+    up with are checked by distill_train.py's validate, at plan time (student_config)."""
+    if any(grid["ensemble"]) and n_ens < 2:
+        raise UserError('sweep grid asks for "ensemble": true but the config has no "ensemble_seeds"')
+    bad = [v for v in grid["blackbox"] if v not in BLACKBOX] + [t for t in grid["temperature"] if isinstance(t, str) and t != "auto"]
+    bad += [u for u in grid["unlabelled"] if u not in UNLABELLED]
+    if bad:
+        raise UserError(
+            f'sweep grid value {bad[0]!r} is not allowed (blackbox: false, "mirrored", "noflip"; temperature: a number or "auto"; '
+            'unlabelled: false, true, "all")'
+        )
+    if "all" in grid["unlabelled"] and any(grid["ensemble"]):
+        raise UserError('sweep grid combines "unlabelled": "all" with "ensemble": true (not supported: one teacher\'s cache_all)')
+    if "all" in grid["unlabelled"] and not cfg.get("unlabelled_extra"):
+        raise UserError(
+            'sweep grid asks for "unlabelled": "all" but the config has no "unlabelled_extra" (folders of more unlabelled images)'
+        )
+    for entry in grid["model"]:
+        if not isinstance(entry, dict) or set(entry) - set(MODEL_KEYS):
+            raise UserError(f'sweep grid "model" entry {entry!r} must be an object with keys among {", ".join(MODEL_KEYS)}')
+    for opts in grid["options"]:
+        if not isinstance(opts, dict) or set(opts) - set(OPTION_KEYS):
+            raise UserError(f'sweep grid "options" entry {opts!r} must be an object with keys among {", ".join(OPTION_KEYS)}')
+    if any(bb for bb in grid["blackbox"]) and (any(grid["unlabelled"]) or any(grid["ensemble"])):
+        raise UserError(
+            'sweep grid combines "blackbox" with unlabelled or ensemble runs (the black-box cache holds the labelled images of one teacher)'
+        )
+
+
+def point_flags(cfg: dict, p: dict) -> dict:
+    """A grid point's flags (DistillConfig fields) that do not depend on where files are: the "student" section, the
+    width axis, a "model" entry, then an "options" entry. A baseline (lam = 0) has no teacher: no T, s(T), unlabelled
+    images, ensemble, black box or tta, and the augmentation of the runs it is compared with; mixup needs unlabelled images."""
+    opts = dict(p["options"])
+    if p["lam"] == 0:
+        p.update(temperature=2.0, scale="T", unlabelled=False, ensemble=False, blackbox=False)
+        opts = {k: v for k, v in opts.items() if k in ("lovasz_epochs", "tune_threshold", "augment")}
+    flags = {**cfg.get("student", {}), "base_filters": p["base_filters"], **p["model"], **opts, "seed": p["seed"], "lam": p["lam"]}
+    if not p["unlabelled"]:
+        flags = {k: v for k, v in flags.items() if k not in ("mixup", "n_unlabelled")}
+    if p["lam"] > 0:
+        flags.update(temperature=p["temperature"], scale=p["scale"])
+    if p["blackbox"] == "noflip":
+        flags["flip"] = False
+    return flags
+
+
+def in_graph(flags: dict) -> bool:
+    """The teacher runs in the graph even with "teacher_cache": a cache cannot see strong augmentation or mixup, and
+    holds no features for feature distillation."""
+    return flags.get("augment", "flip") == "strong" or bool(flags.get("mixup")) or bool(flags.get("feature_loss"))
+
+
+def teacher_flags(cfg: dict, p: dict, flags: dict, layout: Layout) -> dict:
+    """Where a grid point's soft targets come from: the black box's cache, or the teacher file(s) and, with
+    "teacher_cache", their cache; the unlabelled images it adds; the split of a run with no teacher file to read it from."""
+    out = {}
+    if p["lam"] == 0 or p["blackbox"]:
+        if layout.split.exists() or not layout.given_teacher:
+            out["split_file"] = str(layout.split)
+    if p["blackbox"]:
+        out["teacher_cache"] = str(layout.blackbox / "cache")
+    elif p["lam"] > 0:
+        out["teacher"] = tuple(layout.ensemble) if p["ensemble"] else (layout.teacher,)
+        if cfg.get("teacher_cache") and not in_graph(flags):
+            out["teacher_cache"] = str(
+                layout.ensemble_cache if p["ensemble"] else layout.cache_all if p["unlabelled"] == "all" else layout.cache
             )
-        if "all" in grid["unlabelled"] and any(grid["ensemble"]):
-            raise UserError('sweep grid combines "unlabelled": "all" with "ensemble": true (not supported: one teacher\'s cache_all)')
-        if "all" in grid["unlabelled"] and not cfg.get("unlabelled_extra"):
-            raise UserError(
-                'sweep grid asks for "unlabelled": "all" but the config has no "unlabelled_extra" (folders of more unlabelled images)'
-            )
-        for lam, T, scale, width, model, opts, unl, ens, bb, seed in itertools.product(*(grid[k] for k in GRID_KEYS), cfg["seeds"]):
-            model = student_model(student, width, model)
-            if not isinstance(opts, dict) or set(opts) - set(OPTION_KEYS):
-                raise UserError(f'sweep grid "options" entry {opts!r} must be an object with keys among {", ".join(OPTION_KEYS)}')
-            if lam == 0:
-                T, scale, unl, ens, bb = 2.0, "T", False, False, False
-                # no teacher: no tta, no unlabelled (so no mixup); the same augmentation as the runs it is compared with
-                opts = {k: v for k, v in opts.items() if k in ("lovasz_epochs", "tune_threshold", "augment")}
-            if not unl:  # mixup mixes unlabelled images
-                opts = {k: v for k, v in opts.items() if k != "mixup"}
-            augment, mixup = augmentation(student, opts, unl, bb)
-            feature = feature_kd(opts, ens, bb)
-            if bb and (unl or ens):
-                raise UserError(
-                    'sweep grid combines "blackbox" with unlabelled or ensemble runs (the black-box cache holds the labelled images of one teacher)'
-                )
-            key = (lam, T, scale, tuple(model.items()), tuple(sorted(opts.items())), unl, ens, bb, seed)
-            if key in seen:
-                continue
-            seen.add(key)
-            source = "blackbox" if bb else ensemble_label([teacher] * (n_ens if ens else 1))
-            spec = RunSpec(
-                model_name(**model),
-                "student",
-                source if lam > 0 else "",
-                float(lam),
-                T,
-                scale,
-                bool(unl),
-                bool(student.get("flip", True)) and bb != "noflip",
-                seed,
-                teacher_tta=bool(opts.get("teacher_tta", False)),
-                lovasz_epochs=int(opts.get("lovasz_epochs", 0)),
-                tune_threshold=bool(opts.get("tune_threshold", False)),
-                n_unlabelled=int(opts.get("n_unlabelled", student.get("n_unlabelled", 16))),
-                unlabelled_count=n_all if unl == "all" else 0,
-                augment=augment,
-                mixup=mixup,
-                **feature,
-            )
-            runs.append(
-                {
-                    "name": spec.name,
-                    "spec": spec,
-                    "lam": lam,
-                    "temperature": T,
-                    "scale": scale,
-                    "base_filters": model["base_filters"],
-                    "model": model,
-                    "options": opts,
-                    "unlabelled": unl,
-                    "ensemble": ens,
-                    "blackbox": bb,
-                    "seed": seed,
-                    # the teacher in the graph even with "teacher_cache": a cache cannot see strong augmentation or mixup
-                    "in_graph": augment == "strong" or bool(mixup) or bool(feature),  # feature KD: the teacher's features
-                }
-            )
-    # seed by seed, so an interrupted sweep already holds complete paired comparisons
-    return sorted(runs, key=lambda r: r["seed"])
+    if p["unlabelled"]:
+        out["unlabelled"] = (layout.data, *(layout.extra if p["unlabelled"] == "all" else ()))
+    return out
 
 
-def augmentation(student: dict, opts: dict, unl, bb) -> tuple[str, float]:
-    """One run's (augment, mixup): an "options" entry's, else the "student" section's; mixup only with unlabelled images."""
-    augment = opts.get("augment", student.get("augment", "flip"))
-    mixup = opts.get("mixup", student.get("mixup", 0.0)) if unl else 0.0
-    if augment not in AUGMENTS or isinstance(mixup, bool) or not isinstance(mixup, (int, float)) or not mixup >= 0:
-        raise UserError(f"sweep augment {augment!r} / mixup {mixup!r}: augment must be one of {', '.join(AUGMENTS)}, mixup a number >= 0")
-    if bb and augment != "flip":
-        raise UserError('sweep grid combines "blackbox" with "augment": "strong" (a cache holds only the image and its flip)')
-    if opts.get("teacher_tta") and (augment != "flip" or mixup):
-        raise UserError('sweep "options" combine "teacher_tta" (cached logits) with strong augmentation or mixup (in-graph teacher)')
-    return augment, float(mixup)
+def student_config(cfg: dict, p: dict, layout: Layout, teacher: str, n_all: int, where: str) -> StudentRun:
+    """One grid point as the DistillConfig distill_train.py will parse from the job's command, checked by its own
+    validate(): a preset that a run would refuse is refused here, before anything trains."""
+    p = dict(p)
+    flags = point_flags(cfg, p)
+    flags = {**flags, **teacher_flags(cfg, p, flags, layout), "data": layout.data}
+    source = "blackbox" if p["blackbox"] else ensemble_label([teacher] * (len(layout.ensemble) if p["ensemble"] else 1))
+    try:
+        config = from_values(DistillConfig, flags, where)
+    except ValueError as e:
+        raise UserError(f'{e} (in the "student" section or a grid entry)') from None
+    try:
+        spec = RunSpec.from_config(config, source, unlabelled_count=n_all if p["unlabelled"] == "all" else 0)
+        validate(config)
+    except (ValueError, TypeError, UserError) as e:
+        run = spec.name if "spec" in locals() else json.dumps(flags, default=str)
+        raise UserError(f"{where}: run {run}: {e}") from None
+    return StudentRun(dataclasses.replace(config, out=str(layout.sweep / spec.name)), spec, p)
 
 
-def feature_kd(opts: dict, ens, bb) -> dict:
-    """One run's feature distillation (RunSpec fields): an "options" entry's "feature_loss" (and "feature_weight"); {} when off.
+def student_runs(cfg: dict, teacher: str, n_all: int = 0, layout: Layout | None = None, where: str = "sweep config") -> list[StudentRun]:
+    """The grid's student runs, each named and configured once (a point that repeats another is left out).
 
-    It needs the teacher's features: one teacher in the graph (not the black box, not an ensemble; no --teacher-cache)."""
-    loss, weight = opts.get("feature_loss", ""), opts.get("feature_weight", 1.0)
-    if not loss:
-        if "feature_weight" in opts:
-            raise UserError(f'sweep grid "options" entry {opts!r} sets "feature_weight" without "feature_loss"')
-        return {}
-    if loss not in FEATURE_LOSSES or isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
-        raise UserError(f"sweep feature_loss {loss!r} / feature_weight {weight!r}: one of {', '.join(FEATURE_LOSSES)}, a weight >= 0")
-    if bb or ens:
-        raise UserError('sweep grid combines "feature_loss" with "blackbox" or "ensemble" (it needs one teacher in the graph)')
-    return {"feature_loss": loss, "feature_weight": float(weight)}
+    `teacher` is the teacher's model name (e.g. unet8); `n_all` how many images "unlabelled": "all" gives (in those runs'
+    names); `layout` where the files are (default: a sweep dir runs/<name> with its own teacher)."""
+    layout = layout or Layout(ROOT / "runs" / cfg.get("name", "sweep"), "DATA", "TEACHER/teacher.keras", ensemble=ensemble_paths(cfg, None))
+    runs, seen = [], {}
+    for p in grid_points(cfg):
+        run = student_config(cfg, p, layout, teacher, n_all, where)
+        if run.name in seen:  # e.g. the baseline, which every T and s(T) of the grid gives once more
+            if seen[run.name] != run.config:
+                raise UserError(f"{where}: two grid points are both named {run.name} but differ: {_differ(seen[run.name], run.config)}")
+            continue
+        seen[run.name] = run.config
+        runs.append(run)
+    return runs
 
 
-def student_model(student: dict, width, entry) -> dict:
-    """One run's architecture flags: the "student" section's, the width axis, then a "model" grid entry."""
-    if not isinstance(entry, dict) or set(entry) - set(MODEL_KEYS):
-        raise UserError(f'sweep grid "model" entry {entry!r} must be an object with keys among {", ".join(MODEL_KEYS)}')
-    model = {
-        "arch": student.get("arch", "unet"),
-        "base_filters": width,
-        "depth": student.get("depth", 4),
-        "upsample": student.get("upsample", ""),
-    }
-    return {**model, **entry}
+def _differ(a, b) -> str:
+    return ", ".join(f.name for f in dataclasses.fields(a) if getattr(a, f.name) != getattr(b, f.name))
 
 
 def sweep_dir(cfg: dict, args) -> Path:
@@ -410,132 +445,99 @@ def all_count(cfg: dict, data: str, extra: list[str]) -> int:
     return int(stated)
 
 
+def ensemble_paths(cfg: dict, sweep: Path | None, teacher: str = "") -> tuple[str, ...]:
+    """The teachers' .keras files: the main one, then one per "ensemble_seeds" (same flags and split, another seed)."""
+    sweep = sweep or ROOT / "runs" / cfg.get("name", "sweep")
+    main = teacher or str(sweep / "teacher" / "teacher.keras")
+    return (main, *(str(sweep / f"teacher_s{s}" / "teacher.keras") for s in cfg.get("ensemble_seeds", [])))
+
+
+def make_layout(cfg: dict, args) -> Layout:
+    sweep, teacher = sweep_dir(cfg, args), args.teacher or cfg.get("teacher_path", "")
+    return Layout(
+        sweep,
+        data_dir(cfg, args),
+        teacher or str(sweep / "teacher" / "teacher.keras"),
+        bool(teacher),
+        ensemble_paths(cfg, sweep, teacher),
+        tuple(str(u) for u in cfg.get("unlabelled_extra", [])),
+    )
+
+
+def teacher_jobs(cfg: dict, layout: Layout, where: str) -> list[Job]:
+    """The teacher (unless given) and the ensemble's other members, each a TeacherConfig checked by teacher.train's validate."""
+    jobs = []
+    for i, path in enumerate(layout.ensemble):
+        if i == 0 and layout.given_teacher:
+            continue
+        seed = {"seed": cfg["ensemble_seeds"][i - 1], "split_file": str(layout.split)} if i else {}
+        values = {**cfg.get("teacher", {}), **seed, "data": layout.data, "out": str(Path(path).parent)}
+        try:
+            config = from_values(TeacherConfig, values, f'{where} "teacher"')
+            validate_teacher(config)
+        except (ValueError, UserError) as e:
+            raise UserError(str(e) if str(e).startswith(where) else f'{where} "teacher": {e}') from None
+        run_dir = Path(path).parent
+        cmd = (sys.executable, "-m", "teacher.train", *to_argv(config))
+        jobs.append(Job(run_dir.name if i else "teacher", run_dir, run_dir / "metrics.json", cmd, (layout.split,) if i else (), "teacher"))
+    return jobs
+
+
+def cache_jobs(runs: list[StudentRun], layout: Layout) -> list[Job]:
+    """One teacher.cache job per cache some run reads (its config's teacher_cache), with the unlabelled images those runs add."""
+    jobs, py = [], sys.executable
+    names = {layout.cache: "teacher_cache", layout.ensemble_cache: "ensemble_cache", layout.cache_all: "teacher_cache_all"}
+    for cdir, name in names.items():
+        readers = [r.config for r in runs if r.config.teacher_cache == str(cdir)]
+        if not readers:
+            continue
+        members = readers[0].teacher
+        unl = sorted({u for c in readers for u in c.unlabelled}, key=[layout.data, *layout.extra].index)
+        cmd = [py, "-m", "teacher.cache", *(a for t in members for a in ("--teacher", t)), "--data", layout.data, "--out", str(cdir)]
+        cmd += ["--unlabelled", *unl] if unl else []
+        jobs.append(Job(name, cdir, cdir / "meta.json", tuple(cmd), tuple(Path(t) for t in members), "cache"))
+    return jobs
+
+
+def blackbox_jobs(cfg: dict, runs: list[StudentRun], layout: Layout) -> list[Job]:
+    """The teacher as a black box: its 16-bit probability maps (evaluate.py), then a cache made from them alone."""
+    if not any(r.point["blackbox"] for r in runs):
+        return []
+    bb, py = layout.blackbox, sys.executable
+    probs = bb / "probabilities"
+    cmd = (py, "evaluate.py", "--model", layout.teacher, "--data", layout.data, "--split", "all", "--save-probabilities", str(probs))
+    cmd += ("--out", str(bb / "teacher_scores.json"))
+    size = str(cfg.get("student", {}).get("input_size", 128))
+    cache = (py, "-m", "teacher.cache", "--from-probabilities", str(probs), "--data", layout.data, "--out", str(bb / "cache"))
+    return [
+        Job("blackbox_probabilities", bb, probs, cmd, (Path(layout.teacher),), "probabilities"),
+        Job("blackbox_cache", bb / "cache", bb / "cache" / "meta.json", (*cache, "--input-size", size), (probs,), "cache"),
+    ]
+
+
+def student_job(run: StudentRun) -> Job:
+    """distill_train.py with the run's config as flags; it needs its teacher files, cache and (without a teacher file) split."""
+    c = run.config
+    needs = [Path(t) for t in c.teacher] + ([Path(c.teacher_cache) / "meta.json"] if c.teacher_cache else [])
+    needs += [Path(c.split_file)] if c.split_file else []
+    cmd = (sys.executable, "distill_train.py", *to_argv(c))
+    return Job(run.name, Path(c.out), Path(c.out) / "metrics.json", cmd, tuple(needs), "student")
+
+
 def plan(cfg: dict, args) -> list[Job]:
     """The sweep's jobs in dependency order: teachers, caches and black-box maps, then the student runs seed by seed.
 
-    Pure: reads the config (and a given teacher's sidecar), writes nothing. Applies --seeds and --shard."""
+    Pure: reads the config (and a given teacher's sidecar), writes nothing. Every run is built as the config its script
+    parses and checked by that script's validate, so a preset a run would refuse is refused here. Applies --seeds and --shard."""
     shard = parse_shard(getattr(args, "shard", ""))
     cfg = select_seeds(cfg, args.seeds)
-    sweep, data, py = sweep_dir(cfg, args), data_dir(cfg, args), sys.executable
-    teacher_cfg = dict(cfg.get("teacher", {}))
-    teacher_path = args.teacher or cfg.get("teacher_path", "")
-    given_teacher = bool(teacher_path)  # not trained here: it may come without a split.json
+    layout, where = make_layout(cfg, args), f"sweep config {getattr(args, 'config', '') or cfg.get('name', '')}"
     grids = cfg["grid"] if isinstance(cfg["grid"], list) else [cfg["grid"]]
-    extra = [str(u) for u in cfg.get("unlabelled_extra", [])]
-    n_all = all_count(cfg, data, extra) if extra and any("all" in g.get("unlabelled", []) for g in grids) else 0
-    runs = student_runs(cfg, teacher_model(cfg, teacher_path), n_all)
-    jobs = []
-    if not given_teacher:
-        tdir = sweep / "teacher"
-        teacher_path = str(tdir / "teacher.keras")
-        cmd = (py, "-m", "teacher.train", "--data", data, "--out", str(tdir), *flags(teacher_cfg))
-        jobs.append(Job("teacher", tdir, tdir / "metrics.json", cmd, (), "teacher"))
-    split = Path(teacher_path).parent / "split.json"
-    ensemble = [teacher_path]
-    for s in cfg.get("ensemble_seeds", []):  # the ensemble's other members: same flags and split, another seed
-        tdir = sweep / f"teacher_s{s}"
-        ensemble.append(str(tdir / "teacher.keras"))
-        cmd = (
-            py,
-            "-m",
-            "teacher.train",
-            "--data",
-            data,
-            "--out",
-            str(tdir),
-            *flags({**teacher_cfg, "seed": s}),
-            "--split-file",
-            str(split),
-        )
-        jobs.append(Job(f"teacher_s{s}", tdir, tdir / "metrics.json", cmd, (split,), "teacher"))
-    cache_dir, ens_cache = Path(teacher_path).parent / "cache", sweep / f"teacher_ensemble{len(ensemble)}" / "cache"
-    # "unlabelled": "all" runs read a cache of their own (cache_all: 21,200 images on the cpu data), so the other runs'
-    # cache stays the size they need and a sweep dir can hold both
-    all_dir = Path(teacher_path).parent / "cache_all"
-    if cfg.get("teacher_cache"):  # teacher logits computed once: a KD epoch then costs what a baseline epoch costs
-        kd = [r for r in runs if r["lam"] > 0 and not r["blackbox"] and not r["in_graph"]]
-        # a cache only where some run reads it (teacher-in-the-graph runs, e.g. feature KD or strong augmentation, do not)
-        single = [r for r in kd if not r["ensemble"] and r["unlabelled"] != "all"]
-        caches = [("teacher_cache", [teacher_path], cache_dir, False, any(r["unlabelled"] is True for r in single), [])] if single else []
-        caches += (
-            [("ensemble_cache", ensemble, ens_cache, True, any(r["unlabelled"] for r in kd if r["ensemble"]), [])]
-            if any(r["ensemble"] for r in runs)
-            else []
-        )
-        caches += [("teacher_cache_all", [teacher_path], all_dir, False, True, extra)] if any(r["unlabelled"] == "all" for r in kd) else []
-        for name, members, cdir, _, unl, more in caches:
-            cmd = [py, "-m", "teacher.cache", *(a for t in members for a in ("--teacher", t)), "--data", data, "--out", str(cdir)]
-            cmd += ["--unlabelled", data, *more] if unl else []
-            jobs.append(Job(name, cdir, cdir / "meta.json", tuple(cmd), tuple(Path(t) for t in members), "cache"))
-    bb_dir = sweep / "teacher_blackbox"
-    if any(r["blackbox"] for r in runs):  # the teacher as a black box: its 16-bit probability maps, no flipped views
-        probs = bb_dir / "probabilities"
-        cmd = (
-            py,
-            "evaluate.py",
-            "--model",
-            teacher_path,
-            "--data",
-            data,
-            "--split",
-            "all",
-            "--save-probabilities",
-            str(probs),
-            "--out",
-            str(bb_dir / "teacher_scores.json"),
-        )
-        jobs.append(Job("blackbox_probabilities", bb_dir, probs, cmd, (Path(teacher_path),), "probabilities"))
-        cmd = (
-            py,
-            "-m",
-            "teacher.cache",
-            "--from-probabilities",
-            str(probs),
-            "--data",
-            data,
-            "--out",
-            str(bb_dir / "cache"),
-            "--input-size",
-            str(cfg.get("student", {}).get("input_size", 128)),
-        )
-        jobs.append(Job("blackbox_cache", bb_dir / "cache", bb_dir / "cache" / "meta.json", cmd, (probs,), "cache"))
-    student_fixed = {k: v for k, v in cfg.get("student", {}).items() if k not in MODEL_KEYS}
-    for r in runs:
-        rdir = sweep / r["name"]
-        cmd = [
-            py,
-            "distill_train.py",
-            "--data",
-            data,
-            "--out",
-            str(rdir),
-            "--seed",
-            str(r["seed"]),
-            "--lam",
-            str(r["lam"]),
-            *flags({k: v for k, v in r["model"].items() if v != ""}),
-            *flags({k: v for k, v in student_fixed.items() if not (k == "mixup" and not r["unlabelled"])}),
-        ]
-        # the teacher's split (a black-box cache names no teacher, so it is passed too)
-        pass_split = (r["lam"] == 0 or r["blackbox"]) and (split.exists() or not given_teacher)
-        cmd += ["--split-file", str(split)] if pass_split else []
-        needs = [split] if pass_split else []
-        if r["lam"] > 0:
-            cmd += ["--temperature", str(r["temperature"]), "--scale", r["scale"]]
-        if r["blackbox"]:  # distilled from the probability maps alone; "noflip" trains without flips, "mirrored" flips the maps
-            cmd += ["--teacher-cache", str(bb_dir / "cache")] + (["--no-flip"] if r["blackbox"] == "noflip" else [])
-            needs += [bb_dir / "cache" / "meta.json"]
-        elif r["lam"] > 0:
-            members, cdir = (ensemble, ens_cache) if r["ensemble"] else ([teacher_path], all_dir if r["unlabelled"] == "all" else cache_dir)
-            cmd += ["--teacher", *members]
-            needs += [Path(t) for t in members]
-            if cfg.get("teacher_cache") and not r["in_graph"]:
-                cmd += ["--teacher-cache", str(cdir)]
-                needs += [cdir / "meta.json"]
-        if r["unlabelled"]:
-            cmd += ["--unlabelled", data, *(extra if r["unlabelled"] == "all" else [])]
-        cmd += flags({k: v for k, v in r["options"].items() if not (k == "n_unlabelled" and not r["unlabelled"])})
-        jobs.append(Job(r["name"], rdir, rdir / "metrics.json", tuple(cmd), tuple(needs), "student"))
+    extra = list(layout.extra)
+    n_all = all_count(cfg, layout.data, extra) if extra and any("all" in g.get("unlabelled", []) for g in grids) else 0
+    runs = student_runs(cfg, teacher_model(cfg, layout.teacher if layout.given_teacher else ""), n_all, layout, where)
+    jobs = teacher_jobs(cfg, layout, where) + cache_jobs(runs, layout) + blackbox_jobs(cfg, runs, layout)
+    jobs += [student_job(r) for r in runs]
     return shard_jobs(jobs, *shard) if shard else jobs
 
 

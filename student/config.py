@@ -132,5 +132,7 @@ def check_feature_kd(cfg: DistillConfig) -> None:
             raise UserError(str(e)) from None
         if not cfg.feature_layers:
             raise UserError("--feature-layers needs at least one STUDENT_LAYER:TEACHER_LAYER pair")
+    elif cfg.feature_weight != 1.0:
+        raise UserError(f"--feature-weight {cfg.feature_weight:g} weighs the feature term: it needs --feature-loss")
     if not (math.isfinite(cfg.feature_weight) and cfg.feature_weight >= 0):
         raise UserError(f"--feature-weight must be a finite number >= 0, got {cfg.feature_weight}")

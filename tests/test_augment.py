@@ -217,7 +217,7 @@ def test_sweep_options_augment_and_mixup(tmp_path):
         "seeds": [0],
         "grid": {"lam": [0, 0.9], "unlabelled": [True], "options": [{}, {"augment": "strong", "mixup": 0.2}]},
     }
-    names = [r["name"] for r in student_runs(cfg, "unet4")]
+    names = [r.name for r in student_runs(cfg, "unet4")]
     assert names == [
         "unet4_baseline_s0",
         "unet4_baseline_aug_s0",

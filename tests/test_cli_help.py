@@ -175,3 +175,26 @@ def test_parse_args_from_a_config_with_help_choices_and_a_number_or_word(capsys)
     out = " ".join(capsys.readouterr().out.split())
     assert "--mode {fast,slow} how 100% of it runs (default: fast)" in out, out
     assert "(default: 2.0)" in out and "(default: a b)" in out and "--data DATA the data" in out
+
+
+def test_a_config_goes_to_flags_and_back():
+    """common.config.to_argv writes the flags that parse_args reads back into the same config (the sweep runs its
+    checked configs this way); from_values refuses an unknown key or a value of the wrong type, naming it."""
+    from common.config import from_values, parse_args, to_argv
+    from student.config import DistillConfig
+    from teacher.config import TeacherConfig
+
+    multi = ("unlabelled", "teacher", "teacher_weights", "feature_layers")
+    values = {"data": "d", "out": "o", "arch": "sepunet", "base_filters": 8, "lam": 0.5, "temperature": "auto", "flip": False}
+    values |= {"teacher": ["a.keras", "b.keras"], "unlabelled": ["d"], "lr": 0.0012345678, "feature_layers": ["dec2_out:dec1_out"]}
+    cfg = from_values(DistillConfig, values, "here")
+    assert parse_args(DistillConfig, to_argv(cfg), multi=multi)[0] == cfg
+    assert "--no-flip" in to_argv(cfg) and "--epochs" not in to_argv(cfg)  # defaults are left out
+    t = from_values(TeacherConfig, {"data": "d", "out": "o", "loss": "bce_dice"}, "t")
+    assert parse_args(TeacherConfig, to_argv(t))[0] == t
+    with pytest.raises(ValueError, match="here: unknown key 'epochz'"):
+        from_values(DistillConfig, {"data": "d", "epochz": 3}, "here")
+    with pytest.raises(ValueError, match="here: 'epochs' must be an integer, not \"15\""):
+        from_values(DistillConfig, {"data": "d", "epochs": "15"}, "here")
+    with pytest.raises(ValueError, match="here: 'data' is required"):
+        from_values(DistillConfig, {}, "here")

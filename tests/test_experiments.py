@@ -159,7 +159,7 @@ def test_grid_union_seed_filter_and_bad_grids(tmp_path):
         "ensemble_seeds": [1],
         "grid": [{"lam": [0, 0.9], "unlabelled": [False, True]}, {"lam": [0.9], "ensemble": [True]}],
     }
-    names = [r["name"] for r in student_runs(cfg, "unet8")]
+    names = [r.name for r in student_runs(cfg, "unet8")]
     assert len(names) == 12 and len(set(names)) == 12  # 4 configs x 3 seeds, the baseline once per seed
     assert names[:4] == [
         "unet4_baseline_s0",
@@ -347,7 +347,7 @@ def test_model_axis_sets_the_architecture_flags(tmp_path):
         "seeds": [0],
         "grid": {"lam": [0, 0.9], "model": [{}, {"arch": "sepunet", "base_filters": 8}, {"arch": "unet", "base_filters": 6, "depth": 3}]},
     }
-    names = [r["name"] for r in student_runs(cfg, "unet4")]
+    names = [r.name for r in student_runs(cfg, "unet4")]
     assert names == [
         "unet4_baseline_s0",
         "sepunet8_baseline_s0",
@@ -359,7 +359,7 @@ def test_model_axis_sets_the_architecture_flags(tmp_path):
     (tmp_path / "m.json").write_text(json.dumps(cfg))
     jobs = {j.name: j.cmd for j in plan(cfg, parse_args(["--config", str(tmp_path / "m.json"), "--out", str(tmp_path / "o")]))}
     cmd = " ".join(jobs["unet6d3_from_unet4_T2_l0.9_sT_s0"])
-    assert "--arch unet --base-filters 6 --depth 3" in cmd and "--upsample" not in cmd
+    assert "--base-filters 6 --depth 3" in cmd and "--arch" not in cmd and "--upsample" not in cmd  # unet: the default arch
     assert "--arch sepunet --base-filters 8" in " ".join(jobs["sepunet8_baseline_s0"])
     with pytest.raises(UserError, match='"model" entry'):
         student_runs({**cfg, "grid": {"model": [{"arch": "unet", "width": 3}]}}, "unet4")
@@ -377,7 +377,7 @@ def test_options_axis_names_runs_and_passes_flags(tmp_path):
         "seeds": [0],
         "grid": {"lam": [0, 0.9], "unlabelled": [True], "options": [{}, {"n_unlabelled": 32}, {"teacher_tta": True, "lovasz_epochs": 2}]},
     }
-    names = [r["name"] for r in student_runs(cfg, "unet4")]
+    names = [r.name for r in student_runs(cfg, "unet4")]
     assert names == [
         "unet4_baseline_s0",
         "unet4_baseline_lov2_s0",
@@ -433,24 +433,27 @@ def test_all_unlabelled_runs_name_their_count_and_read_cache_all(tmp_path):
         student_runs({**cfg, "grid": {"unlabelled": ["some"]}}, "unet4")
 
 
-def test_runspec_names_the_sweep_runs():
-    """The names the sweep plans are RunSpec's, and RunSpec.from_config of the student's config gives them back."""
-    from experiments.sweep import load_config, student_runs
+def test_runspec_names_the_sweep_runs(tmp_path):
+    """A sweep's run is its config: the command it runs parses back (distill_train.py's own parser) into the config the
+    sweep checked, and RunSpec names that config as the sweep named the run dir."""
+    from common.config import parse_args as config_args
+    from experiments.sweep import load_config, parse_args, plan, student_runs
+    from student.config import DistillConfig
     from training.naming import RunSpec
 
-    cfg = load_config(ROOT / "experiments" / "configs" / "cpu_ablations.json")
-    for r in student_runs({**cfg, "ensemble_seeds": [1], "grid": [*cfg["grid"], {"ensemble": [True], "unlabelled": [True]}]}, "unet8"):
-        source = "blackbox" if r["blackbox"] else "unet8x2" if r["ensemble"] else "unet8"
-        student = {
-            "base_filters": r["base_filters"],
-            "lam": r["lam"],
-            "temperature": r["temperature"],
-            "scale": r["scale"],
-            "unlabelled": r["unlabelled"],
-            "flip": r["blackbox"] != "noflip",
-            "seed": r["seed"],
-        }
-        assert RunSpec.from_config(student, source).name == r["name"] == r["spec"].name
+    path = ROOT / "experiments" / "configs" / "cpu_ablations.json"
+    cfg = load_config(path)
+    cfg = {**cfg, "ensemble_seeds": [1], "grid": [*cfg["grid"], {"ensemble": [True], "unlabelled": [True]}]}
+    jobs = {j.name: j for j in plan(cfg, parse_args(["--config", str(path), "--out", str(tmp_path / "s")]))}
+    runs = student_runs(cfg, "unet8")
+    assert {r.name for r in runs} == {n for n, j in jobs.items() if j.kind == "student"} and len(runs) == 15
+    for r in runs:
+        job = jobs[r.name]
+        parsed, _ = config_args(DistillConfig, list(job.cmd[2:]), multi=("unlabelled", "teacher", "teacher_weights", "feature_layers"))
+        assert parsed.out == str(tmp_path / "s" / r.name) and Path(parsed.out).name == r.name
+        assert (parsed.lam, parsed.temperature, parsed.flip) == (r.config.lam, r.config.temperature, r.config.flip)
+        source = "blackbox" if r.point["blackbox"] else "unet8x2" if r.point["ensemble"] else "unet8"
+        assert RunSpec.from_config(parsed, source).name == r.name
 
 
 def test_shards_split_the_students_and_keep_what_they_need(tmp_path):
@@ -682,13 +685,17 @@ def test_a_run_with_a_broken_metrics_json_is_not_finished(sweep, tmp_path):
     [
         ({"teacher_cahce": True}, "unknown key 'teacher_cahce'"),
         ({"seeds": []}, '"seeds" must be a non-empty list of integers'),
-        ({"grid": {"lam": [0.9], "model": [{"arch": "unet"}, {"arch": "resnet"}]}}, "unknown arch 'resnet'"),
-        ({"student": {"arch": "unte", "epochs": 1}}, "unknown arch 'unte'"),
+        ({"grid": {"lam": [0.9], "model": [{"arch": "unet"}, {"arch": "resnet"}]}}, "--arch 'resnet' is not an architecture"),
+        ({"student": {"arch": "unte", "epochs": 1}}, "--arch 'unte' is not an architecture"),
+        ({"student": {"teacher_cahce": "x"}}, "unknown key 'teacher_cahce'"),
+        ({"teacher": {"base_filters": 8, "epochz": 3}}, "\"teacher\": unknown key 'epochz'"),
+        ({"grid": {"lam": [0.9], "options": [{"lovasz_epochs": 10}]}}, "--lovasz-epochs must be >= 0 and < --epochs 10"),
     ],
 )
 def test_a_preset_that_plans_nonsense_is_refused_before_anything_runs(tmp_path, change, message):
-    """A misspelt key, an empty seed list or an unknown architecture: one line naming the preset and the key, exit 2,
-    before the teacher is trained (no sweep dir is made)."""
+    """A misspelt key (the preset's own, or a flag of its "student" or "teacher" section), an empty seed list, an unknown
+    architecture or a setting distill_train.py would refuse: one line naming the preset and the key, exit 2, before the
+    teacher is trained (no sweep dir is made). The runs are checked by the scripts' own configs and validate()."""
     cfg = {**json.loads((ROOT / "experiments" / "configs" / "quick.json").read_text()), **change}
     (tmp_path / "bad.json").write_text(json.dumps(cfg))
     p = sweep_cli("--config", str(tmp_path / "bad.json"), "--out", str(tmp_path / "out"), timeout=300)

@@ -283,7 +283,7 @@ def test_sweep_options_name_and_pass_the_flags(tmp_path):
         "grid": {"lam": [0, 0.9], "options": [{}, {"feature_loss": "cwd", "feature_weight": 0.5}]},
         "seeds": [0],
     }
-    names = sorted(r["name"] for r in student_runs(cfg, "unet8"))
+    names = sorted(r.name for r in student_runs(cfg, "unet8"))
     assert names == ["unet4_baseline_s0", "unet4_from_unet8_T2_l0.9_sT_cwd0.5_s0", "unet4_from_unet8_T2_l0.9_sT_s0"]
     args = argparse.Namespace(data="d", out=str(tmp_path / "sweep"), teacher="", seeds=None, shard="")
     cmds = {j.name: j.cmd for j in plan(cfg, args) if j.kind == "student"}
