@@ -33,6 +33,9 @@ def measure(arch: str, base_filters: int, depth: int, batch_size: int, steps: in
     """In this process (backend already chosen): first-step and steady-state timings.
 
     The imports are here so that the parent process, which only starts one child per backend, loads no backend."""
+    from common.backend import pin_threads
+
+    pin_threads()  # before TensorFlow starts: its own thread pools ignore OMP_NUM_THREADS
     import keras
     import numpy as np
 
@@ -41,12 +44,6 @@ def measure(arch: str, base_filters: int, depth: int, batch_size: int, steps: in
     from distill.losses import IdentityLoss
     from models.registry import build_model
 
-    threads = os.environ.get("OMP_NUM_THREADS", "")
-    if keras.backend.backend() == "tensorflow" and threads:  # TensorFlow's own pools ignore OMP_NUM_THREADS
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
-        tf.config.threading.set_inter_op_parallelism_threads(int(threads))
     keras.utils.set_random_seed(0)
     name = model_name(arch, base_filters, depth, upsample)  # the run dirs' name: unet4, unet6d3, unet4_bilinear
     model = build_model(arch, (size, size, 1), base_filters, depth, upsample or None, name=name)
@@ -76,7 +73,7 @@ def measure(arch: str, base_filters: int, depth: int, batch_size: int, steps: in
         "first_step_s": round(first, 2),
         "img_per_s": round(steps * batch_size / dt, 1),
         "steps": steps,
-        "threads": threads,
+        "threads": os.environ.get("OMP_NUM_THREADS", ""),
     }
 
 

@@ -27,7 +27,20 @@ def choose_backend() -> str:
                 os.environ["KERAS_BACKEND"] = name
                 break
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    pin_threads()
     return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def pin_threads() -> None:
+    """OMP_NUM_THREADS=N sizes every backend's CPU thread pools: torch and XLA's follow it, TensorFlow's own two pools
+    (intra- and inter-op) do not, so they are set here, before TensorFlow starts (two 1-thread training streams on a
+    2-core CPU then really use one core each). No-op without OMP_NUM_THREADS or on another backend."""
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if os.environ.get("KERAS_BACKEND") == "tensorflow" and threads.isdigit() and int(threads) > 0:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+        tf.config.threading.set_inter_op_parallelism_threads(int(threads))
 
 
 def require_tensorflow() -> None:
