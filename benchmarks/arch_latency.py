@@ -1,7 +1,7 @@
 """Raspberry Pi latency of every student architecture, untrained (latency does not depend on the weights).
 
     python -m benchmarks.arch_latency --pi-python .venv-pi/bin/python litert/bin/python --threads 1,4 --runs 30
-    # builds the models of experiments/configs/cpu_frontier.json's "model" axis (or --models ARCH:WIDTH[:DEPTH[:UPSAMPLE]] ...),
+    # builds the models of experiments/configs/cpu_frontier.py's "model" axis (or --models ARCH:WIDTH[:DEPTH[:UPSAMPLE]] ...),
     # exports each to fp32 and int8 TFLite (student.export.convert, the same converter and Pi-runtime check as
     # export_tflite.py; int8 calibrated on random images), times every file with pi/benchmark.py under each python
     # (its TFLite runtime; student.latency.run_pi_benchmark, as the frontier does),
@@ -9,13 +9,12 @@
     # writes OUT/arch_latency.csv (default OUT: runs/arch_latency)
 
 This is the latency half of the frontier before anything is trained (which shapes fit a latency budget); the
-quality half comes from training them: experiments/configs/cpu_frontier.json and `python -m experiments.frontier`.
+quality half comes from training them: experiments/configs/cpu_frontier.py and `python -m experiments.frontier`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ import pandas as pd
 from common import io
 from common.backend import require_tensorflow
 from common.cli import UserError, run
-from common.config import HelpFormatter
+from common.config import HelpFormatter, read_config_file
 from student.latency import run_pi_benchmark
 from training.naming import model_name
 
@@ -44,7 +43,10 @@ def parse_model(text: str) -> dict:
 
 
 def config_models(path: Path) -> list[dict]:
-    grids = json.loads(path.read_text())["grid"]
+    try:
+        grids = read_config_file(path)["grid"]
+    except (ValueError, KeyError) as e:
+        raise UserError(f"--config {path}: {e}") from None
     out = []
     for g in grids if isinstance(grids, list) else [grids]:
         for m in g.get("model", []):

@@ -173,3 +173,31 @@ def to_argv(cfg) -> list[str]:
         else:
             out += [flag, str(v)]
     return out
+
+
+def read_config_file(path) -> dict:
+    """A preset file as a dict: a Python file's `PRESET` (its docstring as "description"), or a JSON object.
+
+    A missing `name.json` whose `name.py` sits beside it reads the .py (presets were JSON files before), so older
+    commands keep working. ValueError (one line) for a file that cannot be read or holds no preset."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists() and path.suffix == ".json" and path.with_suffix(".py").exists():
+        path = path.with_suffix(".py")
+    if path.suffix != ".py":
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot read sweep config {path}: {e}") from None
+    import runpy
+
+    try:
+        ns = runpy.run_path(str(path))
+    except OSError as e:
+        raise ValueError(f"cannot read sweep config {path}: {e}") from None
+    except Exception as e:  # a preset is code: its own error, in one line
+        raise ValueError(f"sweep config {path} fails: {type(e).__name__}: {e}") from None
+    if not isinstance(ns.get("PRESET"), dict):
+        raise ValueError(f"sweep config {path} defines no PRESET dict")
+    return {**ns["PRESET"], **({"description": " ".join(ns["__doc__"].split())} if ns.get("__doc__") else {})}

@@ -1,19 +1,20 @@
 """Run a grid of teacher/student experiments; resume by skipping finished runs; tabulate.
 
-    python -m experiments.sweep --config experiments/configs/quick.json
-    python -m experiments.sweep --config experiments/configs/cpu.json --data ../shared/data/tgs-salt
+    python -m experiments.sweep --config experiments/configs/quick.py
+    python -m experiments.sweep --config cpu --data ../shared/data/tgs-salt      # a preset by its name
     # prints the planned runs, a time estimate, a sweep-level progress bar with ETA (each run's full log
     # goes to SWEEP_DIR/logs/<run>.txt), then the summary table of experiments.results; writes SWEEP_DIR/results.csv
 
     # two streams on one machine (a 2-core CPU runs two 1-thread jobs ~1.3x faster than one 2-thread job):
-    OMP_NUM_THREADS=1 python -m experiments.sweep --config experiments/configs/cpu.json --shard 1/2 &
-    OMP_NUM_THREADS=1 python -m experiments.sweep --config experiments/configs/cpu.json --shard 2/2; wait
+    OMP_NUM_THREADS=1 python -m experiments.sweep --config experiments/configs/cpu.py --shard 1/2 &
+    OMP_NUM_THREADS=1 python -m experiments.sweep --config experiments/configs/cpu.py --shard 2/2; wait
 
     # or hand the pending jobs to a scheduler (one shell command a line, to run from the repo root,
     # teachers and caches first; a student job needs them finished):
-    python -m experiments.sweep --config experiments/configs/gpu.json --list > jobs.txt
+    python -m experiments.sweep --config experiments/configs/gpu.py --list > jobs.txt
 
-Config (JSON): {"name", "data": path or "synthetic", "synthetic": {n_train, n_test, seed},
+A preset (experiments/configs/NAME.py: `PRESET = {...}`, commented, most built on base.py; or a JSON file, and
+NAME.json still finds NAME.py) holds {"name", "data": path or "synthetic", "synthetic": {n_train, n_test, seed},
 "teacher": {teacher.train flags} or "teacher_path", "ensemble_seeds": [seeds of extra teachers],
 "student": {distill_train flags}, "unlabelled_extra": [folders], "grid": GRID or [GRID, ...], "seeds": [...]}, where GRID is
 {"lam": [...], "temperature": [...], "scale": [...], "base_filters": [...], "unlabelled": [false, true, "all"],
@@ -54,7 +55,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from common.cli import UserError, run
-from common.config import HelpFormatter, from_values, to_argv
+from common.config import HelpFormatter, from_values, read_config_file, to_argv
 from common.io import acquire_lock, is_locked, release_lock
 from data.synthetic import generate
 from data.tgs import count_unlabelled
@@ -128,10 +129,12 @@ def load_config(path) -> dict:
     """A preset, checked before anything is planned or trained: a JSON object with "name", "grid" and a non-empty list
     of integer "seeds" and no key outside PRESET_KEYS; one UserError naming the preset and the key otherwise. The runs'
     flags are checked by plan(), with the scripts' own configs."""
+    if not Path(path).suffix and not Path(path).exists():  # a preset's name: experiments/configs/NAME.py
+        path = ROOT / "experiments" / "configs" / f"{path}.py"
     try:
-        cfg = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read sweep config {path}: {e}") from None
+        cfg = read_config_file(path)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if not isinstance(cfg, dict):
         raise UserError(f"sweep config {path} must be a JSON object, not {type(cfg).__name__}")
     for key in ("name", "grid", "seeds"):
@@ -154,7 +157,9 @@ def load_config(path) -> dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    ap.add_argument("--config", required=True, help="sweep config JSON (experiments/configs/*.json; its keys: above)")
+    ap.add_argument(
+        "--config", required=True, help="a preset: experiments/configs/NAME.py (or its NAME alone), or a JSON file of the same keys (above)"
+    )
     ap.add_argument("--data", default="", help="override the config's data")
     ap.add_argument("--out", default="", help="sweep dir (default runs/<name>)")
     ap.add_argument("--teacher", default="", help="reuse this trained teacher .keras instead of training one")

@@ -14,7 +14,7 @@ PY=.venv/bin/python
 export KERAS_BACKEND=${KERAS_BACKEND:-torch} TF_CPP_MIN_LOG_LEVEL=3 PYTHONUNBUFFERED=1
 SWEEP=runs/quick
 set -x
-$PY -m experiments.sweep --config experiments/configs/quick.json --out $SWEEP
+$PY -m experiments.sweep --config experiments/configs/quick.py --out $SWEEP
 KD=$(ls -d $SWEEP/unet4_from_unet8_T2_l0.9_sT_unl_s0)
 $PY export_tflite.py --model $KD/student.keras --data $SWEEP/data --out $SWEEP/export --quant fp32,fp16,int8 --overwrite
 $PY evaluate.py --model $SWEEP/export/student_int8.tflite --data $SWEEP/data --split $KD/split.json

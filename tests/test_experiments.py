@@ -124,12 +124,21 @@ def test_interrupted_run_is_resumed_or_restarted(sweep):
     assert "could not resume" in p.stdout and (rdir / "metrics.json").exists() and not (rdir / "checkpoint.json").exists()
 
 
-def test_paired_bootstrap_against_hand_computation(sweep):
+def test_paired_bootstrap_is_a_seeded_percentile_of_resample_means():
+    """bootstrap_ci by hand: the seeded resamples' means, sorted, and numpy's linear-interpolation percentiles of them."""
     from experiments.results import bootstrap_ci
 
     d = np.array([0.1, 0.0, 0.2, -0.1, 0.3])
-    lo, hi = bootstrap_ci(d, n=4000)
-    assert lo < d.mean() < hi and lo > -0.1 and hi < 0.3
+    rows = np.random.default_rng(3).integers(0, len(d), (500, len(d)))
+    means = sorted(sum(float(d[j]) for j in row) / len(d) for row in rows)
+
+    def percentile(q):
+        pos = q / 100 * (len(means) - 1)
+        k = int(pos)
+        return means[k] + (pos - k) * (means[min(k + 1, len(means) - 1)] - means[k])
+
+    assert bootstrap_ci(d, n=500, seed=3) == pytest.approx((percentile(2.5), percentile(97.5)), abs=1e-12)
+    assert bootstrap_ci(d, n=500, seed=4) != bootstrap_ci(d, n=500, seed=3)
 
 
 def test_notebook_runs_top_to_bottom(sweep, tmp_path):
@@ -304,7 +313,10 @@ ELSEWHERE = {
 }
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "experiments" / "configs").glob("*.json")), ids=lambda p: p.stem)
+PRESET_FILES = sorted(p for p in (ROOT / "experiments" / "configs").glob("*.py") if p.stem not in ("__init__", "base"))
+
+
+@pytest.mark.parametrize("path", PRESET_FILES, ids=lambda p: p.stem)
 def test_shipped_configs_plan_todays_run_names(path, tmp_path, monkeypatch):
     """Every preset plans its jobs (teachers and caches first), names each run once and as the sweep always has,
     and presets sharing a sweep dir agree on the teacher. Planned from an empty dir, as on a fresh clone: a preset's
@@ -325,14 +337,31 @@ def test_shipped_configs_plan_todays_run_names(path, tmp_path, monkeypatch):
         for j in jobs
         if j.kind == "student"
     )
-    for other in (ROOT / "experiments" / "configs").glob("*.json"):
-        o = json.loads(other.read_text())
+    for other in PRESET_FILES:
+        o = load_config(other)
         if o["name"] == cfg["name"]:  # same runs/<name> dir: the same teacher and data, or runs would mix
             assert (o.get("teacher"), o.get("data"), o.get("teacher_cache")) == (
                 cfg.get("teacher"),
                 cfg.get("data"),
                 cfg.get("teacher_cache"),
             )
+
+
+def test_presets_by_path_by_name_and_by_their_older_json_spelling(tmp_path):
+    """experiments/configs/cpu.py, `cpu` and experiments/configs/cpu.json (presets were JSON files) are one preset; a
+    JSON preset of a user's own still loads; a .py without PRESET is refused in one line."""
+    from common.cli import UserError
+    from experiments.sweep import load_config
+
+    configs = ROOT / "experiments" / "configs"
+    cpu = load_config(configs / "cpu.py")
+    assert load_config("cpu") == load_config(configs / "cpu.json") == cpu and cpu["description"].startswith("Real TGS data")
+    assert cpu["teacher"] == {"base_filters": 8, "epochs": 20} and cpu["seeds"] == [0, 1, 2]  # from base.CPU
+    (tmp_path / "mine.json").write_text(json.dumps({k: v for k, v in cpu.items() if k != "description"}))
+    assert load_config(tmp_path / "mine.json") == {k: v for k, v in cpu.items() if k != "description"}
+    (tmp_path / "empty.py").write_text("X = 1\n")
+    with pytest.raises(UserError, match="defines no PRESET dict"):
+        load_config(tmp_path / "empty.py")
 
 
 def test_model_axis_sets_the_architecture_flags(tmp_path):
@@ -441,7 +470,7 @@ def test_runspec_names_the_sweep_runs(tmp_path):
     from student.config import DistillConfig
     from training.naming import RunSpec
 
-    path = ROOT / "experiments" / "configs" / "cpu_ablations.json"
+    path = ROOT / "experiments" / "configs" / "cpu_ablations.py"
     cfg = load_config(path)
     cfg = {**cfg, "ensemble_seeds": [1], "grid": [*cfg["grid"], {"ensemble": [True], "unlabelled": [True]}]}
     jobs = {j.name: j for j in plan(cfg, parse_args(["--config", str(path), "--out", str(tmp_path / "s")]))}
@@ -696,7 +725,9 @@ def test_a_preset_that_plans_nonsense_is_refused_before_anything_runs(tmp_path, 
     """A misspelt key (the preset's own, or a flag of its "student" or "teacher" section), an empty seed list, an unknown
     architecture or a setting distill_train.py would refuse: one line naming the preset and the key, exit 2, before the
     teacher is trained (no sweep dir is made). The runs are checked by the scripts' own configs and validate()."""
-    cfg = {**json.loads((ROOT / "experiments" / "configs" / "quick.json").read_text()), **change}
+    from experiments.sweep import load_config
+
+    cfg = {**load_config("quick"), **change}
     (tmp_path / "bad.json").write_text(json.dumps(cfg))
     p = sweep_cli("--config", str(tmp_path / "bad.json"), "--out", str(tmp_path / "out"), timeout=300)
     assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and p.stderr.startswith("error: sweep config")

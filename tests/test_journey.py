@@ -67,8 +67,8 @@ def test_fresh_clone_sweep_says_how_to_make_the_cache(preset, tmp_path):
     """A preset reads cache/tgs.npz, which a fresh clone lacks: one line naming the command that makes it, before any
     run dir is made or anything trains."""
     (tmp_path / "experiments" / "configs").mkdir(parents=True)
-    shutil.copy(ROOT / "experiments" / "configs" / f"{preset}.json", tmp_path / "experiments" / "configs")
-    config = f"experiments/configs/{preset}.json"
+    shutil.copy(ROOT / "experiments" / "configs" / f"{preset}.py", tmp_path / "experiments" / "configs")
+    config = f"experiments/configs/{preset}.json"  # the older spelling finds the .py preset beside it
     p = subprocess.run(
         [sys.executable, "-m", "experiments.sweep", "--config", config],
         cwd=tmp_path,  # a checkout without cache/
@@ -141,7 +141,9 @@ def test_readme_journey_from_the_kaggle_zip_to_the_pi(tmp_path):
     step("data.prepare")
 
     # ---- the cpu preset, shrunk: 1 epoch, seeds 0 and 1, the same grid and widths (so the README's run names)
-    cfg = json.loads((ROOT / "experiments" / "configs" / "cpu.json").read_text())
+    from experiments.sweep import load_config
+
+    cfg = load_config(ROOT / "experiments" / "configs" / "cpu.py")
     cfg = {
         **cfg,
         "data": str(cache),
