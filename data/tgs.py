@@ -182,12 +182,8 @@ def read_depths(path: Path) -> dict:
     return out
 
 
-def load_tgs_dir(path, progress: bool = True, source: str = "") -> TgsData:
-    """Labelled training images of a Kaggle TGS folder, checked for the real set's quirks.
-
-    `source`: what the data is called in the progress bar and TgsData.source (default: the folder)."""
-    root = Path(path)
-    source = source or str(root)
+def _check_data_dir(root: Path) -> None:
+    """Refuse a data path that is missing or not a folder (a zip gets a hint to cache it first)."""
     if not root.exists():
         raise UserError(f"data dir {root} does not exist")
     if not root.is_dir():
@@ -195,6 +191,25 @@ def load_tgs_dir(path, progress: bool = True, source: str = "") -> TgsData:
         if root.suffix.lower() == ".zip":
             hint = f" (a Kaggle zip: cache it first with python -m data.prepare --data {root} --out cache/tgs.npz)"
         raise UserError(f"data path {root} is neither a folder nor a .npz cache{hint}")
+
+
+def _csv_mask(rles: dict, p: Path, csv_path: Path) -> np.ndarray:
+    """Image `p`'s mask decoded from its train.csv RLE; a missing row or a bad RLE is a UserError."""
+    if p.stem not in rles:
+        raise UserError(f"image {p} has no row in {csv_path}")
+    try:
+        return rle_decode(rles[p.stem], (ORIG_SIZE, ORIG_SIZE))
+    except ValueError as e:
+        raise UserError(f"{csv_path}: bad RLE for {p.stem}: {e}") from None
+
+
+def load_tgs_dir(path, progress: bool = True, source: str = "") -> TgsData:
+    """Labelled training images of a Kaggle TGS folder, checked for the real set's quirks.
+
+    `source`: what the data is called in the progress bar and TgsData.source (default: the folder)."""
+    root = Path(path)
+    source = source or str(root)
+    _check_data_dir(root)
     img_dir, mask_dir, csv_path = root / "train" / "images", root / "train" / "masks", root / "train.csv"
     if not img_dir.is_dir():
         raise UserError(f"data dir {root} has no train/images folder (expected the Kaggle TGS layout)")
@@ -218,12 +233,7 @@ def load_tgs_dir(path, progress: bool = True, source: str = "") -> TgsData:
                     raise UserError(f"image {p} has no mask {mp}")
                 masks[k] = read_mask(mp)
             if rles is not None:
-                if p.stem not in rles:
-                    raise UserError(f"image {p} has no row in {csv_path}")
-                try:
-                    m = rle_decode(rles[p.stem], (ORIG_SIZE, ORIG_SIZE))
-                except ValueError as e:
-                    raise UserError(f"{csv_path}: bad RLE for {p.stem}: {e}") from None
+                m = _csv_mask(rles, p, csv_path)
                 if not mask_dir.is_dir():
                     masks[k] = m
                 elif not np.array_equal(m, masks[k]):
@@ -364,47 +374,47 @@ class KaggleDownload:
         return self._open_zip(tmp, origin)
 
     def _find(self) -> None:
+        """Locate the labelled and test parts of the download, whichever form it has."""
         p = self.path
         if not p.exists():
             raise UserError(f"data {p} does not exist")
         if p.is_dir() and not (p / "train" / "images").is_dir() and not (p / "train.zip").is_file() and (p / KAGGLE_ZIP).is_file():
             self.path = p = p / KAGGLE_ZIP  # the folder `kaggle competitions download -p DIR` wrote the zip to
         if p.is_dir():
-            self.train_dir = p if (p / "train" / "images").is_dir() else None
-            self.test_dir = p / "test" / "images" if (p / "test" / "images").is_dir() else None
-            if self.train_dir is None:
-                if not (p / "train.zip").is_file():
-                    raise UserError(
-                        f"data dir {p} has neither train/images nor train.zip (expected the Kaggle TGS layout, "
-                        f"or the folder {KAGGLE_ZIP} unzips to)"
-                    )
-                self.train_source = str(p / "train.zip")
-                self._train = _pngs(self._open_zip(p / "train.zip", self.train_source), self.train_source, ("images", "masks"))
-                for name in ("train.csv", "depths.csv"):
-                    if (p / name).is_file():
-                        self._csv[name] = (None, p / name, str(p / name))
-            if self.test_dir is None and (p / "test.zip").is_file():
-                self._test = _pngs(self._open_zip(p / "test.zip", str(p / "test.zip")), str(p / "test.zip"), ("images",))["images"]
-                self.test_source = str(p / "test.zip")
-            elif self.test_dir is not None:
-                self.test_source = str(self.test_dir)
-            return
+            self._find_in_folder(p)
+        else:
+            self._find_in_zip(p)
+
+    def _find_in_folder(self, p: Path) -> None:
+        """Locate the parts in a folder: train/images or train.zip, the CSVs, test/images or test.zip."""
+        self.train_dir = p if (p / "train" / "images").is_dir() else None
+        self.test_dir = p / "test" / "images" if (p / "test" / "images").is_dir() else None
+        if self.train_dir is None:
+            if not (p / "train.zip").is_file():
+                raise UserError(
+                    f"data dir {p} has neither train/images nor train.zip (expected the Kaggle TGS layout, "
+                    f"or the folder {KAGGLE_ZIP} unzips to)"
+                )
+            self.train_source = str(p / "train.zip")
+            self._train = _pngs(self._open_zip(p / "train.zip", self.train_source), self.train_source, ("images", "masks"))
+            for name in ("train.csv", "depths.csv"):
+                if (p / name).is_file():
+                    self._csv[name] = (None, p / name, str(p / name))
+        if self.test_dir is None and (p / "test.zip").is_file():
+            self._test = _pngs(self._open_zip(p / "test.zip", str(p / "test.zip")), str(p / "test.zip"), ("images",))["images"]
+            self.test_source = str(p / "test.zip")
+        elif self.test_dir is not None:
+            self.test_source = str(self.test_dir)
+
+    def _find_in_zip(self, p: Path) -> None:
+        """Locate the parts in the competition zip: train.zip or train/images/, the CSVs, test.zip or test/images/."""
         if p.suffix.lower() != ".zip" and not zipfile.is_zipfile(p):
             raise UserError(
                 f"data {p} is neither a folder nor a zip: expected {KAGGLE_ZIP} (kaggle competitions download "
                 "-c tgs-salt-identification-challenge), or a folder in the Kaggle layout"
             )
         outer = self._open_zip(p, str(p))
-        names = {}
-        for info in outer.infolist():
-            name = _member_name(info.filename)
-            if name is not None:
-                names[name] = info.filename
-        top = {n.split("/", 1)[0] for n in names}
-        # one top folder around everything (the download zipped as a folder): strip it
-        if len(top) == 1 and all("/" in n for n in names) and not ({"train", "test"} & top):
-            cut = len(next(iter(top))) + 1
-            names = {n[cut:]: m for n, m in names.items()}
+        names = _outer_names(outer)
 
         def where(n):
             return f"{p}:{names[n]}"
@@ -519,6 +529,21 @@ class KaggleDownload:
 def _zip_reason(e: BaseException) -> str:
     s = str(e).strip()
     return s.splitlines()[0] if s else type(e).__name__
+
+
+def _outer_names(outer: zipfile.ZipFile) -> dict[str, str]:
+    """The zip's members by normalized name (normalized name -> member), one top folder around everything stripped."""
+    names = {}
+    for info in outer.infolist():
+        name = _member_name(info.filename)
+        if name is not None:
+            names[name] = info.filename
+    top = {n.split("/", 1)[0] for n in names}
+    # one top folder around everything (the download zipped as a folder): strip it
+    if len(top) == 1 and all("/" in n for n in names) and not ({"train", "test"} & top):
+        cut = len(next(iter(top))) + 1
+        names = {n[cut:]: m for n, m in names.items()}
+    return names
 
 
 def _pngs(z: zipfile.ZipFile, origin: str, kinds: tuple, names: dict | None = None) -> dict[str, dict[str, tuple]]:

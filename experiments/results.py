@@ -81,78 +81,96 @@ def load_runs(root) -> pd.DataFrame:
             cfg = json.loads((run / "config.json").read_text())
         except (UserError, OSError, ValueError):
             continue
-        kind = run_kind(run, cfg)
-        row = {
-            "run": run.name,
-            "path": str(run),
-            "kind": kind,
-            "seed": cfg.get("seed"),
-            "base_filters": cfg.get("base_filters"),
-            "lam": cfg.get("lam", np.nan) if kind == "student" else np.nan,
-            # the temperature trained with ("auto" resolves to the soft target's NLL-optimal T, kept in metrics.json)
-            "temperature": met.get("temperature", cfg.get("temperature", np.nan)) if kind == "student" else np.nan,
-            "auto_T": kind == "student" and cfg.get("temperature") == "auto",
-            "scale": cfg.get("scale", "") if kind == "student" and cfg.get("lam", 0) > 0 else "",
-            "unlabelled": bool(cfg.get("unlabelled")),
-            # soft targets from a cache of another program's probability maps (no teacher file, no flipped views)
-            "blackbox": kind == "student" and cfg.get("lam", 0) > 0 and bool(cfg.get("teacher_cache")) and not cfg.get("teacher"),
-            "flip": bool(cfg.get("flip", True)),
-            "epochs": cfg.get("epochs"),
-            "params": met.get("params"),
-            "mean_iou": met["val"]["mean_iou"],
-            "salt_iou": met["val"]["salt_iou"],
-            "kaggle_map": met["val"]["kaggle_map"],
-            "kaggle_map_tta": met.get("val_flip_tta", {}).get("kaggle_map"),
-            "best_epoch": met.get("best_epoch"),
-            "wall_s": met.get("wall_s"),
-            "train_img_per_s": met.get("train_img_per_s"),
-        }
-        # the soft target: how many teachers, their (ensemble's) score and calibration on the same validation split
-        teacher = met if kind == "teacher" else met.get("teacher", {})
-        cal = teacher.get("calibration", {})
-        row.update(
-            {
-                "n_teachers": 1 if kind == "teacher" else (len(cfg.get("teacher") or []) if row["lam"] > 0 else 0),
-                "teacher_kaggle_map": teacher.get("val", {}).get("kaggle_map") if kind == "student" else row["kaggle_map"],
-                "teacher_nll": cal.get("nll"),
-                "teacher_ece": cal.get("ece"),
-                "teacher_best_T": cal.get("best_temperature"),
-            }
-        )
-        # after today's columns (other code reads them by name): the architecture and the run's label (RunSpec; runs of
-        # earlier versions, without metrics["teacher"]["label"], get one from their number of teachers and cache)
-        spec = RunSpec.from_run_dir(run)
-        row.update(
-            arch=cfg.get("arch", "unet"),
-            label=spec.label,
-            model=model_name(cfg.get("arch", "unet"), cfg.get("base_filters"), cfg.get("depth", 4), cfg.get("upsample", "")),
-            peak_rss_mb=met.get("peak_rss_mb"),
-            # the last epoch's model: no selection on the validation images (runs before 2026-11-27 lack it)
-            mean_iou_last=met.get("val_last", {}).get("mean_iou"),
-            kaggle_map_last=met.get("val_last", {}).get("kaggle_map"),
-            # at the threshold picked on these same validation images (--tune-threshold): optimistic
-            kaggle_map_tuned=met.get("val_tuned_threshold", {}).get("kaggle_map"),
-            threshold_tuned=met.get("val_tuned_threshold", {}).get("threshold"),
-            # the same pick made on half the validation images and scored on the other half (not flattered)
-            kaggle_map_tuned_crossfit=met.get("val_tuned_threshold", {}).get("crossfit", {}).get("kaggle_map"),
-            augment=cfg.get("augment", "flip"),  # --augment: a run is paired with the baseline of the same augmentation
-            # the run's other fields (training.naming.RunSpec), so runs are selected by field, not by parsing labels
-            depth=cfg.get("depth", 4),
-            upsample=cfg.get("upsample", ""),
-            teacher=spec.teacher,
-            unlabelled_images=int(met.get("unlabelled_images", 0) or 0) if spec.unlabelled else 0,
-            n_unlabelled=spec.n_unlabelled if spec.unlabelled else 0,
-            options=spec.extras[0].lstrip("_").replace("_", " "),
-            teacher_tta=spec.teacher_tta,
-            lovasz_epochs=spec.lovasz_epochs,
-            tune_threshold=spec.tune_threshold,
-            feature_loss=spec.feature_loss,
-            feature_weight=spec.feature_weight if spec.feature_loss else np.nan,
-            mixup=spec.mixup,
-            has_counts="val_counts_per_image" in met,
-        )
-        rows.append(row)
+        rows.append(_run_row(run, cfg, met))
     return pd.DataFrame(rows)
+
+
+def _run_row(run: Path, cfg: dict, met: dict) -> dict:
+    """One run's row of load_runs: its config, scores, soft target and RunSpec fields."""
+    kind = run_kind(run, cfg)
+    row = _score_columns(run, cfg, met, kind)
+    row.update(_teacher_columns(row, cfg, met, kind))
+    row.update(_spec_columns(run, cfg, met))
+    return row
+
+
+def _score_columns(run: Path, cfg: dict, met: dict, kind: str) -> dict:
+    """The run's identity, training settings and validation scores."""
+    return {
+        "run": run.name,
+        "path": str(run),
+        "kind": kind,
+        "seed": cfg.get("seed"),
+        "base_filters": cfg.get("base_filters"),
+        "lam": cfg.get("lam", np.nan) if kind == "student" else np.nan,
+        # the temperature trained with ("auto" resolves to the soft target's NLL-optimal T, kept in metrics.json)
+        "temperature": met.get("temperature", cfg.get("temperature", np.nan)) if kind == "student" else np.nan,
+        "auto_T": kind == "student" and cfg.get("temperature") == "auto",
+        "scale": cfg.get("scale", "") if kind == "student" and cfg.get("lam", 0) > 0 else "",
+        "unlabelled": bool(cfg.get("unlabelled")),
+        # soft targets from a cache of another program's probability maps (no teacher file, no flipped views)
+        "blackbox": kind == "student" and cfg.get("lam", 0) > 0 and bool(cfg.get("teacher_cache")) and not cfg.get("teacher"),
+        "flip": bool(cfg.get("flip", True)),
+        "epochs": cfg.get("epochs"),
+        "params": met.get("params"),
+        "mean_iou": met["val"]["mean_iou"],
+        "salt_iou": met["val"]["salt_iou"],
+        "kaggle_map": met["val"]["kaggle_map"],
+        "kaggle_map_tta": met.get("val_flip_tta", {}).get("kaggle_map"),
+        "best_epoch": met.get("best_epoch"),
+        "wall_s": met.get("wall_s"),
+        "train_img_per_s": met.get("train_img_per_s"),
+    }
+
+
+def _teacher_columns(row: dict, cfg: dict, met: dict, kind: str) -> dict:
+    """The soft target's columns: number of teachers, their score and calibration."""
+    # the soft target: how many teachers, their (ensemble's) score and calibration on the same validation split
+    teacher = met if kind == "teacher" else met.get("teacher", {})
+    cal = teacher.get("calibration", {})
+    return {
+        "n_teachers": 1 if kind == "teacher" else (len(cfg.get("teacher") or []) if row["lam"] > 0 else 0),
+        "teacher_kaggle_map": teacher.get("val", {}).get("kaggle_map") if kind == "student" else row["kaggle_map"],
+        "teacher_nll": cal.get("nll"),
+        "teacher_ece": cal.get("ece"),
+        "teacher_best_T": cal.get("best_temperature"),
+    }
+
+
+def _spec_columns(run: Path, cfg: dict, met: dict) -> dict:
+    """The architecture, label, last-epoch and tuned-threshold scores and the RunSpec fields."""
+    # after today's columns (other code reads them by name): the architecture and the run's label (RunSpec; runs of
+    # earlier versions, without metrics["teacher"]["label"], get one from their number of teachers and cache)
+    spec = RunSpec.from_run_dir(run)
+    return dict(
+        arch=cfg.get("arch", "unet"),
+        label=spec.label,
+        model=model_name(cfg.get("arch", "unet"), cfg.get("base_filters"), cfg.get("depth", 4), cfg.get("upsample", "")),
+        peak_rss_mb=met.get("peak_rss_mb"),
+        # the last epoch's model: no selection on the validation images (runs before 2026-11-27 lack it)
+        mean_iou_last=met.get("val_last", {}).get("mean_iou"),
+        kaggle_map_last=met.get("val_last", {}).get("kaggle_map"),
+        # at the threshold picked on these same validation images (--tune-threshold): optimistic
+        kaggle_map_tuned=met.get("val_tuned_threshold", {}).get("kaggle_map"),
+        threshold_tuned=met.get("val_tuned_threshold", {}).get("threshold"),
+        # the same pick made on half the validation images and scored on the other half (not flattered)
+        kaggle_map_tuned_crossfit=met.get("val_tuned_threshold", {}).get("crossfit", {}).get("kaggle_map"),
+        augment=cfg.get("augment", "flip"),  # --augment: a run is paired with the baseline of the same augmentation
+        # the run's other fields (training.naming.RunSpec), so runs are selected by field, not by parsing labels
+        depth=cfg.get("depth", 4),
+        upsample=cfg.get("upsample", ""),
+        teacher=spec.teacher,
+        unlabelled_images=int(met.get("unlabelled_images", 0) or 0) if spec.unlabelled else 0,
+        n_unlabelled=spec.n_unlabelled if spec.unlabelled else 0,
+        options=spec.extras[0].lstrip("_").replace("_", " "),
+        teacher_tta=spec.teacher_tta,
+        lovasz_epochs=spec.lovasz_epochs,
+        tune_threshold=spec.tune_threshold,
+        feature_loss=spec.feature_loss,
+        feature_weight=spec.feature_weight if spec.feature_loss else np.nan,
+        mixup=spec.mixup,
+        has_counts="val_counts_per_image" in met,
+    )
 
 
 def label(r) -> str:

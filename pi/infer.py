@@ -200,7 +200,8 @@ def check_writable(folder: Path) -> None:
         raise UserError(f"cannot write to {folder}: {e.strerror or e}") from None
 
 
-def main(argv=None) -> int:
+def parse_args(argv) -> argparse.Namespace:
+    """The command line, with --threads, --batch and --threshold checked."""
     ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="a .tflite model (its sidecar <model>.tflite.json next to it)")
     ap.add_argument("--images", required=True, help="folder of 101x101 <id>.png images")
@@ -223,19 +224,30 @@ def main(argv=None) -> int:
         raise UserError(f"--batch {args.batch} must be >= 1")
     if args.threshold is not None and not 0 < args.threshold < 1:
         raise UserError(f"--threshold {args.threshold} must be in (0, 1)")
-    folder, out, model_path = Path(args.images), Path(args.out), Path(args.model)
-    check_model_file(model_path)
+    return args
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The visible <id>.png files in `folder`, sorted; a missing or empty folder is a UserError."""
     if not folder.is_dir():
         raise UserError(f"image folder {folder} does not exist")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and not p.name.startswith(".") and p.is_file())
     if not files:
         raise UserError(f"image folder {folder} holds no .png images")
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.overwrite)):
+    return files
+
+
+def check_out_folder(out: Path, overwrite: bool) -> None:
+    """Refuse an --out that is a file, or a non-empty folder without --overwrite."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
         raise UserError(
             f"{out} is not a folder" if not out.is_dir() else f"output folder {out} is not empty; pass --overwrite to write into it"
         )
 
-    model = load_model(model_path, args.threads)
+
+def open_model(model_path: Path, threads: int, threshold: float | None) -> TFLiteSegmenter:
+    """The loaded model, its spec checked, a warning without a sidecar, and --threshold applied."""
+    model = load_model(model_path, threads)
     if model.spec_problem:
         raise UserError(model.spec_problem)
     if not model.has_sidecar:
@@ -244,8 +256,38 @@ def main(argv=None) -> int:
             "probability output, threshold 0.5",
             file=sys.stderr,
         )
-    if args.threshold is not None:
-        model.spec["threshold"] = args.threshold
+    if threshold is not None:
+        model.spec["threshold"] = threshold
+    return model
+
+
+def infer_all(files: list[Path], model: TFLiteSegmenter, batch: int, stage: Path, out: Path, rows, show: bool):
+    """Infer `files` batch by batch into `stage` (and CSV `rows`); returns (images with salt, seconds in the model)."""
+    n_salt, model_s = 0, 0.0
+    with contextlib.closing(progress(range(0, len(files), batch), -(-len(files) // batch), "infer", show)) as bar:
+        for s in bar:
+            chunk = files[s : s + batch]
+            gray = np.stack([read_gray(p) for p in chunk])  # a refusal here leaves --out as it was
+            t0 = time.perf_counter()
+            masks = model.predict_scores(gray) > model.threshold
+            model_s += time.perf_counter() - t0
+            for p, m in zip(chunk, masks):
+                write_atomic(stage / f"{p.stem}.png", png_bytes(m), shown=out / f"{p.stem}.png")
+                if rows is not None:
+                    rows.writerow([p.stem, rle_encode(m)])
+                n_salt += bool(m.any())
+    return n_salt, model_s
+
+
+def main(argv=None) -> int:
+    """Segment every image in --images into --out (and --submission); 0 when all are written."""
+    args = parse_args(argv)
+    folder, out, model_path = Path(args.images), Path(args.out), Path(args.model)
+    check_model_file(model_path)
+    files = list_images(folder)
+    check_out_folder(out, args.overwrite)
+
+    model = open_model(model_path, args.threads, args.threshold)
     show = args.progress or sys.stderr.isatty()
     check_images(files, show)  # every image's header checked before anything is written
     check_writable(out)
@@ -254,23 +296,11 @@ def main(argv=None) -> int:
         check_writable(sub.parent)
 
     batch = args.batch if model.dynamic_batch else model.batch
-    n_salt, model_s = 0, 0.0
     with staging(out) as stage, atomic_open(sub, newline="") if sub is not None else contextlib.nullcontext() as csv_file:
         rows = csv.writer(csv_file, lineterminator="\n") if csv_file is not None else None
         if rows is not None:
             rows.writerow(["id", "rle_mask"])
-        with contextlib.closing(progress(range(0, len(files), batch), -(-len(files) // batch), "infer", show)) as bar:
-            for s in bar:
-                chunk = files[s : s + batch]
-                gray = np.stack([read_gray(p) for p in chunk])  # a refusal here leaves --out as it was
-                t0 = time.perf_counter()
-                masks = model.predict_scores(gray) > model.threshold
-                model_s += time.perf_counter() - t0
-                for p, m in zip(chunk, masks):
-                    write_atomic(stage / f"{p.stem}.png", png_bytes(m), shown=out / f"{p.stem}.png")
-                    if rows is not None:
-                        rows.writerow([p.stem, rle_encode(m)])
-                    n_salt += bool(m.any())
+        n_salt, model_s = infer_all(files, model, batch, stage, out, rows, show)
         for stem in dict.fromkeys(p.stem for p in files):  # all inferred: the masks move into --out, then the CSV
             os.replace(stage / f"{stem}.png", out / f"{stem}.png")
     print(
