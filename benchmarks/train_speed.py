@@ -2,7 +2,9 @@
 
     OMP_NUM_THREADS=1 python -m benchmarks.train_speed --base-filters 16 4 --batch-size 32 128
     KERAS_BACKEND=jax python -m benchmarks.train_speed --backends jax --base-filters 16 --batch-size 32 128 --steps 50   # a GPU box
-    # prints one row per backend, model and batch size: device, first step (s), img/s; --json FILE keeps them
+    OMP_NUM_THREADS=1 python -m benchmarks.train_speed --base-filters 4 8 --batch-size 32 --precision float32 mixed_bfloat16 \
+        --jit-compile auto on          # the CPU table of docs/PERFORMANCE.md: backend x precision x XLA / torch.compile
+    # prints one row per backend, precision, jit, model and batch size: first step (s), img/s, peak RSS; --json FILE keeps them
 
 Each row runs in a fresh process with KERAS_BACKEND set, training the hard-loss graph of
 distill.graph (the baseline's graph: the student's own cost) on random images at the real input size
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import os
 import subprocess
@@ -22,22 +25,38 @@ import time
 from pathlib import Path
 
 from common import io
+from common.choices import PRECISIONS
 from common.cli import UserError, run
 from common.config import HelpFormatter
 from training.naming import model_name
 
 ROOT = Path(__file__).resolve().parents[1]
+JIT = {"auto": "auto", "on": True, "off": False}  # --jit-compile -> Keras compile(jit_compile=)
 
 
-def measure(arch: str, base_filters: int, depth: int, batch_size: int, steps: int, upsample: str = "", size: int = 128) -> dict:
+def measure(
+    arch: str,
+    base_filters: int,
+    depth: int,
+    batch_size: int,
+    steps: int,
+    upsample: str = "",
+    size: int = 128,
+    precision: str = "float32",
+    jit: str = "auto",
+) -> dict:
     """In this process (backend already chosen): first-step and steady-state timings.
 
     The imports are here so that the parent process, which only starts one child per backend, loads no backend."""
-    from common.backend import pin_threads
+    import resource
+
+    from common.backend import pin_threads, set_precision
 
     pin_threads()  # before TensorFlow starts: its own thread pools ignore OMP_NUM_THREADS
     import keras
     import numpy as np
+
+    set_precision(precision)
 
     from common.devices import backend_devices, describe
     from distill.graph import build_training_graph
@@ -48,7 +67,7 @@ def measure(arch: str, base_filters: int, depth: int, batch_size: int, steps: in
     name = model_name(arch, base_filters, depth, upsample)  # the run dirs' name: unet4, unet6d3, unet4_bilinear
     model = build_model(arch, (size, size, 1), base_filters, depth, upsample or None, name=name)
     graph = build_training_graph(model)
-    graph.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=IdentityLoss())
+    graph.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=IdentityLoss(), jit_compile=JIT[jit])
     rng = np.random.default_rng(0)
     x = rng.random((batch_size, size, size, 1), np.float32)
     feed = {"image": x, "mask": (x > 0.5).astype(np.float32)}
@@ -74,7 +93,21 @@ def measure(arch: str, base_filters: int, depth: int, batch_size: int, steps: in
         "img_per_s": round(steps * batch_size / dt, 1),
         "steps": steps,
         "threads": os.environ.get("OMP_NUM_THREADS", ""),
+        "precision": precision,
+        "jit_compile": jit,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
+
+
+def measure_in_child(backend: str, args, one: list) -> dict | None:
+    """One measurement in a fresh process with KERAS_BACKEND=backend (its row), or None after printing why it failed."""
+    cmd = [sys.executable, "-m", "benchmarks.train_speed", "--arch", args.arch, "--steps", str(args.steps), "--upsample", args.upsample]
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    p = subprocess.run([*cmd, "--one", json.dumps(one)], cwd=ROOT, capture_output=True, text=True, env=env)
+    if p.returncode:
+        print(f"{backend:10s} {one[3]:14s} {one[4]:4s} failed: {(p.stderr.strip().splitlines() or ['?'])[-1][:150]}")
+        return None
+    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:
@@ -91,46 +124,42 @@ def main(argv=None) -> int:
     ap.add_argument("--upsample", default="", help="decoder upsampling (e.g. bilinear; default: the architecture's)")
     ap.add_argument("--batch-size", type=int, nargs="+", default=[32, 128], help="batch sizes to time: one row each")
     ap.add_argument("--steps", type=int, default=10, help="timed training steps (after 3 warm-up steps)")
+    ap.add_argument(
+        "--precision", nargs="+", default=["float32"], choices=PRECISIONS, help="compute dtypes to time (--precision of the scripts)"
+    )
+    ap.add_argument(
+        "--jit-compile",
+        nargs="+",
+        default=["auto"],
+        choices=tuple(JIT),
+        help="Keras compile(jit_compile=): auto (XLA on jax; none on a CPU-only tensorflow or on torch), on (XLA on "
+        "tensorflow, torch.compile on torch), off",
+    )
     ap.add_argument("--json", default="", help="also write the rows to this file")
     ap.add_argument("--one", default="", help=argparse.SUPPRESS)  # internal: one measurement in this process, JSON on stdout
     args = ap.parse_args(argv)
     if args.one:
-        f, depth, b = json.loads(args.one)
-        print(json.dumps(measure(args.arch, f, depth, b, steps=args.steps, upsample=args.upsample)))
+        f, depth, b, precision, jit = json.loads(args.one)
+        print(json.dumps(measure(args.arch, f, depth, b, args.steps, args.upsample, precision=precision, jit=jit)))
         return 0
     if args.steps < 1 or min(args.batch_size) < 1 or min(args.base_filters) < 1:
         raise UserError("--steps, --batch-size and --base-filters must be >= 1")
     rows = []
-    print(f"{'backend':10s} {'device':28s} {'model':16s} {'batch':>5s} {'first step s':>12s} {'img/s':>9s}", flush=True)
+    print(
+        f"{'backend':10s} {'precision':14s} {'jit':4s} {'model':10s} {'batch':>5s} {'first step s':>12s} {'img/s':>7s} {'RSS MB':>7s}",
+        flush=True,
+    )
     for backend in args.backends:
         if importlib.util.find_spec(backend) is None:
             print(f"{backend:10s} (not installed: skipped)")
             continue
-        for f in args.base_filters:
-            for b in args.batch_size:
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "benchmarks.train_speed",
-                    "--arch",
-                    args.arch,
-                    "--steps",
-                    str(args.steps),
-                    "--upsample",
-                    args.upsample,
-                    "--one",
-                    json.dumps([f, args.depth, b]),
-                ]
-                p = subprocess.run(
-                    cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-                )
-                if p.returncode:
-                    print(f"{backend:10s} failed: {(p.stderr.strip().splitlines() or ['?'])[-1]}")
-                    continue
-                r = json.loads(p.stdout.strip().splitlines()[-1])
+        for f, b, precision, jit in itertools.product(args.base_filters, args.batch_size, args.precision, args.jit_compile):
+            r = measure_in_child(backend, args, [f, args.depth, b, precision, jit])
+            if r is not None:
                 rows.append(r)
                 print(
-                    f"{backend:10s} {r['device'][:28]:28s} {r['model']:16s} {b:5d} {r['first_step_s']:12.2f} {r['img_per_s']:9.1f}",
+                    f"{backend:10s} {precision:14s} {jit:4s} {r['model']:10s} {b:5d} {r['first_step_s']:12.2f} {r['img_per_s']:7.1f} "
+                    f"{r['peak_rss_mb']:7d}",
                     flush=True,
                 )
     if args.json:

@@ -38,12 +38,18 @@ def test_train_speed_benchmark_names_backend_and_device(tmp_path):
         "4",
         "--steps",
         "2",
+        "--precision",
+        "float32",
+        "mixed_bfloat16",
         "--json",
         tmp_path / "speed.json",
     )
-    (row,) = json.loads((tmp_path / "speed.json").read_text())
-    assert row["backend"] == "torch" and "cpu" in row["device"] and row["img_per_s"] > 0 and row["first_step_s"] > 0
-    assert row["model"] == "unet2d3_bilinear"  # the run dirs' name (training.naming), depth and decoder included
+    rows = json.loads((tmp_path / "speed.json").read_text())
+    assert [(r["precision"], r["jit_compile"]) for r in rows] == [("float32", "auto"), ("mixed_bfloat16", "auto")]
+    for row in rows:
+        assert row["backend"] == "torch" and "cpu" in row["device"] and row["img_per_s"] > 0 and row["first_step_s"] > 0
+        assert row["model"] == "unet2d3_bilinear"  # the run dirs' name (training.naming), depth and decoder included
+        assert row["peak_rss_mb"] > 50
 
 
 def test_arch_latency_models_and_table():
