@@ -71,17 +71,7 @@ def measure(
     rng = np.random.default_rng(0)
     x = rng.random((batch_size, size, size, 1), np.float32)
     feed = {"image": x, "mask": (x > 0.5).astype(np.float32)}
-    dummy = np.zeros((batch_size, 1), np.float32)
-    t0 = time.perf_counter()
-    graph.train_on_batch(feed, dummy)
-    first = time.perf_counter() - t0
-    for _ in range(2):
-        graph.train_on_batch(feed, dummy)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        loss = graph.train_on_batch(feed, dummy)
-    float(np.asarray(loss if not isinstance(loss, list) else loss[0]))  # wait for asynchronous backends
-    dt = time.perf_counter() - t0
+    first, dt = time_steps(graph, feed, np.zeros((batch_size, 1), np.float32), steps)
     backend = keras.backend.backend()
     return {
         "backend": backend,
@@ -97,6 +87,22 @@ def measure(
         "jit_compile": jit,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
+
+
+def time_steps(graph, feed: dict, dummy, steps: int) -> tuple[float, float]:
+    """(first step's seconds, seconds of `steps` steps after 2 more warm-up steps) of graph.train_on_batch."""
+    import numpy as np
+
+    t0 = time.perf_counter()
+    graph.train_on_batch(feed, dummy)
+    first = time.perf_counter() - t0
+    for _ in range(2):
+        graph.train_on_batch(feed, dummy)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = graph.train_on_batch(feed, dummy)
+    float(np.asarray(loss if not isinstance(loss, list) else loss[0]))  # wait for asynchronous backends
+    return first, time.perf_counter() - t0
 
 
 def measure_in_child(backend: str, args, one: list) -> dict | None:
