@@ -6,7 +6,9 @@ on the AMD EPYC AVX-512 machine of 2026-11-29 `python -m benchmarks.train_speed`
 1.4-1.7x faster per training step for every student shape (unet4: 144.5 vs 100.5 img/s, 1 thread) and real
 3-epoch runs 1.1-1.3x faster (README, "Training backend per shape"). The default stays torch because
 15-epoch quality on TensorFlow is unmeasured and the existing results were trained on torch;
-`KERAS_BACKEND=tensorflow` selects it. On a GPU box JAX is the fast path. Export always needs
+`KERAS_BACKEND=tensorflow` selects it. On the AMD EPYC with AVX2 only of 2026-12-07 torch float32 was the fastest
+for the unet4 student again, and no backend, bfloat16 or XLA setting was 1.5x faster for any shape (docs/PERFORMANCE.md).
+On a GPU box JAX is the fast path. Export always needs
 tensorflow (`require_tensorflow`).
 """
 
