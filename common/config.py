@@ -81,6 +81,11 @@ def _number_or_word(v: str):
         return v
 
 
+def _flag(field: str) -> str:
+    """A config field's command-line flag: base_filters -> --base-filters."""
+    return "--" + field.replace("_", "-")
+
+
 def parse_args(cls, argv=None, doc: str = "", required=("data", "out"), multi=()):
     """argparse from a frozen dataclass: one --flag per field (bools get --x/--no-x), plus --overwrite and --resume.
 
@@ -92,7 +97,7 @@ def parse_args(cls, argv=None, doc: str = "", required=("data", "out"), multi=()
     types = {"int": int, "float": float, "str": str, "float | str": _number_or_word}
     ap = argparse.ArgumentParser(description=doc, formatter_class=HelpFormatter)
     for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
+        flag = _flag(f.name)
         kw = {"help": f.metadata.get("help", "").replace("%", "%%")}
         if choices_of(f):
             kw["metavar"] = _metavar(choices_of(f))
@@ -165,9 +170,9 @@ def to_argv(cfg) -> list[str]:
         v = getattr(cfg, f.name)
         if f.default is not dataclasses.MISSING and v == f.default:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = _flag(f.name)
         if f.type == "bool":
-            out.append(flag if v else "--no-" + f.name.replace("_", "-"))
+            out.append(flag if v else _flag("no_" + f.name))
         elif f.type == "tuple":
             out += [flag, *map(str, v)] if v else []
         else:

@@ -354,12 +354,19 @@ def student_config(cfg: dict, p: dict, layout: Layout, teacher: str, n_all: int,
     except ValueError as e:
         raise UserError(f'{e} (in the "student" section or a grid entry)') from None
     try:
-        spec = RunSpec.from_config(config, source, unlabelled_count=n_all if p["unlabelled"] == "all" else 0)
         validate(config)
-    except (ValueError, TypeError, UserError) as e:
-        run = spec.name if "spec" in locals() else json.dumps(flags, default=str)
-        raise UserError(f"{where}: run {run}: {e}") from None
+    except UserError as e:
+        raise UserError(f"{where}: run {run_name(config, source)}: {e}") from None
+    spec = RunSpec.from_config(config, source, unlabelled_count=n_all if p["unlabelled"] == "all" else 0)
     return StudentRun(dataclasses.replace(config, out=str(layout.sweep / spec.name)), spec, p)
+
+
+def run_name(config: DistillConfig, source: str) -> str:
+    """A refused run's name for its error line, or its flags where the values are too odd to name it."""
+    try:
+        return RunSpec.from_config(config, source).name
+    except (ValueError, TypeError):
+        return " ".join(to_argv(config))
 
 
 def student_runs(cfg: dict, teacher: str, n_all: int = 0, layout: Layout | None = None, where: str = "sweep config") -> list[StudentRun]:
@@ -367,7 +374,9 @@ def student_runs(cfg: dict, teacher: str, n_all: int = 0, layout: Layout | None 
 
     `teacher` is the teacher's model name (e.g. unet8); `n_all` how many images "unlabelled": "all" gives (in those runs'
     names); `layout` where the files are (default: a sweep dir runs/<name> with its own teacher)."""
-    layout = layout or Layout(ROOT / "runs" / cfg.get("name", "sweep"), "DATA", "TEACHER/teacher.keras", ensemble=ensemble_paths(cfg, None))
+    if layout is None:
+        ensemble = ensemble_paths(cfg, ROOT / "runs" / cfg.get("name", "sweep"))
+        layout = Layout(Path(ensemble[0]).parents[1], "DATA", ensemble[0], ensemble=ensemble)
     runs, seen = [], {}
     for p in grid_points(cfg):
         run = student_config(cfg, p, layout, teacher, n_all, where)
@@ -450,23 +459,18 @@ def all_count(cfg: dict, data: str, extra: list[str]) -> int:
     return int(stated)
 
 
-def ensemble_paths(cfg: dict, sweep: Path | None, teacher: str = "") -> tuple[str, ...]:
-    """The teachers' .keras files: the main one, then one per "ensemble_seeds" (same flags and split, another seed)."""
-    sweep = sweep or ROOT / "runs" / cfg.get("name", "sweep")
+def ensemble_paths(cfg: dict, sweep: Path, teacher: str = "") -> tuple[str, ...]:
+    """The teachers' .keras files: the main one (`teacher` when given, else trained in sweep/teacher), then one per
+    "ensemble_seeds" (same flags and split, another seed)."""
     main = teacher or str(sweep / "teacher" / "teacher.keras")
     return (main, *(str(sweep / f"teacher_s{s}" / "teacher.keras") for s in cfg.get("ensemble_seeds", [])))
 
 
 def make_layout(cfg: dict, args) -> Layout:
     sweep, teacher = sweep_dir(cfg, args), args.teacher or cfg.get("teacher_path", "")
-    return Layout(
-        sweep,
-        data_dir(cfg, args),
-        teacher or str(sweep / "teacher" / "teacher.keras"),
-        bool(teacher),
-        ensemble_paths(cfg, sweep, teacher),
-        tuple(str(u) for u in cfg.get("unlabelled_extra", [])),
-    )
+    ensemble = ensemble_paths(cfg, sweep, teacher)
+    extra = tuple(str(u) for u in cfg.get("unlabelled_extra", []))
+    return Layout(sweep, data_dir(cfg, args), ensemble[0], bool(teacher), ensemble, extra)
 
 
 def teacher_jobs(cfg: dict, layout: Layout, where: str) -> list[Job]:
@@ -504,15 +508,16 @@ def cache_jobs(runs: list[StudentRun], layout: Layout) -> list[Job]:
     return jobs
 
 
-def blackbox_jobs(cfg: dict, runs: list[StudentRun], layout: Layout) -> list[Job]:
+def blackbox_jobs(runs: list[StudentRun], layout: Layout) -> list[Job]:
     """The teacher as a black box: its 16-bit probability maps (evaluate.py), then a cache made from them alone."""
-    if not any(r.point["blackbox"] for r in runs):
+    readers = [r.config for r in runs if r.point["blackbox"]]
+    if not readers:
         return []
     bb, py = layout.blackbox, sys.executable
     probs = bb / "probabilities"
     cmd = (py, "evaluate.py", "--model", layout.teacher, "--data", layout.data, "--split", "all", "--save-probabilities", str(probs))
     cmd += ("--out", str(bb / "teacher_scores.json"))
-    size = str(cfg.get("student", {}).get("input_size", 128))
+    size = str(readers[0].input_size)  # the cache's images at the size its students train on
     cache = (py, "-m", "teacher.cache", "--from-probabilities", str(probs), "--data", layout.data, "--out", str(bb / "cache"))
     return [
         Job("blackbox_probabilities", bb, probs, cmd, (Path(layout.teacher),), "probabilities"),
@@ -541,7 +546,7 @@ def plan(cfg: dict, args) -> list[Job]:
     extra = list(layout.extra)
     n_all = all_count(cfg, layout.data, extra) if extra and any("all" in g.get("unlabelled", []) for g in grids) else 0
     runs = student_runs(cfg, teacher_model(cfg, layout.teacher if layout.given_teacher else ""), n_all, layout, where)
-    jobs = teacher_jobs(cfg, layout, where) + cache_jobs(runs, layout) + blackbox_jobs(cfg, runs, layout)
+    jobs = teacher_jobs(cfg, layout, where) + cache_jobs(runs, layout) + blackbox_jobs(runs, layout)
     jobs += [student_job(r) for r in runs]
     return shard_jobs(jobs, *shard) if shard else jobs
 
