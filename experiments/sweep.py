@@ -461,9 +461,11 @@ def all_count(cfg: dict, data: str, extra: list[str]) -> int:
 
 def ensemble_paths(cfg: dict, sweep: Path, teacher: str = "") -> tuple[str, ...]:
     """The teachers' .keras files: the main one (`teacher` when given, else trained in sweep/teacher), then one per
-    "ensemble_seeds" (same flags and split, another seed)."""
+    "ensemble_seeds" (same flags and split, another seed), each in a run dir teacher_s<seed> beside the main teacher's,
+    as its cache is in its own: presets that share a teacher (runs/cpu/teacher) share its ensemble too."""
     main = teacher or str(sweep / "teacher" / "teacher.keras")
-    return (main, *(str(sweep / f"teacher_s{s}" / "teacher.keras") for s in cfg.get("ensemble_seeds", [])))
+    home = Path(main).parent.parent
+    return (main, *(str(home / f"teacher_s{s}" / "teacher.keras") for s in cfg.get("ensemble_seeds", [])))
 
 
 def make_layout(cfg: dict, args) -> Layout:

@@ -222,6 +222,7 @@ PRESETS = {
         ["teacher_cache"],
         ["unet4_baseline_s0", "unet4_from_unet8_T2_l0.9_sT_unl_s0", "unet4_from_unet8_T2_l0.9_sT_unl_lov9_s0"],
     ),
+    "cpu_e45_ensemble": (3, ["teacher_s1", "ensemble_cache"], ["unet4_from_unet8x2_T2_l0.9_sT_unl_lov9_s0"]),
     "cpu_e90": (6, ["teacher_cache"], ["unet4_baseline_s0", "unet4_from_unet8_T2_l0.9_sT_unl_s0"]),
     "cpu_unlabelled": (
         12,
@@ -301,6 +302,7 @@ PRESETS = {
 ELSEWHERE = {
     "cpu_signals": ["unet4_from_unet8_T2_l0.9_sT_unl_cwd3_s2"],
     "cpu_e45": ["unet4_baseline_s2", "unet4_from_unet8_T2_l0.9_sT_unl_lov9_s2"],
+    "cpu_e45_ensemble": ["unet4_from_unet8x2_T2_l0.9_sT_unl_lov9_s2"],
     "cpu_e90": ["unet4_from_unet8_T2_l0.9_sT_unl_s2"],
     "cpu_unlabelled": ["unet4_from_unet8_T2_l0.9_sT_unl_u18k_s2"],
     "cpu_frontier": ["unet6d3_from_unet8_T2_l0.9_sT_unl_s2", "unet4_bilinear_baseline_s1"],
@@ -657,6 +659,34 @@ def test_two_shards_on_one_sweep_dir(tmp_path):
     assert sorted(df.run) == sorted(["teacher", *runs]) and (df.groupby("run").size() == 1).all()
     assert len(list((tmp_path / "out" / "data" / "train" / "images").glob("*.png"))) == 48
     assert not [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".data")]  # the losing shard's copy is gone
+
+
+def test_an_ensemble_grows_beside_a_given_teacher(tmp_path):
+    """A preset that reuses another sweep's teacher (teacher_path) plans the ensemble's other members beside it
+    (runs/cpu/teacher -> runs/cpu/teacher_s1, trained once for every preset sharing that teacher), on its split; the
+    ensemble's cache, which holds this preset's unlabelled images, stays in this sweep's dir."""
+    from experiments.sweep import parse_args, plan
+
+    given = tmp_path / "cpu" / "teacher" / "teacher.keras"
+    cfg = {
+        "name": "e45",
+        "data": "synthetic",
+        "teacher_path": str(given),
+        "teacher": {"base_filters": 8, "epochs": 20},
+        "teacher_cache": True,
+        "ensemble_seeds": [1],
+        "grid": {"lam": [0.9], "unlabelled": [True], "ensemble": [True]},
+        "seeds": [0],
+    }
+    (tmp_path / "e45.json").write_text(json.dumps(cfg))
+    jobs = {j.name: j for j in plan(cfg, parse_args(["--config", str(tmp_path / "e45.json"), "--out", str(tmp_path / "e45")]))}
+    assert list(jobs) == ["teacher_s1", "ensemble_cache", "unet4_from_unet8x2_T2_l0.9_sT_unl_s0"]
+    member = " ".join(jobs["teacher_s1"].cmd)
+    assert jobs["teacher_s1"].run_dir == tmp_path / "cpu" / "teacher_s1"
+    assert f"--split-file {tmp_path / 'cpu' / 'teacher' / 'split.json'}" in member and "--seed 1" in member
+    assert jobs["ensemble_cache"].run_dir == tmp_path / "e45" / "teacher_ensemble2" / "cache"
+    cache = " ".join(jobs["ensemble_cache"].cmd)
+    assert f"--teacher {given} --teacher {tmp_path / 'cpu' / 'teacher_s1' / 'teacher.keras'}" in cache and "--unlabelled" in cache
 
 
 def test_given_teacher_without_split_file(sweep, tmp_path):
