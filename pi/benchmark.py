@@ -28,8 +28,6 @@ offsets point past its end) is refused in one line, not handed to the runtime, w
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import platform
 import sys
@@ -39,10 +37,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
+from bench_csv import CSV_COLUMNS, csv_text
 from infer import Parser, UserError, check_model_file, cli, load_model, write_atomic
 from runner import ModelError, quantize, runtime_name
-
-CSV_COLUMNS = ("model", "path", "size_kb", "macs", "threads", "median_ms", "p90_ms", "img_per_s", "runtime", "machine")
 
 
 def count_macs(interp) -> int | None:
@@ -181,12 +178,8 @@ def print_table(rows: list[dict]) -> None:
 
 
 def write_csv(out: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    w.writeheader()
-    w.writerows({**r, "macs": "" if r["macs"] is None else r["macs"]} for r in rows)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(out, buf.getvalue().encode())
+    write_atomic(out, csv_text(rows).encode())
 
 
 def write_json(out: Path, rows: list[dict], args) -> None:

@@ -4,7 +4,7 @@ The one driver of pi/benchmark.py for the project's commands: benchmarks.arch_la
 experiments.frontier (the trained students of a sweep) both time their exports with `run_pi_benchmark`, and the
 frontier reads a CSV made on the board itself (--pi-csv) with the same `read_bench_csv`. It sits under student/ beside
 student.export (what makes the files it times) because experiments and benchmarks are independent layers that cannot
-import each other, and pi/ may import nothing of the project nor pandas. pi/benchmark.py runs in a subprocess: the
+import each other, and pi/ may import nothing of the project nor pandas (the CSV's columns are pi.bench_csv's). pi/benchmark.py runs in a subprocess: the
 python given is the one with the TFLite runtime to time (tflite-runtime cannot share a process with TensorFlow).
 Keras-free: importing it loads neither Keras nor TensorFlow.
 """
@@ -18,11 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from common.cli import UserError
+from pi.bench_csv import CSV_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARK = ROOT / "pi" / "benchmark.py"
-# pi/benchmark.py's CSV_COLUMNS (pi/ is imported by nothing of the project; a test checks they agree)
-BENCH_COLUMNS = ("model", "path", "size_kb", "macs", "threads", "median_ms", "p90_ms", "img_per_s", "runtime", "machine")
 
 
 def call(cmd: list[str], what: str) -> str:
@@ -46,9 +45,9 @@ def read_bench_csv(path, what: str) -> pd.DataFrame:
         df = pd.read_csv(path)
     except (ValueError, OSError) as e:
         raise UserError(f"{what} {path} is not a readable CSV: {e}") from None
-    missing = [c for c in BENCH_COLUMNS if c not in df.columns]
+    missing = [c for c in CSV_COLUMNS if c not in df.columns]
     if missing:
-        raise UserError(f"{what} {path} lacks column(s) {', '.join(missing)}; expected {','.join(BENCH_COLUMNS)} (pi/benchmark.py --csv)")
+        raise UserError(f"{what} {path} lacks column(s) {', '.join(missing)}; expected {','.join(CSV_COLUMNS)} (pi/benchmark.py --csv)")
     if df.empty:
         raise UserError(f"{what} {path} has no rows")
     for c in ("threads", "median_ms"):

@@ -12,8 +12,8 @@ import pytest
 from common.cli import run
 from experiments import frontier, frontier_export, frontier_plot, frontier_table
 from experiments.frontier_plot import pareto_front
+from pi.bench_csv import CSV_COLUMNS
 from student import latency
-from student.latency import BENCH_COLUMNS
 from training.naming import RunSpec
 
 IDS = ["a", "b", "c", "d"]
@@ -79,7 +79,7 @@ def _bench_csv(path, files, threads, runtime="fake-runtime 1.0", machine="x86_64
         for t in threads:
             ms = _ms(model, fmt, t)
             rows.append([f.name, str(f), 10.0, MACS[model], t, ms, ms * 1.1, 1000 / ms, runtime, machine])
-    pd.DataFrame(rows, columns=BENCH_COLUMNS).to_csv(path, index=False)
+    pd.DataFrame(rows, columns=CSV_COLUMNS).to_csv(path, index=False)
 
 
 @pytest.fixture
