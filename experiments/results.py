@@ -380,7 +380,10 @@ def summarize(df: pd.DataFrame, reference: str = "") -> pd.DataFrame:
                 if "miou" in p:
                     r["miou_seeds_positive"] = p["miou"]["above"]
         if reference and config != reference and first["kind"] == "student":
-            r.update(paired_vs(g, df[(df.config == reference) & (df.kind == "student")]))
+            ref = df[(df.config == reference) & (df.kind == "student")]
+            r.update(paired_vs(g, ref))
+            # the reference is this config's own baseline: the same pairs, printed once (in the baseline block)
+            r["ref_is_baseline"] = "n_pairs" in r and set(ref.index) == set(base.index)
         if first["kind"] == "teacher" and "teacher_nll" in g:
             r.update(teacher_nll=g["teacher_nll"].mean(), teacher_ece=g["teacher_ece"].mean(), teacher_best_T=g["teacher_best_T"].mean())
         out.append(r)
@@ -415,6 +418,7 @@ def format_summary(s: pd.DataFrame) -> str:
     )
     for title, miou, kag, lo, hi, miou_above, above, n in blocks:
         rows = [r for r in s.to_dict("records") if r.get(kag) == r.get(kag) and kag in r]
+        rows = [r for r in rows if not (kag == "d_ref" and r.get("ref_is_baseline") is True)]
         if not rows:
             continue
         lines += [

@@ -206,7 +206,10 @@ def test_results_pair_mean_iou_and_select_the_reference_by_fields(tmp_path, caps
     assert row["d_kaggle"] == pytest.approx((0.2 - 1.0 + 0.1) / 3)
     assert main([str(tmp_path), "--reference", "model=unet4,lam=0"]) == 0
     out = capsys.readouterr().out
-    assert f"{want:+.4f}" in out and "vs the reference" in out
+    # the reference is the KD config's own baseline: its pairs are printed once, in the baseline block
+    assert f"{want:+.4f}" in out and out.count("paired by seed") == 1 and "vs the baseline" in out
+    assert main([str(tmp_path), "--reference", "model=unet4,lam=0.9"]) == 0  # a reference that is not a baseline
+    assert "vs the reference" in capsys.readouterr().out
 
 
 def test_results_report_unreadable_runs(tmp_path, capsys):
