@@ -223,6 +223,7 @@ PRESETS = {
         ["unet4_baseline_s0", "unet4_from_unet8_T2_l0.9_sT_unl_s0", "unet4_from_unet8_T2_l0.9_sT_unl_lov9_s0"],
     ),
     "cpu_e45_ensemble": (3, ["teacher_s1", "ensemble_cache"], ["unet4_from_unet8x2_T2_l0.9_sT_unl_lov9_s0"]),
+    "cpu_t16": (3, ["teacher", "teacher_cache"], ["unet4_from_unet16_T2_l0.9_sT_unl_lov9_s0"]),
     "cpu_e90": (6, ["teacher_cache"], ["unet4_baseline_s0", "unet4_from_unet8_T2_l0.9_sT_unl_s0"]),
     "cpu_unlabelled": (
         12,
@@ -303,6 +304,7 @@ ELSEWHERE = {
     "cpu_signals": ["unet4_from_unet8_T2_l0.9_sT_unl_cwd3_s2"],
     "cpu_e45": ["unet4_baseline_s2", "unet4_from_unet8_T2_l0.9_sT_unl_lov9_s2"],
     "cpu_e45_ensemble": ["unet4_from_unet8x2_T2_l0.9_sT_unl_lov9_s2"],
+    "cpu_t16": ["unet4_from_unet16_T2_l0.9_sT_unl_lov9_s2"],
     "cpu_e90": ["unet4_from_unet8_T2_l0.9_sT_unl_s2"],
     "cpu_unlabelled": ["unet4_from_unet8_T2_l0.9_sT_unl_u18k_s2"],
     "cpu_frontier": ["unet6d3_from_unet8_T2_l0.9_sT_unl_s2", "unet4_bilinear_baseline_s1"],
