@@ -4,11 +4,13 @@
     # prints one row per (configuration, epochs): seeds, kaggle_map mean ± std (best epoch), kaggle_map_last
     # (the last epoch: no selection on the validation images), and, for a longer budget, its paired difference
     # against the same configuration's shortest budget by seed (best and last epoch, bootstrap 95% CI over
-    # images, seeds above); writes OUT/epochs.csv and OUT/epochs.png
+    # images, seeds above); writes OUT/epochs.csv and OUT/epochs.png, and, when the students have several
+    # teachers, OUT/teachers.png: each recipe's student score against its teacher's (teacher or capacity?)
 
 Each sweep dir is read with experiments.results (its finished runs; a run's budget is its config's --epochs, so
 one dir may hold several). Configurations are matched across dirs by their label ("unet4 baseline",
-"unet4 KD T=2 lam=0.9 s=T +unl"), so the curve of a configuration is the same training at 15, 45 and 90 epochs
+"unet4 KD T=2 lam=0.9 s=T +unl"; with students of several teachers, the recipe and the teacher: "unet4 KD T=2
+lam=0.9 s=T +unl <- unet16"), so the curve of a configuration is the same training at 15, 45 and 90 epochs
 (the cosine schedule stretched to each budget, not one long run cut short). Where the curve flattens is
 what a longer CPU schedule, or a GPU box, buys. Default OUT: the first sweep dir's `epochs/`.
 """
@@ -40,12 +42,21 @@ def curve(dirs) -> pd.DataFrame:
     if df.empty or not (df.kind == "student").any():
         raise UserError(f"no finished student runs (metrics.json) under {', '.join(map(str, dirs))}")
     df = df[df.kind == "student"].drop_duplicates("path")
+    df["teacher"] = df.teacher.fillna("").astype(str) if "teacher" in df else ""
+    df["config"] = df.label
+    taught = df.teacher != ""
+    if df.teacher[taught].nunique() > 1:  # several teachers: one line per recipe and teacher ("... <- unet16")
+        df.loc[taught, "config"] = df.recipe[taught] + " <- " + df.teacher[taught]
     rows = []
-    for (label, epochs), g in df.groupby(["label", "epochs"], sort=True):
+    for (config, epochs), g in df.groupby(["config", "epochs"], sort=True):
         last = pd.to_numeric(g["kaggle_map_last"], errors="coerce")
+        soft = pd.to_numeric(g["teacher_kaggle_map"], errors="coerce") if "teacher_kaggle_map" in g else pd.Series(dtype=float)
         rows.append(
             {
-                "config": label,
+                "config": config,
+                "recipe": g.recipe.iloc[0],
+                "teacher": g.teacher.iloc[0],
+                "teacher_kaggle_map": soft.mean() if soft.notna().any() else np.nan,  # its soft target's score (an ensemble's)
                 "epochs": int(epochs),
                 "n_seeds": len(g),
                 "seeds": " ".join(str(s) for s in sorted(g.seed)),
@@ -54,7 +65,7 @@ def curve(dirs) -> pd.DataFrame:
                 "kaggle_map_last": last.mean() if last.notna().any() else np.nan,
                 "mean_iou": g.mean_iou.mean(),
                 "wall_h": pd.to_numeric(g.wall_s, errors="coerce").mean() / 3600,
-                **vs_shortest(g, df[(df.label == label) & (df.epochs == df.epochs[df.label == label].min())]),
+                **vs_shortest(g, df[(df.config == config) & (df.epochs == df.epochs[df.config == config].min())]),
             }
         )
     return pd.DataFrame(rows)
@@ -83,10 +94,19 @@ def vs_shortest(g: pd.DataFrame, short: pd.DataFrame) -> dict:
     return out
 
 
-def plot(table: pd.DataFrame, path: Path, teacher: float | None = None) -> None:
-    """One colour per configuration: best epoch solid with seed std, last epoch dashed; the legend beside the axes."""
+def _with_epoch_keys(ax) -> list:
+    """The axes' legend entries and the two line styles: best epoch solid, last epoch dashed."""
     from matplotlib.lines import Line2D
 
+    handles, _ = ax.get_legend_handles_labels()
+    return handles + [
+        Line2D([], [], color="gray", marker="o", label="best epoch"),
+        Line2D([], [], color="gray", ls="--", marker="x", label="last epoch"),
+    ]
+
+
+def plot(table: pd.DataFrame, path: Path, teacher: float | None = None) -> None:
+    """One colour per configuration: best epoch solid with seed std, last epoch dashed; the legend beside the axes."""
     fig, ax = plt.subplots(figsize=(10, 4.8))
     for config, g in table.groupby("config", sort=False):
         g = g.sort_values("epochs")
@@ -95,11 +115,7 @@ def plot(table: pd.DataFrame, path: Path, teacher: float | None = None) -> None:
             ax.plot(g.epochs, g.kaggle_map_last, ls="--", marker="x", color=line[0].get_color())
     if teacher is not None and np.isfinite(teacher):
         ax.axhline(teacher, color="k", ls=":", label=f"teacher {teacher:.4f}")
-    handles, _ = ax.get_legend_handles_labels()
-    handles += [
-        Line2D([], [], color="gray", marker="o", label="best epoch"),
-        Line2D([], [], color="gray", ls="--", marker="x", label="last epoch"),
-    ]
+    handles = _with_epoch_keys(ax)
     ax.set_xlabel("training epochs (cosine schedule over the whole budget)")
     ax.set_ylabel("validation Kaggle mAP (mean over seeds, ± std)")
     ax.set_xticks(sorted(table.epochs.unique()))
@@ -109,6 +125,40 @@ def plot(table: pd.DataFrame, path: Path, teacher: float | None = None) -> None:
     with io.atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120)
     plt.close(fig)
+
+
+def plot_teachers(table: pd.DataFrame, path: Path) -> bool:
+    """Teacher or capacity: each recipe's student score (best epoch ± seed std, last epoch dashed) against the score of
+    its teacher's soft target, one line per recipe and budget, the diagonal where the student equals its teacher.
+    Drawn only when the students have more than one teacher; returns whether it was."""
+    taught = table[table.teacher_kaggle_map.notna()]
+    if taught.teacher.nunique() < 2:
+        return False
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    for (recipe, epochs), g in taught.groupby(["recipe", "epochs"], sort=True):
+        g = g.sort_values("teacher_kaggle_map")
+        line = ax.errorbar(
+            g.teacher_kaggle_map, g.kaggle_map, yerr=g.kaggle_map_std.fillna(0), marker="o", capsize=3, label=f"{recipe}, {epochs} epochs"
+        )
+        if g.kaggle_map_last.notna().any():
+            ax.plot(g.teacher_kaggle_map, g.kaggle_map_last, ls="--", marker="x", color=line[0].get_color())
+        for r in g.itertuples():
+            ax.annotate(
+                f"{r.teacher} (n={r.n_seeds})", (r.teacher_kaggle_map, r.kaggle_map), fontsize=7, xytext=(4, 4), textcoords="offset points"
+            )
+    ax.margins(x=0.15)
+    lo, hi = ax.get_xlim()
+    ax.plot([lo, hi], [lo, hi], color="k", ls=":", lw=1, label="student = teacher")
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel("the teacher's validation Kaggle mAP (its soft target: an ensemble's mean logits)")
+    ax.set_ylabel("the student's val Kaggle mAP (seed mean ± std)")
+    ax.grid(alpha=0.3)
+    ax.legend(handles=_with_epoch_keys(ax), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    with io.atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    return True
 
 
 def teacher_score(dirs) -> float | None:
@@ -144,21 +194,26 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     io.write_text(out / "epochs.csv", table.to_csv(index=False))
     plot(table, out / "epochs.png", teacher_score(dirs))
+    teachers = plot_teachers(table, out / "teachers.png")
     print(
-        f"{'config':45s} {'epochs':>6s} {'n':>2s} {'kaggle_map':>16s} {'last epoch':>10s} {'mean_iou':>8s} {'h/run':>6s}"
+        f"{'config':52s} {'epochs':>6s} {'n':>2s} {'kaggle_map':>16s} {'last epoch':>10s} {'mean_iou':>8s} {'teacher':>7s} {'h/run':>6s}"
         f" {'d vs shortest [95% CI]':>26s} {'above':>5s} {'d last vs shortest [95% CI]':>27s} {'above':>5s}"
     )
     for r in table.to_dict("records"):
         km = f"{r['kaggle_map']:.4f}" + (f"±{r['kaggle_map_std']:.4f}" if r["kaggle_map_std"] == r["kaggle_map_std"] else "")
         last = f"{r['kaggle_map_last']:.4f}" if r["kaggle_map_last"] == r["kaggle_map_last"] else ""
-        line = f"{r['config']:45s} {r['epochs']:6d} {r['n_seeds']:2d} {km:>16s} {last:>10s} {r['mean_iou']:8.4f} {r['wall_h']:6.2f}"
+        soft = f"{r['teacher_kaggle_map']:.4f}" if r["teacher_kaggle_map"] == r["teacher_kaggle_map"] else ""
+        line = (
+            f"{r['config']:52s} {r['epochs']:6d} {r['n_seeds']:2d} {km:>16s} {last:>10s} {r['mean_iou']:8.4f} {soft:>7s} {r['wall_h']:6.2f}"
+        )
         for p, w in (("", 26), ("_last", 27)):
             d, lo, hi, above = (r[f"d{p}_vs_shortest"], r[f"d{p}_lo"], r[f"d{p}_hi"], r[f"seeds_above{p}"])
             paired = d == d  # NaN: the shortest budget itself, or no pairs
             ci, seeds = (f"{d:+.4f} [{lo:+.4f},{hi:+.4f}]", f"{int(above)}/{r['n_seeds']}") if paired else ("", "")
             line += f" {ci:>{w}s} {seeds:>5s}"
         print(line)
-    print(f"wrote {out / 'epochs.csv'} and {out / 'epochs.png'}" + (f"; {len(bad)} unreadable run(s) left out, named above" if bad else ""))
+    wrote = f"{out / 'epochs.csv'}, {out / 'epochs.png'}" + (f" and {out / 'teachers.png'}" if teachers else "")
+    print(f"wrote {wrote}" + (f"; {len(bad)} unreadable run(s) left out, named above" if bad else ""))
     return 1 if bad else 0
 
 

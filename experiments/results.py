@@ -170,6 +170,7 @@ def _spec_columns(run: Path, cfg: dict, met: dict) -> dict:
         feature_weight=spec.feature_weight if spec.feature_loss else np.nan,
         mixup=spec.mixup,
         has_counts="val_counts_per_image" in met,
+        recipe=spec.recipe,  # the label without the teacher's part: one recipe, several teachers
     )
 
 

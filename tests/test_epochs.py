@@ -10,16 +10,16 @@ from experiments import epochs
 from tests.test_bad_input import call, check  # one line `error: ...`, exit 2
 
 
-def _run(root, name, epochs_, seed, lam, kaggle, last):
+def _run(root, name, epochs_, seed, lam, kaggle, last, teacher="unet8", teacher_map=0.73):
     d = root / name
     d.mkdir(parents=True)
     cfg = {"arch": "unet", "base_filters": 4, "seed": seed, "lam": lam, "epochs": epochs_, "data": "d.npz"}
     if lam:
-        cfg.update(temperature=2.0, scale="T", unlabelled=["d.npz"], teacher=["t.keras"])
+        cfg.update(temperature=2.0, scale="T", unlabelled=["d.npz"], teacher=["t.keras"] * (2 if "x2" in teacher else 1))
     (d / "config.json").write_text(json.dumps(cfg))
     met = {"val": {"mean_iou": 0.8, "salt_iou": 0.7, "kaggle_map": kaggle}, "val_last": {"kaggle_map": last}, "params": 1, "wall_s": 3600}
     if lam:
-        met |= {"teacher": {"label": "unet8"}, "temperature": 2.0}
+        met |= {"teacher": {"label": teacher, "val": {"kaggle_map": teacher_map}}, "temperature": 2.0}
     (d / "metrics.json").write_text(json.dumps(met))
 
 
@@ -109,3 +109,29 @@ def test_unreadable_runs_are_named_not_dropped(dirs, tmp_path, capsys):
     empty.write_text("{}")
     students, _ = read_runs(dirs[0])
     assert sorted(students.run) == ["unet4_baseline_s0", "unet4_from_unet8_T2_l0.9_sT_unl_s1"]
+
+
+def test_students_of_several_teachers_get_a_line_each_and_the_teacher_plot(dirs, tmp_path, capsys):
+    """One recipe from two teachers (unet8, and the unet8x2 ensemble in another dir): two configs named by recipe and
+    teacher, each with its soft target's score, paired with its own shorter budget only; teachers.png is drawn. With
+    one teacher the labels stay as they were and no teachers.png is made."""
+    a, b = dirs
+    assert epochs.main([str(a), str(b), "--out", str(tmp_path / "one")]) == 0
+    assert not (tmp_path / "one" / "teachers.png").exists()
+    for s in (0, 1):
+        _run(b, f"unet4_from_unet8_T2_l0.9_sT_unl_s{s}", 45, s, 0.9, 0.74, 0.73)
+        _run(tmp_path / "ens", f"unet4_from_unet8x2_T2_l0.9_sT_unl_s{s}", 45, s, 0.9, 0.75 + s / 100, 0.745, "unet8x2", 0.749)
+    capsys.readouterr()
+    assert epochs.main([str(a), str(b), str(tmp_path / "ens"), "--out", str(tmp_path / "o")]) == 0
+    t = pd.read_csv(tmp_path / "o" / "epochs.csv").set_index(["config", "epochs"])
+    recipe = "unet4 KD T=2 lam=0.9 s=T +unl"
+    assert sorted(i for i in t.index if i[0] != "unet4 baseline") == [
+        (f"{recipe} <- unet8", 15),
+        (f"{recipe} <- unet8", 45),
+        (f"{recipe} <- unet8x2", 45),
+    ]
+    ens = t.loc[(f"{recipe} <- unet8x2", 45)]
+    assert ens.teacher_kaggle_map == pytest.approx(0.749) and ens.kaggle_map == pytest.approx(0.755) and ens.recipe == recipe
+    assert t.loc[(f"{recipe} <- unet8", 45)].teacher_kaggle_map == pytest.approx(0.73)
+    assert np.isnan(t.loc[("unet4 baseline", 45)].teacher_kaggle_map)
+    assert (tmp_path / "o" / "teachers.png").stat().st_size > 1000 and "teachers.png" in capsys.readouterr().out

@@ -93,3 +93,15 @@ def test_configs_names_and_choices_import_no_keras():
     code = "import sys, common.choices, student.config, training.naming; print(sorted(m for m in ('keras', 'tensorflow', 'torch') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_recipe_is_the_label_without_its_teacher():
+    """One recipe from unet8, unet16, an unet8x2 ensemble or a black box: one recipe label (experiments.epochs lines
+    students of several teachers up by it); a baseline's and a teacher's recipe are their labels."""
+    from training.naming import RunSpec
+
+    kd = {"teacher": "unet8", "lam": 0.9, "temperature": 2.0, "scale": "T", "unlabelled": True, "lovasz_epochs": 9}
+    specs = [RunSpec("unet4", "student", **{**kd, "teacher": t}) for t in ("unet8", "unet16", "unet8x2", "blackbox")]
+    # a label names an ensemble and a black box, not which single teacher: unet8's and unet16's students share one
+    assert len({s.label for s in specs}) == 3 and {s.recipe for s in specs} == {"unet4 KD T=2 lam=0.9 s=T +unl +lovasz9"}
+    assert RunSpec("unet4", "student").recipe == "unet4 baseline" and RunSpec("unet8", "teacher").recipe == "teacher unet8"

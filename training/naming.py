@@ -140,6 +140,12 @@ class RunSpec:
             + flip
         )
 
+    @property
+    def recipe(self) -> str:
+        """The label of how the student is taught, whatever teaches it: the label without its teacher's part, so students
+        of unet8, unet16 and an unet8x2 ensemble with one recipe share it (experiments.epochs lines them up)."""
+        return dataclasses.replace(self, teacher="").label if self.kind == "student" else self.label
+
     @classmethod
     def from_config(
         cls, cfg: dict, teacher: str = "", kind: str = "student", resolved_temperature=None, unlabelled_count: int = 0
