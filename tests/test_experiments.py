@@ -222,7 +222,7 @@ PRESETS = {
         ["teacher_cache"],
         ["unet4_baseline_s0", "unet4_from_unet8_T2_l0.9_sT_unl_s0", "unet4_from_unet8_T2_l0.9_sT_unl_lov9_s0"],
     ),
-    "cpu_e45_ensemble": (3, ["teacher_s1", "ensemble_cache"], ["unet4_from_unet8x2_T2_l0.9_sT_unl_lov9_s0"]),
+    "cpu_e45_ensemble": (3, ["teacher_s1", "ensemble_cache"], ["unet4_from_unet8x2_T2_l0.9_sT_unl_tta_lov9_s0"]),
     "cpu_t16": (3, ["teacher", "teacher_cache"], ["unet4_from_unet16_T2_l0.9_sT_unl_lov9_s0"]),
     "cpu_e90": (6, ["teacher_cache"], ["unet4_baseline_s0", "unet4_from_unet8_T2_l0.9_sT_unl_s0"]),
     "cpu_unlabelled": (
@@ -303,7 +303,7 @@ PRESETS = {
 ELSEWHERE = {
     "cpu_signals": ["unet4_from_unet8_T2_l0.9_sT_unl_cwd3_s2"],
     "cpu_e45": ["unet4_baseline_s2", "unet4_from_unet8_T2_l0.9_sT_unl_lov9_s2"],
-    "cpu_e45_ensemble": ["unet4_from_unet8x2_T2_l0.9_sT_unl_lov9_s2"],
+    "cpu_e45_ensemble": ["unet4_from_unet8x2_T2_l0.9_sT_unl_tta_lov9_s2"],
     "cpu_t16": ["unet4_from_unet16_T2_l0.9_sT_unl_lov9_s2"],
     "cpu_e90": ["unet4_from_unet8_T2_l0.9_sT_unl_s2"],
     "cpu_unlabelled": ["unet4_from_unet8_T2_l0.9_sT_unl_u18k_s2"],
@@ -765,3 +765,41 @@ def test_a_preset_that_plans_nonsense_is_refused_before_anything_runs(tmp_path, 
     assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and p.stderr.startswith("error: sweep config")
     assert message in p.stderr and str(tmp_path / "bad.json") in p.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_fidelity_scores_each_student_against_its_teacher(sweep, tmp_path, capsys):
+    """experiments.fidelity on the tiny sweep's KD and ensemble students: per split, the student's and the soft target's
+    scores (the val rows equal what the runs' metrics.json recorded), the agreement with the teacher's masks and
+    KL(teacher || student); a baseline, a missing run dir and an existing --csv are refused in one line."""
+    from experiments import fidelity
+    from tests.test_bad_input import call, check
+
+    root, _ = sweep
+    runs = [root / "out" / n for n in ("unet2_from_unet4_T2_l0.9_sT_s0", "unet2_from_unet4x2_T2_l0.9_sT_s0")]
+    assert fidelity.main([*map(str, runs), "--csv", str(tmp_path / "f.csv")]) == 0
+    df = pd.read_csv(tmp_path / "f.csv")
+    assert list(df.run) == [runs[0].name] * 2 + [runs[1].name] * 2 and list(df.split) == ["train", "val"] * 2
+    for run in runs:
+        m = json.loads((run / "metrics.json").read_text())
+        split = json.loads((run / "split.json").read_text())
+        rows = df[df.run == run.name].set_index("split")
+        assert rows.loc["train", "n_images"] == len(split["train"]) and rows.loc["val", "n_images"] == m["val"]["n_images"]
+        assert rows.loc["val", "student_map"] == pytest.approx(m["val"]["kaggle_map"], abs=1e-5)
+        assert rows.loc["val", "student_miou"] == pytest.approx(m["val"]["mean_iou"], abs=1e-5)
+        # the soft target the run scored: one teacher, then the ensemble's mean logits
+        assert rows.loc["val", "teacher_map"] == pytest.approx(m["teacher"]["val"]["kaggle_map"], abs=1e-5)
+        assert rows.loc["val", "teacher_miou"] == pytest.approx(m["teacher"]["val"]["mean_iou"], abs=1e-5)
+    assert (df.kl > 0).all() and df.agree_map.between(0, 1).all() and df.agree_miou.between(0, 1).all()
+    check(*call(fidelity.main, [str(root / "out" / "unet2_baseline_s0")], capsys), "--teacher-cache")
+    base = fidelity.run_fidelity(root / "out" / "unet2_baseline_s0", str(root / "out" / "teacher" / "cache"))
+    assert [r["teacher_map"] for r in base] == pytest.approx(list(df.teacher_map[:2]))  # the KD run's teacher, the same images
+    check(*call(fidelity.main, [str(tmp_path / "nowhere")], capsys), "not a finished student run")
+    check(*call(fidelity.main, [str(runs[0]), "--csv", str(tmp_path / "f.csv")], capsys), "exists")
+
+
+def test_kl_per_pixel_golden():
+    from experiments.fidelity import kl_per_pixel
+
+    t, s = np.array([0.5, 0.9]), np.array([0.25, 0.9])
+    want = np.mean([0.5 * np.log(0.5 / 0.25) + 0.5 * np.log(0.5 / 0.75), 0.0])
+    assert kl_per_pixel(t, s) == pytest.approx(want, rel=1e-9) and kl_per_pixel(t, t) == pytest.approx(0.0, abs=1e-12)
