@@ -31,7 +31,7 @@ import pandas as pd
 from common import io
 from common.cli import UserError, run
 from common.config import HelpFormatter
-from experiments.results import LAST, format_unreadable, load_runs, paired_vs, seed_pairs, unreadable_runs
+from experiments.results import LAST, config_labels, format_unreadable, load_runs, paired_vs, seed_pairs, unreadable_runs
 
 
 def curve(dirs) -> pd.DataFrame:
@@ -42,11 +42,8 @@ def curve(dirs) -> pd.DataFrame:
     if df.empty or not (df.kind == "student").any():
         raise UserError(f"no finished student runs (metrics.json) under {', '.join(map(str, dirs))}")
     df = df[df.kind == "student"].drop_duplicates("path")
-    df["teacher"] = df.teacher.fillna("").astype(str) if "teacher" in df else ""
-    df["config"] = df.label
-    taught = df.teacher != ""
-    if df.teacher[taught].nunique() > 1:  # several teachers: one line per recipe and teacher ("... <- unet16")
-        df.loc[taught, "config"] = df.recipe[taught] + " <- " + df.teacher[taught]
+    df["config"] = config_labels(df)  # several teachers: one line per recipe and teacher ("... <- unet16")
+    df["teacher"] = df.teacher.fillna("").astype(str)
     rows = []
     for (config, epochs), g in df.groupby(["config", "epochs"], sort=True):
         last = pd.to_numeric(g["kaggle_map_last"], errors="coerce")

@@ -315,8 +315,9 @@ def _same(value, wanted: str) -> bool:
 
 def reference_config(df: pd.DataFrame, text: str) -> str:
     """--reference: a config's label, or run fields `key=value,...` (columns of results.csv) that pick exactly one
-    student config; returns its label. UserError naming what matched when the fields pick none or several."""
-    labels = list(dict.fromkeys(df.loc[df.kind == "student", "label"]))
+    student config; returns its config label (config_labels). UserError naming what matched when the fields pick none or several."""
+    df = df.assign(config=config_labels(df))
+    labels = list(dict.fromkeys(df.loc[df.kind == "student", "config"]))
     if text in labels:
         return text
     parts = [p.partition("=") for p in text.split(",")]
@@ -330,18 +331,31 @@ def reference_config(df: pd.DataFrame, text: str) -> str:
     rows = df[df.kind == "student"]
     for k, _, v in parts:
         rows = rows[[_same(x, v) for x in rows[k]]]
-    found = list(dict.fromkeys(rows["label"]))
+    found = list(dict.fromkeys(rows["config"]))
     if len(found) != 1:
         what = f"{len(found)} configs ({', '.join(map(repr, found))}); add fields" if found else "no config"
         raise UserError(f"--reference {text} matches {what}")
     return found[0]
 
 
+def config_labels(df: pd.DataFrame) -> pd.Series:
+    """Each run's configuration: its label, except where students of several teachers meet (a label names an ensemble
+    or a black box, not which single teacher): there a distilled run is its recipe and teacher, "... +unl <- unet16"."""
+    labels = df["label"] if "label" in df else df.apply(label, axis=1)
+    if "teacher" not in df or "recipe" not in df:
+        return labels
+    teacher = df.teacher.fillna("").astype(str)
+    taught = (df.kind == "student") & (teacher != "")
+    if teacher[taught].nunique() < 2:
+        return labels
+    return labels.where(~taught, df.recipe + " <- " + teacher)
+
+
 def summarize(df: pd.DataFrame, reference: str = "") -> pd.DataFrame:
     """Per configuration: mean ± std over seeds; paired difference vs the baseline; gap closed; with `reference` (a
     config's label), also the paired difference vs that config (d_ref, its interval, seeds above it)."""
     df = df.copy()
-    df["config"] = df["label"] if "label" in df else df.apply(label, axis=1)
+    df["config"] = config_labels(df)
     if "arch" not in df:
         df["arch"] = "unet"
     teacher_map = df.loc[df.kind == "teacher", "kaggle_map"].mean() if (df.kind == "teacher").any() else np.nan

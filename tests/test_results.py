@@ -227,3 +227,39 @@ def test_results_report_unreadable_runs(tmp_path, capsys):
     assert f"unreadable run {cut}" in err and "truncated" in err
     assert f"unreadable run {empty}" in err and "no validation scores" in err
     assert "unreadable run" in (tmp_path / "summary.txt").read_text()
+
+
+def test_students_of_two_single_teachers_are_two_configs(tmp_path):
+    """A label names an ensemble but not which single teacher: where unet8's and unet16's students of one recipe meet
+    (one sweep dir, or experiments.epochs over several), each is its own config, recipe <- teacher, and the
+    reference can be picked by the teacher field."""
+    import pandas as pd
+
+    from experiments.results import config_labels, reference_config, summarize
+
+    recipe = "unet4 KD T=2 lam=0.9 s=T +unl"
+    rows = [
+        {"label": "unet4 baseline", "recipe": "unet4 baseline", "teacher": "", "lam": 0.0},
+        {"label": recipe, "recipe": recipe, "teacher": "unet8", "lam": 0.9},
+        {"label": recipe, "recipe": recipe, "teacher": "unet16", "lam": 0.9},
+        {"label": recipe + " ens2", "recipe": recipe, "teacher": "unet8x2", "lam": 0.9},
+    ]
+    df = pd.DataFrame(
+        [
+            {
+                **r,
+                "kind": "student",
+                "seed": 0,
+                "params": 1,
+                "model": "unet4",
+                "base_filters": 4,
+                "path": str(_run(tmp_path, f"p{i}", ["a", "b"], [0.5, 0.5 + i / 10])),
+                "mean_iou": 0.8,
+                "kaggle_map": 0.7,
+            }
+            for i, r in enumerate(rows)
+        ]
+    )
+    assert list(config_labels(df)) == ["unet4 baseline", f"{recipe} <- unet8", f"{recipe} <- unet16", f"{recipe} <- unet8x2"]
+    assert list(config_labels(df[df.teacher != "unet16"].iloc[:2])) == ["unet4 baseline", recipe]  # one teacher: labels as they are
+    assert len(summarize(df)) == 4 and reference_config(df, "teacher=unet16") == f"{recipe} <- unet16"
