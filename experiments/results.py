@@ -339,16 +339,19 @@ def reference_config(df: pd.DataFrame, text: str) -> str:
 
 
 def config_labels(df: pd.DataFrame) -> pd.Series:
-    """Each run's configuration: its label, except where students of several teachers meet (a label names an ensemble
-    or a black box, not which single teacher): there a distilled run is its recipe and teacher, "... +unl <- unet16"."""
+    """Each run's configuration: its label, except where one label holds students of several teachers (a label names
+    an ensemble, a black box and flip-averaged targets, not which single teacher): those runs are their recipe and soft
+    target, "unet4 KD T=2 lam=0.9 s=T +unl <- unet16", so unet8's and unet16's students are not pooled as one."""
     labels = df["label"] if "label" in df else df.apply(label, axis=1)
     if "teacher" not in df or "recipe" not in df:
         return labels
     teacher = df.teacher.fillna("").astype(str)
     taught = (df.kind == "student") & (teacher != "")
-    if teacher[taught].nunique() < 2:
+    ambiguous = taught & teacher.where(taught).groupby(labels).transform("nunique").gt(1)
+    if not ambiguous.any():
         return labels
-    return labels.where(~taught, df.recipe + " <- " + teacher)
+    tta = df.teacher_tta.fillna(False).astype(bool) if "teacher_tta" in df else pd.Series(False, index=df.index)
+    return labels.where(~ambiguous, df.recipe + " <- " + teacher + np.where(tta, " +tta", ""))
 
 
 def summarize(df: pd.DataFrame, reference: str = "") -> pd.DataFrame:

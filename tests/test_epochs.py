@@ -112,26 +112,33 @@ def test_unreadable_runs_are_named_not_dropped(dirs, tmp_path, capsys):
 
 
 def test_students_of_several_teachers_get_a_line_each_and_the_teacher_plot(dirs, tmp_path, capsys):
-    """One recipe from two teachers (unet8, and the unet8x2 ensemble in another dir): two configs named by recipe and
-    teacher, each with its soft target's score, paired with its own shorter budget only; teachers.png is drawn. With
-    one teacher the labels stay as they were and no teachers.png is made."""
+    """One recipe from three soft targets: unet8 (dir b), unet16 (dir u16; the same label as unet8's, so both become
+    recipe <- teacher) and a flip-averaged unet8x2 ensemble (its own label): a line each, each with its soft target's
+    score, teachers.png drawn. With one teacher no teachers.png is made."""
     a, b = dirs
     assert epochs.main([str(a), str(b), "--out", str(tmp_path / "one")]) == 0
     assert not (tmp_path / "one" / "teachers.png").exists()
     for s in (0, 1):
         _run(b, f"unet4_from_unet8_T2_l0.9_sT_unl_s{s}", 45, s, 0.9, 0.74, 0.73)
-        _run(tmp_path / "ens", f"unet4_from_unet8x2_T2_l0.9_sT_unl_s{s}", 45, s, 0.9, 0.75 + s / 100, 0.745, "unet8x2", 0.749)
+        _run(tmp_path / "u16", f"unet4_from_unet16_T2_l0.9_sT_unl_s{s}", 45, s, 0.9, 0.745, 0.74, "unet16", 0.755)
+        _run(tmp_path / "ens", f"unet4_from_unet8x2_T2_l0.9_sT_unl_tta_s{s}", 45, s, 0.9, 0.75 + s / 100, 0.745, "unet8x2", 0.746)
+        cfg = json.loads((tmp_path / "ens" / f"unet4_from_unet8x2_T2_l0.9_sT_unl_tta_s{s}" / "config.json").read_text())
+        (tmp_path / "ens" / f"unet4_from_unet8x2_T2_l0.9_sT_unl_tta_s{s}" / "config.json").write_text(
+            json.dumps({**cfg, "teacher_tta": True})
+        )
     capsys.readouterr()
-    assert epochs.main([str(a), str(b), str(tmp_path / "ens"), "--out", str(tmp_path / "o")]) == 0
+    assert epochs.main([str(d) for d in (a, b, tmp_path / "u16", tmp_path / "ens")] + ["--out", str(tmp_path / "o")]) == 0
     t = pd.read_csv(tmp_path / "o" / "epochs.csv").set_index(["config", "epochs"])
     recipe = "unet4 KD T=2 lam=0.9 s=T +unl"
     assert sorted(i for i in t.index if i[0] != "unet4 baseline") == [
+        (f"{recipe} <- unet16", 45),
         (f"{recipe} <- unet8", 15),
         (f"{recipe} <- unet8", 45),
-        (f"{recipe} <- unet8x2", 45),
+        (f"{recipe} ens2 +tta", 45),
     ]
-    ens = t.loc[(f"{recipe} <- unet8x2", 45)]
-    assert ens.teacher_kaggle_map == pytest.approx(0.749) and ens.kaggle_map == pytest.approx(0.755) and ens.recipe == recipe
+    ens = t.loc[(f"{recipe} ens2 +tta", 45)]
+    assert ens.teacher_kaggle_map == pytest.approx(0.746) and ens.kaggle_map == pytest.approx(0.755) and ens.recipe == recipe
+    assert t.loc[(f"{recipe} <- unet16", 45)].teacher_kaggle_map == pytest.approx(0.755)
     assert t.loc[(f"{recipe} <- unet8", 45)].teacher_kaggle_map == pytest.approx(0.73)
     assert np.isnan(t.loc[("unet4 baseline", 45)].teacher_kaggle_map)
     assert (tmp_path / "o" / "teachers.png").stat().st_size > 1000 and "teachers.png" in capsys.readouterr().out

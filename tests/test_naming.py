@@ -102,6 +102,7 @@ def test_recipe_is_the_label_without_its_teacher():
 
     kd = {"teacher": "unet8", "lam": 0.9, "temperature": 2.0, "scale": "T", "unlabelled": True, "lovasz_epochs": 9}
     specs = [RunSpec("unet4", "student", **{**kd, "teacher": t}) for t in ("unet8", "unet16", "unet8x2", "blackbox")]
-    # a label names an ensemble and a black box, not which single teacher: unet8's and unet16's students share one
-    assert len({s.label for s in specs}) == 3 and {s.recipe for s in specs} == {"unet4 KD T=2 lam=0.9 s=T +unl +lovasz9"}
+    specs.append(RunSpec("unet4", "student", **{**kd, "teacher": "unet8x2", "teacher_tta": True}))  # flip-averaged targets
+    # a label names an ensemble, a black box and flip-averaged targets, not which single teacher: unet8's and unet16's share one
+    assert len({s.label for s in specs}) == 4 and {s.recipe for s in specs} == {"unet4 KD T=2 lam=0.9 s=T +unl +lovasz9"}
     assert RunSpec("unet4", "student").recipe == "unet4 baseline" and RunSpec("unet8", "teacher").recipe == "teacher unet8"

@@ -242,7 +242,7 @@ def test_students_of_two_single_teachers_are_two_configs(tmp_path):
         {"label": "unet4 baseline", "recipe": "unet4 baseline", "teacher": "", "lam": 0.0},
         {"label": recipe, "recipe": recipe, "teacher": "unet8", "lam": 0.9},
         {"label": recipe, "recipe": recipe, "teacher": "unet16", "lam": 0.9},
-        {"label": recipe + " ens2", "recipe": recipe, "teacher": "unet8x2", "lam": 0.9},
+        {"label": f"{recipe} ens2", "recipe": recipe, "teacher": "unet8x2", "lam": 0.9},
     ]
     df = pd.DataFrame(
         [
@@ -260,6 +260,7 @@ def test_students_of_two_single_teachers_are_two_configs(tmp_path):
             for i, r in enumerate(rows)
         ]
     )
-    assert list(config_labels(df)) == ["unet4 baseline", f"{recipe} <- unet8", f"{recipe} <- unet16", f"{recipe} <- unet8x2"]
-    assert list(config_labels(df[df.teacher != "unet16"].iloc[:2])) == ["unet4 baseline", recipe]  # one teacher: labels as they are
+    # the ensemble's label names it: it keeps its label, as every run does where a label holds one teacher
+    assert list(config_labels(df)) == ["unet4 baseline", f"{recipe} <- unet8", f"{recipe} <- unet16", f"{recipe} ens2"]
+    assert list(config_labels(df[df.teacher != "unet16"])) == ["unet4 baseline", recipe, f"{recipe} ens2"]
     assert len(summarize(df)) == 4 and reference_config(df, "teacher=unet16") == f"{recipe} <- unet16"

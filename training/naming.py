@@ -142,9 +142,10 @@ class RunSpec:
 
     @property
     def recipe(self) -> str:
-        """The label of how the student is taught, whatever teaches it: the label without its teacher's part, so students
-        of unet8, unet16 and an unet8x2 ensemble with one recipe share it (experiments.epochs lines them up)."""
-        return dataclasses.replace(self, teacher="").label if self.kind == "student" else self.label
+        """The label of how the student is taught, whatever teaches it: the label without its soft target's part (the
+        teacher, an ensemble, flip-averaged targets), so students of unet8, unet16 and a flip-averaged unet8x2 ensemble
+        with one recipe share it (experiments.epochs lines them up against their teachers' scores)."""
+        return dataclasses.replace(self, teacher="", teacher_tta=False).label if self.kind == "student" else self.label
 
     @classmethod
     def from_config(
