@@ -4,8 +4,9 @@ The one driver of pi/benchmark.py for the project's commands: benchmarks.arch_la
 experiments.frontier (the trained students of a sweep) both time their exports with `run_pi_benchmark`, and the
 frontier reads a CSV made on the board itself (--pi-csv) with the same `read_bench_csv`. It sits under student/ beside
 student.export (what makes the files it times) because experiments and benchmarks are independent layers that cannot
-import each other, and pi/ may import nothing of the project nor pandas (the CSV's columns are pi.bench_csv's). pi/benchmark.py runs in a subprocess: the
-python given is the one with the TFLite runtime to time (tflite-runtime cannot share a process with TensorFlow).
+import each other, and pi/ may import nothing of the project nor pandas; the CSV's columns are pi.bench_csv's, which
+pi/benchmark.py writes with. pi/benchmark.py runs in a subprocess: the python given is the one with the TFLite
+runtime to time (tflite-runtime cannot share a process with TensorFlow).
 Keras-free: importing it loads neither Keras nor TensorFlow.
 """
 
