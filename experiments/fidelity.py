@@ -58,11 +58,12 @@ def _config(run_dir: Path, teacher_cache: str = "") -> dict:
     return {**cfg, "teacher_cache": teacher_cache or own, "teacher_tta": bool(cfg.get("teacher_tta")) and not teacher_cache}
 
 
-def teacher_probs(cfg: dict, ids: list) -> np.ndarray:
+def teacher_probs(cfg: dict, ids: list, images=None) -> np.ndarray:
     """The soft target of the run, (N, 101, 101) probabilities: the cache's view of each image in its own orientation
-    (flip-averaged when the run used --teacher-tta), as the run's validation scored it."""
+    (flip-averaged when the run used --teacher-tta), as the run's validation scored it. With the images, a cache made
+    from other pixels under these ids is refused (TeacherCache.take)."""
     cache = TeacherCache(cfg["teacher_cache"], tta=bool(cfg.get("teacher_tta")))
-    logits = postprocess(cache.take(ids)[:, 0, ..., 0].astype(np.float32), cache.meta["spec"])
+    logits = postprocess(cache.take(ids, images)[:, 0, ..., 0].astype(np.float32), cache.meta["spec"])
     return 1 / (1 + np.exp(-logits))
 
 
@@ -75,7 +76,7 @@ def run_fidelity(run_dir, teacher_cache: str = "") -> list[dict]:
     for part in ("train", "val"):
         sub = data.subset(split[part])
         student, threshold = keras_probs(run_dir / "student.keras", sub.images)
-        teacher = teacher_probs(cfg, sub.ids)
+        teacher = teacher_probs(cfg, sub.ids, sub.images)
         s, t = evaluate_probs(student, sub.masks, threshold), evaluate_probs(teacher, sub.masks, threshold)
         a = evaluate_probs(student, teacher > threshold, threshold)
         rows.append(
