@@ -71,19 +71,21 @@ def run_fidelity(run_dir, teacher_cache: str = "") -> list[dict]:
     """One row (COLUMNS) per split of one run, against its own soft target or the cache `teacher_cache`."""
     run_dir = Path(run_dir)
     cfg = _config(run_dir, teacher_cache)
-    split, data = load_split(run_dir / "split.json"), load_data(cfg["data"], progress=False)
-    rows = []
-    for part in ("train", "val"):
-        sub = data.subset(split[part])
-        student, threshold = keras_probs(run_dir / "student.keras", sub.images)
-        teacher = teacher_probs(cfg, sub.ids, sub.images)
-        s, t = evaluate_probs(student, sub.masks, threshold), evaluate_probs(teacher, sub.masks, threshold)
+    split = load_split(run_dir / "split.json")
+    both = load_data(cfg["data"], progress=False).subset(split["train"] + split["val"])
+    # the student loaded and the cache read once, over both splits
+    student_all, threshold = keras_probs(run_dir / "student.keras", both.images)
+    teacher_all = teacher_probs(cfg, both.ids, both.images)
+    rows, n_train = [], len(split["train"])
+    for part, sel in (("train", slice(0, n_train)), ("val", slice(n_train, None))):
+        student, teacher, masks = student_all[sel], teacher_all[sel], both.masks[sel]
+        s, t = evaluate_probs(student, masks, threshold), evaluate_probs(teacher, masks, threshold)
         a = evaluate_probs(student, teacher > threshold, threshold)
         rows.append(
             {
                 "run": run_dir.name,
                 "split": part,
-                "n_images": len(sub),
+                "n_images": len(masks),
                 "student_map": s["kaggle_map"],
                 "student_miou": s["mean_iou"],
                 "teacher_map": t["kaggle_map"],
