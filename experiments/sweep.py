@@ -619,7 +619,8 @@ def _duration(s: float) -> str:
 
 
 def estimate(jobs: list[Job], sweep: Path) -> str:
-    """How many runs are left, and how long they take at the speed of the runs already finished in the sweep dir."""
+    """How many runs are left, and how long they take at the speed of the runs already finished in the sweep dir (an
+    interrupted run counts only the part of its epochs still to train)."""
     todo = [j for j in jobs if j.kind in ("teacher", "student") and not j.finished()]
     if not todo:
         return "0 runs to go"
@@ -636,10 +637,25 @@ def estimate(jobs: list[Job], sweep: Path) -> str:
         return f"{head}; time estimate: unknown before the first run"
     mean_wall = {k: sum(w for w, _ in v) / len(v) for k, v in measured.items() if v}
     unmeasured = [j for j in todo if j.kind not in mean_wall]
-    total = sum(mean_wall[j.kind] for j in todo if j.kind in mean_wall)
+    left = {j.name: _fraction_left(j) for j in todo}
+    total = sum(mean_wall[j.kind] * left[j.name] for j in todo if j.kind in mean_wall)
     speeds = [i for _, i in measured["student"] if i == i]
     speed = f" at the measured {sum(speeds) / len(speeds):.0f} img/s" if speeds else ""
-    return f"{head}; ~{_duration(total)}{speed}" + (f" (plus {len(unmeasured)} teacher run(s), not measured yet)" if unmeasured else "")
+    resumed = sum(f < 1 for f in left.values())
+    return f"{head}{f' ({resumed} resumed)' if resumed else ''}; ~{_duration(total)}{speed}" + (
+        f" (plus {len(unmeasured)} teacher run(s), not measured yet)" if unmeasured else ""
+    )
+
+
+def _fraction_left(job: Job) -> float:
+    """The part of an interrupted run still to train: 1 - its last finished epoch (checkpoint.json) / its epochs
+    (config.json); 1 for a run not started or whose files cannot be read."""
+    try:
+        done = int(json.loads((job.run_dir / "checkpoint.json").read_text())["epoch"])
+        epochs = int(json.loads((job.run_dir / "config.json").read_text())["epochs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 1.0
+    return min(1.0, max(0.0, 1 - done / epochs)) if epochs > 0 else 1.0
 
 
 def run_logged(cmd: list[str], log: Path) -> int:

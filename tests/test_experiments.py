@@ -224,7 +224,16 @@ PRESETS = {
     ),
     "cpu_e45_ensemble": (3, ["teacher_s1", "ensemble_cache"], ["unet4_from_unet8x2_T2_l0.9_sT_unl_tta_lov9_s0"]),
     "cpu_t16": (3, ["teacher", "teacher_cache"], ["unet4_from_unet16_T2_l0.9_sT_unl_lov9_s0"]),
-    "cpu_e90": (6, ["teacher_cache"], ["unet4_baseline_s0", "unet4_from_unet8_T2_l0.9_sT_unl_s0"]),
+    "cpu_e90": (
+        12,
+        ["teacher_s1", "teacher_cache", "ensemble_cache"],
+        [
+            "unet4_from_unet8_T2_l0.9_sT_unl_lov18_s0",
+            "unet4_from_unet8x2_T2_l0.9_sT_unl_tta_lov18_s0",
+            "unet4_baseline_s0",
+            "unet4_from_unet8_T2_l0.9_sT_unl_s0",
+        ],
+    ),
     "cpu_unlabelled": (
         12,
         ["teacher", "teacher_cache", "teacher_cache_all"],
@@ -305,7 +314,7 @@ ELSEWHERE = {
     "cpu_e45": ["unet4_baseline_s2", "unet4_from_unet8_T2_l0.9_sT_unl_lov9_s2"],
     "cpu_e45_ensemble": ["unet4_from_unet8x2_T2_l0.9_sT_unl_tta_lov9_s2"],
     "cpu_t16": ["unet4_from_unet16_T2_l0.9_sT_unl_lov9_s2"],
-    "cpu_e90": ["unet4_from_unet8_T2_l0.9_sT_unl_s2"],
+    "cpu_e90": ["unet4_from_unet8_T2_l0.9_sT_unl_s2", "unet4_from_unet8x2_T2_l0.9_sT_unl_tta_lov18_s2"],
     "cpu_unlabelled": ["unet4_from_unet8_T2_l0.9_sT_unl_u18k_s2"],
     "cpu_frontier": ["unet6d3_from_unet8_T2_l0.9_sT_unl_s2", "unet4_bilinear_baseline_s1"],
     "cpu": ["unet4_from_unet8x2_T2_l0.9_sT_s2"],
@@ -524,8 +533,8 @@ def test_shards_split_the_students_and_keep_what_they_need(tmp_path):
 
 
 def test_time_estimate_from_finished_runs(tmp_path):
-    """The estimate counts what is left (a run is finished when its metrics.json holds scores) at the finished runs'
-    measured speed."""
+    """The estimate counts what is left (a run is finished when its metrics.json holds scores; an interrupted one counts
+    the part of its epochs still to train) at the finished runs' measured speed."""
     from experiments.sweep import Job, estimate
 
     val = {"mean_iou": 0.8, "kaggle_map": 0.7}  # what every finished run's metrics.json holds
@@ -540,9 +549,13 @@ def test_time_estimate_from_finished_runs(tmp_path):
         (tmp_path / n / "metrics.json").write_text(json.dumps({"val": val, "wall_s": wall, "train_img_per_s": ips}))
     (tmp_path / "teacher" / "teacher.keras").write_text("")
     assert estimate(jobs, tmp_path) == "2 runs to go; ~1 h at the measured 55 img/s"
+    (tmp_path / "c").mkdir()  # c was interrupted after 10 of its 30 epochs: two thirds of a run are left
+    (tmp_path / "c" / "checkpoint.json").write_text(json.dumps({"epoch": 10}))
+    (tmp_path / "c" / "config.json").write_text(json.dumps({"epochs": 30}))
+    assert estimate(jobs, tmp_path) == "2 runs to go (1 resumed); ~50 min at the measured 55 img/s"
     (tmp_path / "b" / "metrics.json").parent.mkdir()
     (tmp_path / "b" / "metrics.json").write_text(json.dumps({"val": val, "wall_s": 3000.0, "train_img_per_s": 45.0}))
-    assert estimate(jobs, tmp_path) == "1 run to go; ~40 min at the measured 50 img/s"
+    assert estimate(jobs, tmp_path) == "1 run to go (1 resumed); ~27 min at the measured 50 img/s"
     assert estimate(jobs[:2], tmp_path) == "0 runs to go"
 
 
