@@ -5,7 +5,8 @@
     # (the last epoch: no selection on the validation images), and, for a longer budget, its paired difference
     # against the same configuration's shortest budget by seed (best and last epoch, bootstrap 95% CI over
     # images, seeds above); writes OUT/epochs.csv and OUT/epochs.png, and, when the students have several
-    # teachers, OUT/teachers.png: each recipe's student score against its teacher's (teacher or capacity?)
+    # teachers, OUT/teachers.png: each recipe's student score against its teacher's (teacher or capacity?), over the
+    # seeds all its teachers' students share
 
 Each sweep dir is read with experiments.results (its finished runs; a run's budget is its config's --epochs, so
 one dir may hold several). Configurations are matched across dirs by their label ("unet4 baseline",
@@ -34,16 +35,23 @@ from common.config import HelpFormatter
 from experiments.results import LAST, config_labels, format_unreadable, load_runs, paired_vs, seed_pairs, unreadable_runs
 
 
-def curve(dirs) -> pd.DataFrame:
-    """One row per (config label, epochs) over the students of all dirs: n seeds, Kaggle mAP (best epoch) mean ± std,
-    last-epoch Kaggle mAP mean, mean IoU mean."""
+def students(dirs) -> pd.DataFrame:
+    """The finished student runs of all dirs, one row each, with their config label (several teachers: one per recipe
+    and teacher, "... <- unet16") and teacher."""
     frames = [load_runs(d) for d in dirs]
     df = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) else pd.DataFrame()
     if df.empty or not (df.kind == "student").any():
         raise UserError(f"no finished student runs (metrics.json) under {', '.join(map(str, dirs))}")
     df = df[df.kind == "student"].drop_duplicates("path")
-    df["config"] = config_labels(df)  # several teachers: one line per recipe and teacher ("... <- unet16")
+    df["config"] = config_labels(df)
     df["teacher"] = df.teacher.fillna("").astype(str)
+    return df
+
+
+def curve(dirs, df: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per (config label, epochs) over the students of all dirs (or the runs `students` read): n seeds, Kaggle
+    mAP (best epoch) mean ± std, last-epoch Kaggle mAP mean, mean IoU mean."""
+    df = students(dirs) if df is None else df
     rows = []
     for (config, epochs), g in df.groupby(["config", "epochs"], sort=True):
         last = pd.to_numeric(g["kaggle_map_last"], errors="coerce")
@@ -124,25 +132,51 @@ def plot(table: pd.DataFrame, path: Path, teacher: float | None = None) -> None:
     plt.close(fig)
 
 
-def plot_teachers(table: pd.DataFrame, path: Path) -> bool:
-    """Teacher or capacity: each recipe's student score (best epoch ± seed std, last epoch dashed) against the score of
-    its teacher's soft target, one line per recipe and budget, the diagonal where the student equals its teacher.
-    Drawn only when the students have more than one teacher; returns whether it was."""
-    taught = table[table.teacher_kaggle_map.notna()]
+def teacher_points(runs: pd.DataFrame) -> pd.DataFrame:
+    """Teacher or capacity, the points: per recipe, budget and teacher, its soft target's score and its students' Kaggle
+    mAP (best epoch mean and seed std, last epoch mean), paired: a point averages only the seeds that every teacher of
+    that recipe and budget has students of, so a teacher with one seed is not set beside another's three. Empty unless
+    the students have more than one teacher."""
+    soft = (
+        pd.to_numeric(runs["teacher_kaggle_map"], errors="coerce") if "teacher_kaggle_map" in runs else pd.Series(np.nan, index=runs.index)
+    )
+    taught = runs[soft.notna()].assign(soft=soft[soft.notna()], last=pd.to_numeric(runs["kaggle_map_last"], errors="coerce"))
     if taught.teacher.nunique() < 2:
+        return pd.DataFrame()
+    points = []
+    for (recipe, epochs), g in taught.groupby(["recipe", "epochs"], sort=True):
+        common = sorted(set.intersection(*(set(c.seed) for _, c in g.groupby("config"))))
+        for (config, teacher), c in g[g.seed.isin(common)].groupby(["config", "teacher"]):
+            points.append(
+                {
+                    "recipe": recipe,
+                    "epochs": int(epochs),
+                    "config": config,
+                    "teacher": teacher,
+                    "seeds": " ".join(str(s) for s in common),
+                    "soft": c.soft.mean(),
+                    "best": c.kaggle_map.mean(),
+                    "std": c.kaggle_map.std(ddof=1) if len(c) > 1 else 0.0,
+                    "last": c["last"].mean(),
+                }
+            )
+    return pd.DataFrame(points)
+
+
+def plot_teachers(points: pd.DataFrame, path: Path) -> bool:
+    """Teacher or capacity: each recipe's student score (best epoch ± seed std, last epoch dashed) against the score of
+    its teacher's soft target (`teacher_points`), one line per recipe and budget, the diagonal where the student equals
+    its teacher. Drawn only when there are points; returns whether it was."""
+    if points.empty:
         return False
     fig, ax = plt.subplots(figsize=(10, 4.8))
-    for (recipe, epochs), g in taught.groupby(["recipe", "epochs"], sort=True):
-        g = g.sort_values("teacher_kaggle_map")
-        line = ax.errorbar(
-            g.teacher_kaggle_map, g.kaggle_map, yerr=g.kaggle_map_std.fillna(0), marker="o", capsize=3, label=f"{recipe}, {epochs} epochs"
-        )
-        if g.kaggle_map_last.notna().any():
-            ax.plot(g.teacher_kaggle_map, g.kaggle_map_last, ls="--", marker="x", color=line[0].get_color())
+    for (recipe, epochs), g in points.groupby(["recipe", "epochs"], sort=True):
+        g = g.sort_values("soft")
+        line = ax.errorbar(g.soft, g.best, yerr=g["std"], marker="o", capsize=3, label=f"{recipe}, {epochs} epochs")
+        if g["last"].notna().any():
+            ax.plot(g.soft, g["last"], ls="--", marker="x", color=line[0].get_color())
         for r in g.itertuples():
-            ax.annotate(
-                f"{r.teacher} (n={r.n_seeds})", (r.teacher_kaggle_map, r.kaggle_map), fontsize=7, xytext=(4, 4), textcoords="offset points"
-            )
+            ax.annotate(f"{r.teacher} (seeds {r.seeds})", (r.soft, r.best), fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.margins(x=0.15)
     lo, hi = ax.get_xlim()
     ax.plot([lo, hi], [lo, hi], color="k", ls=":", lw=1, label="student = teacher")
@@ -182,16 +216,18 @@ def main(argv=None) -> int:
         raise UserError(f"{out / 'epochs.csv'} exists; pass --overwrite to replace it")
     bad = [b for d in dirs for b in unreadable_runs(d)]
     print(format_unreadable(bad), end="", file=sys.stderr, flush=True)
-    table = curve(dirs)
+    runs = students(dirs)
+    table = curve(dirs, runs)
     if args.model:
         keep = table.config.str.startswith(args.model + " ")
         if not keep.any():
             raise UserError(f"--model {args.model}: no runs; the models here: {', '.join(sorted({c.split()[0] for c in table.config}))}")
         table = table[keep].reset_index(drop=True)
+        runs = runs[runs.config.str.startswith(args.model + " ")]
     out.mkdir(parents=True, exist_ok=True)
     io.write_text(out / "epochs.csv", table.to_csv(index=False))
     plot(table, out / "epochs.png", teacher_score(dirs))
-    teachers = plot_teachers(table, out / "teachers.png")
+    teachers = plot_teachers(teacher_points(runs), out / "teachers.png")
     print(
         f"{'config':52s} {'epochs':>6s} {'n':>2s} {'kaggle_map':>16s} {'last epoch':>10s} {'mean_iou':>8s} {'teacher':>7s} {'h/run':>6s}"
         f" {'d vs shortest [95% CI]':>26s} {'above':>5s} {'d last vs shortest [95% CI]':>27s} {'above':>5s}"

@@ -142,3 +142,12 @@ def test_students_of_several_teachers_get_a_line_each_and_the_teacher_plot(dirs,
     assert t.loc[(f"{recipe} <- unet8", 45)].teacher_kaggle_map == pytest.approx(0.73)
     assert np.isnan(t.loc[("unet4 baseline", 45)].teacher_kaggle_map)
     assert (tmp_path / "o" / "teachers.png").stat().st_size > 1000 and "teachers.png" in capsys.readouterr().out
+    # the plot's points are paired by seed: a third seed of unet16's students alone does not enter its point
+    _run(tmp_path / "u16", "unet4_from_unet16_T2_l0.9_sT_unl_s2", 45, 2, 0.9, 0.80, 0.80, "unet16", 0.755)
+    pts = epochs.teacher_points(epochs.students([b, tmp_path / "u16", tmp_path / "ens"])).set_index(["recipe", "epochs", "teacher"])
+    u16, ens = pts.loc[(recipe, 45, "unet16")], pts.loc[(recipe, 45, "unet8x2")]
+    assert u16.seeds == ens.seeds == "0 1" and u16.best == pytest.approx(0.745) and u16["last"] == pytest.approx(0.74)
+    assert (
+        ens.best == pytest.approx(0.755) and ens["std"] == pytest.approx(np.std([0.75, 0.76], ddof=1)) and ens.soft == pytest.approx(0.746)
+    )
+    assert epochs.teacher_points(epochs.students([b])).empty  # one teacher: nothing to set side by side
