@@ -48,10 +48,9 @@ def students(dirs) -> pd.DataFrame:
     return df
 
 
-def curve(dirs, df: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per (config label, epochs) over the students of all dirs (or the runs `students` read): n seeds, Kaggle
-    mAP (best epoch) mean ± std, last-epoch Kaggle mAP mean, mean IoU mean."""
-    df = students(dirs) if df is None else df
+def curve(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (config label, epochs) over the student runs `students` read: n seeds, Kaggle mAP (best epoch) mean ±
+    std, last-epoch Kaggle mAP mean, mean IoU mean."""
     rows = []
     for (config, epochs), g in df.groupby(["config", "epochs"], sort=True):
         last = pd.to_numeric(g["kaggle_map_last"], errors="coerce")
@@ -217,13 +216,12 @@ def main(argv=None) -> int:
     bad = [b for d in dirs for b in unreadable_runs(d)]
     print(format_unreadable(bad), end="", file=sys.stderr, flush=True)
     runs = students(dirs)
-    table = curve(dirs, runs)
     if args.model:
-        keep = table.config.str.startswith(args.model + " ")
+        keep = runs.config.str.startswith(args.model + " ")
         if not keep.any():
-            raise UserError(f"--model {args.model}: no runs; the models here: {', '.join(sorted({c.split()[0] for c in table.config}))}")
-        table = table[keep].reset_index(drop=True)
-        runs = runs[runs.config.str.startswith(args.model + " ")]
+            raise UserError(f"--model {args.model}: no runs; the models here: {', '.join(sorted({c.split()[0] for c in runs.config}))}")
+        runs = runs[keep]
+    table = curve(runs)
     out.mkdir(parents=True, exist_ok=True)
     io.write_text(out / "epochs.csv", table.to_csv(index=False))
     plot(table, out / "epochs.png", teacher_score(dirs))

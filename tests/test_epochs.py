@@ -62,7 +62,7 @@ def test_longer_budget_paired_by_seed_with_the_shortest(tmp_path):
         diffs.append(long_ - short)
         last_diffs.append(long_last - short_last)
     _run(b, "unet4_baseline_s7", 45, 7, 0, 0.9, 0.9)  # no 15-epoch run of seed 7: not paired
-    t = epochs.curve([a, b]).set_index("epochs")
+    t = epochs.curve(epochs.students([a, b])).set_index("epochs")
     r = t.loc[45]
     assert r.n_seeds == 4 and r.d_vs_shortest == pytest.approx(np.mean(diffs)) and r.d_lo < r.d_vs_shortest < r.d_hi
     assert r.seeds_above == 3 and r.d_hi < 0.2
