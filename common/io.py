@@ -24,6 +24,8 @@ from pathlib import Path
 from common.cli import DiskFull, UserError, at_exit, is_disk_full, quiet_disk_full
 
 RESULT_FILES = ("metrics.json", "history.csv", "teacher.keras", "student.keras")
+# An interrupted run's checkpoint (training.loop writes it each epoch; --resume reads it; a finished run deletes it).
+CKPT_WEIGHTS, CKPT_STATE = "checkpoint.weights.h5", "checkpoint.json"
 
 
 @contextmanager
@@ -252,7 +254,7 @@ def prepare_run_dir(run_dir, overwrite: bool, resume: bool = False) -> Path:
     acquire_lock(run_dir)
     if resume:
         return run_dir
-    existing = [f for f in RESULT_FILES + ("checkpoint.json", "checkpoint.weights.h5") if (run_dir / f).exists()]
+    existing = [f for f in RESULT_FILES + (CKPT_STATE, CKPT_WEIGHTS) if (run_dir / f).exists()]
     if existing and not overwrite:
         release_lock(run_dir)
         raise UserError(f"run dir {run_dir} already holds results ({', '.join(existing)}); pass --overwrite to replace them")

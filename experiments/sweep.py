@@ -56,7 +56,7 @@ from tqdm import tqdm
 
 from common.cli import UserError, run
 from common.config import HelpFormatter, from_values, read_config_file, to_argv
-from common.io import acquire_lock, is_locked, release_lock
+from common.io import CKPT_STATE, acquire_lock, is_locked, release_lock
 from data.synthetic import generate
 from data.tgs import count_unlabelled
 from distill.cache import ensemble_label
@@ -103,7 +103,7 @@ class Job:
 
     def argv(self, resume: bool | None = None) -> list[str]:
         """The command as the sweep runs it: --resume after an interrupted run (checkpoint.json), else --overwrite."""
-        resume = (self.run_dir / "checkpoint.json").exists() if resume is None else resume
+        resume = (self.run_dir / CKPT_STATE).exists() if resume is None else resume
         return [*self.cmd, "--resume" if resume else "--overwrite"]
 
 
@@ -651,7 +651,7 @@ def _fraction_left(job: Job) -> float:
     """The part of an interrupted run still to train: 1 - its last finished epoch (checkpoint.json) / its epochs
     (config.json); 1 for a run not started or whose files cannot be read."""
     try:
-        done = int(json.loads((job.run_dir / "checkpoint.json").read_text())["epoch"])
+        done = int(json.loads((job.run_dir / CKPT_STATE).read_text())["epoch"])
         epochs = int(json.loads((job.run_dir / "config.json").read_text())["epochs"])
     except (OSError, ValueError, KeyError, TypeError):
         return 1.0

@@ -23,6 +23,7 @@ import pandas as pd
 
 from common import io
 from common.cli import UserError
+from common.io import CKPT_STATE, CKPT_WEIGHTS
 from data.pipeline import Batches
 from distill.losses import IdentityLoss, LossPart
 from models.registry import float32_copy
@@ -113,9 +114,6 @@ class LovaszPhase(keras.callbacks.Callback):
         self.switch.assign(1.0 if on else 0.0)
         if epoch == self.start:
             print(f"epoch {epoch + 1}: the hard term is the Lovasz hinge from here on", flush=True)
-
-
-CKPT_WEIGHTS, CKPT_STATE = "checkpoint.weights.h5", "checkpoint.json"
 
 
 class _H5Bytes(BytesIO):

@@ -129,7 +129,7 @@ def write_metrics(run_dir: Path, metrics: dict, t_start: float) -> None:
     metrics["wall_s"] = round(time.perf_counter() - t_start, 1)
     metrics["peak_rss_mb"] = peak_rss_mb()
     io.write_json(run_dir / "metrics.json", metrics)
-    for f in ("checkpoint.weights.h5", "checkpoint.json"):  # the run is finished: nothing left to resume
+    for f in (io.CKPT_WEIGHTS, io.CKPT_STATE):  # the run is finished: nothing left to resume
         (run_dir / f).unlink(missing_ok=True)
     v = metrics["val"]
     print(
