@@ -178,6 +178,7 @@ def plot_teachers(points: pd.DataFrame, path: Path) -> bool:
             ax.annotate(f"{r.teacher} (seeds {r.seeds})", (r.soft, r.best), fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.margins(x=0.15)
     lo, hi = ax.get_xlim()
+    hi += 0.25 * (hi - lo)  # room for the rightmost point's label
     ax.plot([lo, hi], [lo, hi], color="k", ls=":", lw=1, label="student = teacher")
     ax.set_xlim(lo, hi)
     ax.set_xlabel("the teacher's validation Kaggle mAP (its soft target: an ensemble's mean logits)")
