@@ -26,6 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 FILES = ("config.json", "metrics.json", "history.csv")
 
 
+def is_published(folder: Path) -> bool:
+    """A folder `publish` wrote: its summary.csv and no model file (a sweep's own folder holds its models)."""
+    return (folder / "summary.csv").is_file() and not any(folder.rglob("*.keras"))
+
+
 def publish(sweep: Path, out: Path) -> list[Path]:
     """Write the copy into a temporary folder that replaces `out` when complete; returns the run dirs copied."""
     bad = unreadable_runs(sweep)
@@ -65,6 +70,9 @@ def main(argv=None) -> int:
         raise UserError(f"{out} exists; pass --overwrite to replace it")
     if out.resolve() == sweep.resolve() or sweep.resolve() in out.resolve().parents:
         raise UserError(f"--out {out} must not be inside {sweep}")
+    if out.resolve() in sweep.resolve().parents:
+        raise UserError(f"--out {out} must not hold {sweep}: it is replaced as a whole")
+    io.check_replaceable(out, is_published, "published sweep")
     runs = publish(sweep, out)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"published {len(runs)} runs of {sweep} to {out} ({size / 1024:.0f} KB): {', '.join(FILES)} each")

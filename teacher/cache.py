@@ -67,6 +67,7 @@ from data.tgs import (
 )
 from distill.cache import (
     LOGITS,
+    META,
     MIRRORED_VIEWS,
     cache_meta,
     fingerprint,
@@ -86,12 +87,14 @@ from pi.tgs_common import ORIG_SIZE, pad_amounts
 
 
 def check_out(out: Path, overwrite: bool) -> None:
-    """Refuse an --out that is a file (or under one), or a non-empty dir without --overwrite."""
+    """Refuse an --out that is a file (or under one), a non-empty dir without --overwrite, or with it a non-empty dir
+    that is not a cache (the whole dir is replaced: cache/ of the README's data, say, would be lost)."""
     for p in (out, *out.parents):
         if p.exists() and not p.is_dir():
             raise UserError(f"--out {out} exists and is not a directory" if p == out else f"--out {out}: {p} is not a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UserError(f"cache dir {out} is not empty; pass --overwrite to replace it")
+    io.check_replaceable(out, lambda d: (d / META).is_file(), "teacher cache")  # a cache holds META
 
 
 class ImageRows:

@@ -342,6 +342,21 @@ def test_out_that_is_a_file_is_refused(env, tmp_path):
     assert sorted(x.name for x in out.iterdir()) == ["notes.txt"]
 
 
+def test_overwrite_replaces_only_a_cache(env, tmp_path):
+    """--out cache --overwrite beside the README's cache/tgs.npz: the folder is replaced as a whole, so one that holds
+    no cache (no meta.json) is refused with one line, and what it holds is kept; a cache is still replaced."""
+    out = tmp_path / "cache"
+    out.mkdir()
+    (out / "tgs.npz").write_bytes(b"the user's data")
+    p = cli("--teacher", env["a"], "--data", env["data"], "--out", out, "--overwrite")
+    assert p.returncode == 2 and p.stderr.strip().startswith(f"error: --out {out} is not empty and is not a teacher cache"), p.stderr
+    assert (out / "tgs.npz").read_bytes() == b"the user's data" and sorted(x.name for x in tmp_path.iterdir()) == ["cache"]
+    (out / "tgs.npz").unlink()
+    build(env, out, teacher="a")
+    build(env, out, "--overwrite", teacher="b")
+    assert (out / "meta.json").is_file()
+
+
 # ---- 6. temp files of killed atomic writes ------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -137,6 +138,7 @@ def test_notebook_on_a_multi_model_sweep_with_a_separate_teacher(sweeps, tmp_pat
 
 
 def test_publish_copies_summaries_without_models_and_compares_the_same(sweeps, tmp_path, capsys):
+    from common.cli import UserError
     from experiments import compare
     from experiments.publish import main
 
@@ -150,6 +152,14 @@ def test_publish_copies_summaries_without_models_and_compares_the_same(sweeps, t
     with pytest.raises(Exception, match="exists; pass --overwrite"):
         main([str(sweeps["e45"]), "--out", str(out)])
     assert main([str(sweeps["e45"]), "--out", str(out), "--overwrite"]) == 0
+
+    docs = tmp_path / "docs"  # holds the published copy and more: not a published sweep, so never replaced
+    (docs / "RESULTS.md").write_text("keep me")
+    with pytest.raises(UserError, match=f"^--out {re.escape(str(docs))} is not empty and is not a published sweep"):
+        main([str(sweeps["e45"]), "--out", str(docs), "--overwrite"])
+    with pytest.raises(UserError, match="must not hold"):  # the sweep's own parent (runs/)
+        main([str(sweeps["e45"]), "--out", str(sweeps["e45"].parent), "--overwrite"])
+    assert (docs / "RESULTS.md").read_text() == "keep me" and (out / "summary.csv").is_file() and sweeps["e45"].is_dir()
 
 
 def test_mask_models_without_a_reference_config_keeps_the_teacher_and_the_best(sweeps):
