@@ -75,6 +75,20 @@ def read_pred_masks(folder: Path, ids) -> np.ndarray:
     return out
 
 
+def check_probabilities_out(folder: Path, overwrite: bool) -> None:
+    """Refuse a --save-probabilities that is a file, a non-empty folder without --overwrite, or with it a folder that
+    holds anything but .png maps: the folder is replaced as a whole."""
+    from common import io
+
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--save-probabilities {folder} exists and is not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        raise UserError(f"--save-probabilities folder {folder} is not empty; pass --overwrite to replace it")
+    io.check_replaceable(
+        folder, lambda d: all(f.is_file() and f.suffix == ".png" for f in d.iterdir()), "folder of .png maps", "--save-probabilities"
+    )
+
+
 def save_probabilities(folder: Path, ids, probs: np.ndarray, overwrite: bool) -> None:
     """<id>.png 16-bit maps, written into a temporary folder that is renamed into place when complete."""
     import os
@@ -82,15 +96,14 @@ def save_probabilities(folder: Path, ids, probs: np.ndarray, overwrite: bool) ->
 
     from PIL import Image
 
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())) and not overwrite:
-        raise UserError(f"--save-probabilities folder {folder} is not empty; pass --overwrite to replace it")
+    check_probabilities_out(folder, overwrite)
     tmp = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
     tmp.mkdir(parents=True)
     try:
         for i, p in zip(ids, probs):
             Image.fromarray(np.round(np.clip(p, 0, 1) * 65535).astype(np.uint16)).save(tmp / f"{i}.png")
         if folder.exists():
-            shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
+            shutil.rmtree(folder)
         os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -113,6 +126,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.save_probabilities and not args.model:
         raise UserError("--save-probabilities needs --model")
+    if args.save_probabilities:
+        check_probabilities_out(Path(args.save_probabilities), args.overwrite)  # before the model runs
 
     from data.tgs import load_data
 

@@ -241,13 +241,13 @@ def save_model(model, path) -> None:
         model.save(tmp)
 
 
-def check_replaceable(path, is_ours, what: str) -> None:
+def check_replaceable(path, is_ours, what: str, flag: str = "--out") -> None:
     """--overwrite replaces a folder of the kind this program writes, never another: a non-empty `path` that
     `is_ours(path)` does not recognise (a data folder, the repo's docs/, a parent of the runs) is refused, so a
     mistyped --out costs an error, not the folder."""
     path = Path(path)
     if path.is_dir() and any(path.iterdir()) and not is_ours(path):
-        raise UserError(f"--out {path} is not empty and is not a {what}: --overwrite replaces only a {what}; choose another --out")
+        raise UserError(f"{flag} {path} is not empty and is not a {what}: --overwrite replaces only a {what}; choose another {flag}")
 
 
 def prepare_run_dir(run_dir, overwrite: bool, resume: bool = False) -> Path:

@@ -300,10 +300,26 @@ def test_evaluate_bad_input(env, capsys, tmp_path):
         (["--pred-masks", str(r / "missing"), "--data", g], "does not exist"),
         (["--pred-masks", str(r / "empty"), "--data", g, "--save-probabilities", str(tmp_path / "p")], "needs --model"),
         (["--model", str(r / "teacher104.keras"), "--data", g, "--split", "all", "--save-probabilities", str(r / "good")], "not empty"),
+        (["--model", str(r / "teacher104.keras"), "--data", g, "--save-probabilities", str(r / "good"), "--overwrite"], "not a folder of"),
+        (["--model", str(r / "teacher104.keras"), "--data", g, "--save-probabilities", str(r / "afile"), "--overwrite"], "not a folder"),
     ]
     for argv, needle in cases:
         check(*call(evaluate.main, argv, capsys), needle)
-    assert not (tmp_path / "p").exists()
+    assert not (tmp_path / "p").exists() and (r / "good").is_dir() and (r / "afile").is_file()  # nothing replaced
+
+
+def test_evaluate_replaces_its_own_probability_maps(env, capsys, tmp_path):
+    """--overwrite replaces a folder of .png maps (the one it wrote before), whole: a stale map of another id goes."""
+    import evaluate
+
+    argv = ["--model", str(env["root"] / "teacher104.keras"), "--data", str(env["root"] / "good"), "--split", "all"]
+    out = tmp_path / "p"
+    assert evaluate.main([*argv, "--save-probabilities", str(out)]) == 0
+    first = sorted(f.name for f in out.iterdir())
+    (out / "stale_id.png").write_bytes((out / first[0]).read_bytes())
+    assert evaluate.main([*argv, "--save-probabilities", str(out), "--overwrite"]) == 0
+    assert sorted(f.name for f in out.iterdir()) == first and len(first) == 12
+    capsys.readouterr()
 
 
 def test_other_entry_points(env, capsys, tmp_path):
