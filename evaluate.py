@@ -90,23 +90,16 @@ def check_probabilities_out(folder: Path, overwrite: bool) -> None:
 
 
 def save_probabilities(folder: Path, ids, probs: np.ndarray, overwrite: bool) -> None:
-    """<id>.png 16-bit maps, written into a temporary folder that is renamed into place when complete."""
-    import os
-    import shutil
-
+    """<id>.png 16-bit maps, written into a temporary folder that replaces `folder` when complete (common.io.atomic_dir:
+    a kill leaves the old maps or the new ones)."""
     from PIL import Image
 
+    from common import io
+
     check_probabilities_out(folder, overwrite)
-    tmp = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
-    tmp.mkdir(parents=True)
-    try:
+    with io.atomic_dir(folder) as tmp:
         for i, p in zip(ids, probs):
             Image.fromarray(np.round(np.clip(p, 0, 1) * 65535).astype(np.uint16)).save(tmp / f"{i}.png")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv=None) -> int:
