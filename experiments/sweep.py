@@ -162,7 +162,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     ap.add_argument("--data", default="", help="override the config's data")
     ap.add_argument("--out", default="", help="sweep dir (default runs/<name>)")
-    ap.add_argument("--teacher", default="", help="reuse this trained teacher .keras instead of training one")
+    ap.add_argument(
+        "--teacher",
+        default="",
+        help="reuse this trained teacher .keras instead of training one; its caches go beside it when it is a teacher.train "
+        "run dir (shared by every sweep that reuses it), else in SWEEP_DIR/given_teacher",
+    )
     ap.add_argument("--seeds", type=int, nargs="+", help="run only these of the config's student seeds (teachers always)")
     ap.add_argument(
         "--shard",
@@ -203,19 +208,24 @@ class Layout:
     given_teacher: bool = False  # not trained here: it may come without a split.json
     ensemble: tuple[str, ...] = ()  # every member's .keras, the main teacher first
     extra: tuple[str, ...] = ()  # "unlabelled_extra" folders
+    home: Path | None = None  # teacher_home: where the main teacher's split and caches are (default: its folder)
+
+    @property
+    def teacher_dir(self) -> Path:
+        return self.home or Path(self.teacher).parent
 
     @property
     def split(self) -> Path:
-        return Path(self.teacher).parent / "split.json"
+        return self.teacher_dir / "split.json"
 
     @property
     def cache(self) -> Path:
-        return Path(self.teacher).parent / "cache"
+        return self.teacher_dir / "cache"
 
     @property
     def cache_all(self) -> Path:
         """The cache of "unlabelled": "all" runs (21,200 images on the cpu data): the other runs' cache stays the size they need."""
-        return Path(self.teacher).parent / "cache_all"
+        return self.teacher_dir / "cache_all"
 
     @property
     def ensemble_cache(self) -> Path:
@@ -459,12 +469,28 @@ def all_count(cfg: dict, data: str, extra: list[str]) -> int:
     return int(stated)
 
 
+def teacher_home(sweep: Path, teacher: str = "") -> Path:
+    """Where the main teacher's split and caches are, and (beside it) the ensemble's other members.
+
+    The teacher's own run dir when the sweep trains it (sweep/teacher) or when the given teacher is a teacher.train run
+    dir (split.json or config.json beside it, or not made yet: a preset that reuses runs/cpu/teacher before that is
+    trained), so every preset that reuses a teacher shares its caches and ensemble. A bare teacher file (./teacher.keras,
+    a download) gets sweep/given_teacher instead: nothing is planned in the folder it happens to lie in (the project
+    root holds cache/, a parent folder is outside the project)."""
+    if not teacher:
+        return sweep / "teacher"
+    folder = Path(teacher).parent
+    if not Path(teacher).exists() or any((folder / f).exists() for f in ("split.json", "config.json")):
+        return folder
+    return sweep / "given_teacher"
+
+
 def ensemble_paths(cfg: dict, sweep: Path, teacher: str = "") -> tuple[str, ...]:
     """The teachers' .keras files: the main one (`teacher` when given, else trained in sweep/teacher), then one per
-    "ensemble_seeds" (same flags and split, another seed), each in a run dir teacher_s<seed> beside the main teacher's,
-    as its cache is in its own: presets that share a teacher (runs/cpu/teacher) share its ensemble too."""
+    "ensemble_seeds" (same flags and split, another seed), each in a run dir teacher_s<seed> beside the main teacher's
+    home (teacher_home), as its cache is in its own: presets that share a teacher (runs/cpu/teacher) share its ensemble too."""
     main = teacher or str(sweep / "teacher" / "teacher.keras")
-    home = Path(main).parent.parent
+    home = teacher_home(sweep, teacher).parent
     return (main, *(str(home / f"teacher_s{s}" / "teacher.keras") for s in cfg.get("ensemble_seeds", [])))
 
 
@@ -472,7 +498,13 @@ def make_layout(cfg: dict, args) -> Layout:
     sweep, teacher = sweep_dir(cfg, args), args.teacher or cfg.get("teacher_path", "")
     ensemble = ensemble_paths(cfg, sweep, teacher)
     extra = tuple(str(u) for u in cfg.get("unlabelled_extra", []))
-    return Layout(sweep, data_dir(cfg, args), ensemble[0], bool(teacher), ensemble, extra)
+    home = teacher_home(sweep, teacher)
+    if teacher and cfg.get("ensemble_seeds") and Path(teacher).exists() and not (home / "split.json").exists():
+        raise UserError(
+            f"\"ensemble_seeds\" trains the ensemble's other members on the given teacher's split, but {teacher} has no "
+            "split.json beside it (give a teacher.train run dir's teacher.keras, or leave out the ensemble)"
+        )
+    return Layout(sweep, data_dir(cfg, args), ensemble[0], bool(teacher), ensemble, extra, home)
 
 
 def teacher_jobs(cfg: dict, layout: Layout, where: str) -> list[Job]:
@@ -712,7 +744,7 @@ def _claim(job: Job, claims: Path, wait: bool, say) -> str:
 
 def _run_one(job: Job, log: Path, say) -> int:
     t0 = time.perf_counter()
-    resumed = (job.run_dir / "checkpoint.json").exists()  # interrupted mid-run: go on from the last finished epoch
+    resumed = (job.run_dir / CKPT_STATE).exists()  # interrupted mid-run: go on from the last finished epoch
     code = run_logged(job.argv(resumed), log)
     if code and resumed:  # e.g. the config changed since, or the checkpoint is damaged: start this run again
         failed_log = log.with_suffix(".resume-failed.txt")

@@ -704,6 +704,40 @@ def test_an_ensemble_grows_beside_a_given_teacher(tmp_path):
     assert f"--teacher {given} --teacher {tmp_path / 'cpu' / 'teacher_s1' / 'teacher.keras'}" in cache and "--unlabelled" in cache
 
 
+def test_a_bare_given_teacher_gets_its_cache_in_the_sweep_dir(tmp_path):
+    """A given teacher file that is not a teacher.train run dir (./teacher.keras beside the README's cache/tgs.npz):
+    its cache is planned in the sweep's dir, not in the folder the file lies in; an ensemble, whose other members train
+    on the teacher's split, is refused before anything runs. In a run dir (split.json beside it) the cache stays beside it."""
+    from common.cli import UserError
+    from experiments.sweep import parse_args, plan
+
+    project = tmp_path / "project"
+    (project / "cache").mkdir(parents=True)
+    (project / "cache" / "tgs.npz").write_bytes(b"data")
+    given = project / "teacher.keras"
+    given.write_bytes(b"model")
+    cfg = {
+        "name": "bare",
+        "data": "synthetic",
+        "teacher_path": str(given),
+        "teacher_cache": True,
+        "grid": {"lam": [0.9], "unlabelled": [True]},
+        "seeds": [0],
+    }
+
+    def jobs(cfg):
+        (tmp_path / "bare.json").write_text(json.dumps(cfg))
+        return {j.name: j for j in plan(cfg, parse_args(["--config", str(tmp_path / "bare.json"), "--out", str(tmp_path / "out")]))}
+
+    cache = jobs(cfg)["teacher_cache"]
+    assert cache.run_dir == tmp_path / "out" / "given_teacher" / "cache"
+    assert str(project / "cache") not in " ".join(cache.cmd)
+    with pytest.raises(UserError, match="no split.json beside it"):
+        jobs({**cfg, "ensemble_seeds": [1], "grid": {"lam": [0.9], "ensemble": [True]}})
+    (project / "split.json").write_text("{}")  # a teacher.train run dir: its cache is shared with every preset using it
+    assert jobs(cfg)["teacher_cache"].run_dir == project / "cache"
+
+
 def test_given_teacher_without_split_file(sweep, tmp_path):
     """A config's teacher_path with no split.json beside it: the baseline and KD runs share the seed's split."""
     import shutil
