@@ -24,6 +24,7 @@ class Arch:
 
 ARCHITECTURES = {
     "unet": Arch("transpose", 1, "plain U-Net (full 3x3 convs); --depth 3 with a larger width is the wide-shallow variant"),
+    "resunet": Arch("transpose", 1, "residual U-Net with scSE attention (a teacher candidate)"),
     "sepunet": Arch("bilinear", 1, "depthwise-separable U-Net"),
     "mbv2cat": Arch("bilinear", 1, "MobileNetV2 inverted-residual encoder, light decoder, concat skips"),
     "mbv2add": Arch("bilinear", 1, "the same with add skips"),

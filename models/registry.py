@@ -4,8 +4,9 @@
     model = build_model("unet", (128, 128, 1), base_filters=4, depth=4, upsample="transpose", name="unet4")
     model = build_model("sepunet", (128, 128, 1), base_filters=8, depth=4)   # depthwise-separable U-Net
 
-Architectures: unet (models/unet.py; depth 3 with more width is the wide-shallow variant), sepunet
-(models/sepunet.py), mbv2cat / mbv2add / lraspp (models/mbv2.py). Knobs shared by all: base_filters
+Architectures: unet (models/unet.py; depth 3 with more width is the wide-shallow variant), resunet
+(models/resunet.py: residual blocks + scSE, a teacher candidate), sepunet (models/sepunet.py), mbv2cat / mbv2add /
+lraspp (models/mbv2.py). Knobs shared by all: base_filters
 (width of the first level, doubled per level), depth (levels), upsample (decoder x2: "transpose" or
 "bilinear"; default per architecture). The names, default decoders and shape rules live Keras-free in
 common/choices.py, which the configs, run names and the sweep read too.
@@ -26,11 +27,13 @@ import keras
 from common.choices import ARCHITECTURES as KNOWN
 from common.choices import check_arch
 from models.mbv2 import build_lraspp, build_mbv2, build_mbv2add
+from models.resunet import build_resunet
 from models.sepunet import build_sepunet
 from models.unet import build_unet
 
 BUILDERS = {
     "unet": build_unet,
+    "resunet": build_resunet,
     "sepunet": build_sepunet,
     "mbv2cat": build_mbv2,
     "mbv2add": build_mbv2add,

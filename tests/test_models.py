@@ -11,7 +11,7 @@ keras = pytest.importorskip("keras")
 from common.choices import ARCHITECTURES  # noqa: E402
 from models.registry import BUILDERS, build_model, check_arch  # noqa: E402
 
-SMALL = {"unet": 2, "sepunet": 4, "mbv2cat": 2, "mbv2add": 2, "lraspp": 2}
+SMALL = {"unet": 2, "resunet": 2, "sepunet": 4, "mbv2cat": 2, "mbv2add": 2, "lraspp": 2}
 
 
 def test_every_architecture_is_tested_here():
@@ -55,7 +55,7 @@ def test_mbv2_add_skips_have_no_concat():
 @pytest.mark.parametrize(
     "arch,shape,width,depth,words",
     [
-        ("resnet", (128, 128, 1), 4, 4, "choose one of lraspp, mbv2add, mbv2cat, sepunet, unet"),
+        ("resnet", (128, 128, 1), 4, 4, "choose one of lraspp, mbv2add, mbv2cat, resunet, sepunet, unet"),
         ("sepunet", (128, 128, 1), 0, 4, "no channels"),
         ("unet", (100, 100, 1), 4, 4, "not divisible by 2**depth = 16"),
         ("lraspp", (128, 128, 1), 4, 1, "depth must be >= 2"),

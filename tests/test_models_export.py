@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 
 pytest.importorskip("tensorflow")
 PI_PYTHON = os.environ.get("PI_PYTHON", sys.executable)
-WIDTH = {"unet": 2, "sepunet": 4, "mbv2cat": 2, "mbv2add": 2, "lraspp": 2}
+WIDTH = {"unet": 2, "resunet": 2, "sepunet": 4, "mbv2cat": 2, "mbv2add": 2, "lraspp": 2}
 
 EXPORT = r"""
 import json, sys
