@@ -7,6 +7,7 @@ folded into the preceding convolution by the TFLite converter.
 
 from __future__ import annotations
 
+import keras
 from keras import layers
 
 BN_MOMENTUM = 0.9
@@ -65,3 +66,22 @@ def check_shape(input_shape, depth: int, arch: str) -> None:
         raise ValueError(f"{arch}: depth must be >= 1, got {depth}")
     if h % 2**depth or w % 2**depth:
         raise ValueError(f"input {h}x{w} is not divisible by 2**depth = {2**depth}")
+
+
+def unet_shape(input_shape, base_filters: int, depth: int, upsample: str, block, output_name: str, name: str) -> keras.Model:
+    """The U-Net's skeleton around a level's `block(x, filters, prefix) -> x`: `depth` encoder levels (block, then a
+    2x2 max pool; widths base_filters * 2**i), the middle level, and `depth` decoder levels (upsample_x2, concat with
+    the encoder's skip, block), each level's output named `enc{i}_out`, `mid_out`, `dec{i}_out`; then `head`."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    x, skips = inputs, []
+    for i in range(depth):
+        x = layers.Identity(name=f"enc{i}_out")(block(x, base_filters * 2**i, f"enc{i}"))
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"enc{i}_pool")(x)
+    x = layers.Identity(name="mid_out")(block(x, base_filters * 2**depth, "mid"))
+    for i in reversed(range(depth)):
+        f = base_filters * 2**i
+        x = upsample_x2(x, f, upsample, f"dec{i}")
+        x = layers.Concatenate(name=f"dec{i}_concat")([x, skips[i]])
+        x = layers.Identity(name=f"dec{i}_out")(block(x, f, f"dec{i}"))
+    return keras.Model(inputs, head(x, output_name), name=name)

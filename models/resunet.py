@@ -19,7 +19,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from models.blocks import BN_MOMENTUM, check_shape, head, upsample_x2
+from models.blocks import BN_MOMENTUM, check_shape, unet_shape
 
 SE_RATIO = 4  # the channel gate's bottleneck: C -> C / 4 -> C (at least 2 channels)
 
@@ -60,16 +60,4 @@ def build_resunet(
     name: str = "resunet",
 ) -> keras.Model:
     check_shape(input_shape, depth, "resunet")
-    inputs = keras.Input(shape=input_shape, name="image")
-    x, skips = inputs, []
-    for i in range(depth):
-        x = layers.Identity(name=f"enc{i}_out")(res_block(x, base_filters * 2**i, f"enc{i}"))
-        skips.append(x)
-        x = layers.MaxPooling2D(2, name=f"enc{i}_pool")(x)
-    x = layers.Identity(name="mid_out")(res_block(x, base_filters * 2**depth, "mid"))
-    for i in reversed(range(depth)):
-        f = base_filters * 2**i
-        x = upsample_x2(x, f, upsample, f"dec{i}")
-        x = layers.Concatenate(name=f"dec{i}_concat")([x, skips[i]])
-        x = layers.Identity(name=f"dec{i}_out")(res_block(x, f, f"dec{i}"))
-    return keras.Model(inputs, head(x, output_name), name=name)
+    return unet_shape(input_shape, base_filters, depth, upsample, res_block, output_name, name)

@@ -11,9 +11,14 @@ convs. Stage outputs are named `enc{i}_out`, `mid_out`, `dec{i}_out`; then `logi
 from __future__ import annotations
 
 import keras
-from keras import layers
 
-from models.blocks import check_shape, conv_bn_act, head, separable, upsample_x2
+from models.blocks import check_shape, conv_bn_act, separable, unet_shape
+
+
+def _level(x, filters: int, prefix: str):
+    """Two separable convs; the first level starts with a full 3x3 conv instead (one input channel)."""
+    x = conv_bn_act(x, filters, 3, "enc0_stem") if prefix == "enc0" else separable(x, filters, f"{prefix}_sep1")
+    return separable(x, filters, f"{prefix}_sep2")
 
 
 def build_sepunet(
@@ -25,22 +30,4 @@ def build_sepunet(
     name: str = "sepunet",
 ) -> keras.Model:
     check_shape(input_shape, depth, "sepunet")
-    inputs = keras.Input(shape=input_shape, name="image")
-    x, skips = inputs, []
-    for i in range(depth):
-        f = base_filters * 2**i
-        x = conv_bn_act(x, f, 3, "enc0_stem") if i == 0 else separable(x, f, f"enc{i}_sep1")
-        x = separable(x, f, f"enc{i}_sep2")
-        x = layers.Identity(name=f"enc{i}_out")(x)
-        skips.append(x)
-        x = layers.MaxPooling2D(2, name=f"enc{i}_pool")(x)
-    f = base_filters * 2**depth
-    x = separable(x, f, "mid_sep1")
-    x = layers.Identity(name="mid_out")(separable(x, f, "mid_sep2"))
-    for i in reversed(range(depth)):
-        f = base_filters * 2**i
-        x = upsample_x2(x, f, upsample, f"dec{i}")
-        x = layers.Concatenate(name=f"dec{i}_concat")([x, skips[i]])
-        x = separable(x, f, f"dec{i}_sep1")
-        x = layers.Identity(name=f"dec{i}_out")(separable(x, f, f"dec{i}_sep2"))
-    return keras.Model(inputs, head(x, output_name), name=name)
+    return unet_shape(input_shape, base_filters, depth, upsample, _level, output_name, name)
