@@ -15,26 +15,13 @@ import numpy as np
 import pandas as pd
 
 from common.cli import UserError
-from experiments.results import BEST, LAST, load_runs, paired, reference_config, unreadable_runs
+from experiments.results import BEST, LAST, load_sweeps, paired, reference_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = ("best", "last")
 
 
-def load(*dirs) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """The finished runs under every dir given (a sweep, its teacher's dir, ...; "" and repeats skipped), and the runs
-    that cannot be read (dir, reason)."""
-    seen, frames, bad = set(), [], []
-    for d in dirs:
-        if not d or Path(d).resolve() in seen:
-            continue
-        seen.add(Path(d).resolve())
-        frames.append(load_runs(d))
-        bad += unreadable_runs(d)
-    df = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) else pd.DataFrame()
-    if not df.empty:
-        df = df.drop_duplicates("path").reset_index(drop=True)
-    return df, bad
+load = load_sweeps  # the notebook's name: load(SWEEP, TEACHER_DIR) -> (runs, unreadable runs)
 
 
 def score_columns(epoch: str) -> tuple[str, str]:

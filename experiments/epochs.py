@@ -32,18 +32,17 @@ import pandas as pd
 from common import io
 from common.cli import UserError, run
 from common.config import HelpFormatter
-from experiments.results import LAST, config_labels, format_unreadable, load_runs, paired_vs, seed_pairs, unreadable_runs
+from experiments.results import LAST, config_labels, format_unreadable, load_runs, load_sweeps, paired_vs, seed_pairs, unreadable_runs
 
 
 def students(dirs) -> pd.DataFrame:
     """The finished student runs of all dirs, one row each, with their config label (several teachers: one per recipe
     and teacher, "... <- unet16") and teacher."""
-    frames = [load_runs(d) for d in dirs]
-    df = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) else pd.DataFrame()
+    df, _ = load_sweeps(*dirs)
     if df.empty or not (df.kind == "student").any():
         raise UserError(f"no finished student runs (metrics.json) under {', '.join(map(str, dirs))}")
-    df = df[df.kind == "student"].drop_duplicates("path")
-    df["config"] = config_labels(df)
+    df = df[df.kind == "student"].copy()
+    df["config"] = config_labels(df, budgets=False)
     df["teacher"] = df.teacher.fillna("").astype(str)
     return df
 

@@ -10,6 +10,10 @@
     # the same, plus each config paired by seed against the reference config: chosen by run fields (columns of
     # results.csv: model, arch, base_filters, lam, temperature, scale, teacher, unlabelled, unlabelled_images, options,
     # epochs, ...), or by its label ("unet4 KD T=2 lam=0.9 s=T +unl")
+    python -m experiments.results runs/cpu_e45 runs/cpu_t16 --out runs/teachers --reference teacher=unet8,lovasz_epochs=9
+    # several sweeps read as one, the tables in --out: here the 45-epoch students of unet8 and of unet16 paired by seed
+    # (a recipe taught by several teachers is one config per teacher, "... <- unet16"; one run at several --epochs,
+    # one per budget, "... epochs=45")
 
 Paired differences: a run minus the reference run of the same seed, on the same validation images. Kaggle mAP: per-image
 scores, seeds averaged first, images bootstrapped. Mean IoU (pooled over the pixels of a set, so not a mean of per-image
@@ -83,6 +87,22 @@ def load_runs(root) -> pd.DataFrame:
             continue
         rows.append(_run_row(run, cfg, met))
     return pd.DataFrame(rows)
+
+
+def load_sweeps(*dirs) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """The finished runs under every dir given (sweeps, a teacher's dir, ...; "" and repeats skipped), one row per run
+    dir, and the runs that cannot be read (dir, reason)."""
+    seen, frames, bad = set(), [], []
+    for d in dirs:
+        if not d or Path(d).resolve() in seen:
+            continue
+        seen.add(Path(d).resolve())
+        frames.append(load_runs(d))
+        bad += unreadable_runs(d)
+    df = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) else pd.DataFrame()
+    if not df.empty:
+        df = df.drop_duplicates("path").reset_index(drop=True)
+    return df, bad
 
 
 def _run_row(run: Path, cfg: dict, met: dict) -> dict:
@@ -338,20 +358,25 @@ def reference_config(df: pd.DataFrame, text: str) -> str:
     return found[0]
 
 
-def config_labels(df: pd.DataFrame) -> pd.Series:
+def config_labels(df: pd.DataFrame, budgets: bool = True) -> pd.Series:
     """Each run's configuration: its label, except where one label holds students of several teachers (a label names
     an ensemble, a black box and flip-averaged targets, not which single teacher): those runs are their recipe and soft
-    target, "unet4 KD T=2 lam=0.9 s=T +unl <- unet16", so unet8's and unet16's students are not pooled as one."""
+    target, "unet4 KD T=2 lam=0.9 s=T +unl <- unet16", so unet8's and unet16's students are not pooled as one. With
+    `budgets`, where one configuration holds runs of several --epochs (sweeps of 15 and 45 epochs read together), each
+    budget is its own: "unet4 baseline epochs=45" (experiments.epochs, which compares the budgets, leaves them out)."""
     labels = df["label"] if "label" in df else df.apply(label, axis=1)
-    if "teacher" not in df or "recipe" not in df:
-        return labels
-    teacher = df.teacher.fillna("").astype(str)
-    taught = (df.kind == "student") & (teacher != "")
-    ambiguous = taught & teacher.where(taught).groupby(labels).transform("nunique").gt(1)
-    if not ambiguous.any():
-        return labels
-    tta = df.teacher_tta.fillna(False).astype(bool) if "teacher_tta" in df else pd.Series(False, index=df.index)
-    return labels.where(~ambiguous, df.recipe + " <- " + teacher + np.where(tta, " +tta", ""))
+    if "teacher" in df and "recipe" in df:
+        teacher = df.teacher.fillna("").astype(str)
+        taught = (df.kind == "student") & (teacher != "")
+        ambiguous = taught & teacher.where(taught).groupby(labels).transform("nunique").gt(1)
+        if ambiguous.any():
+            tta = df.teacher_tta.fillna(False).astype(bool) if "teacher_tta" in df else pd.Series(False, index=df.index)
+            labels = labels.where(~ambiguous, df.recipe + " <- " + teacher + np.where(tta, " +tta", ""))
+    if budgets and "epochs" in df:
+        epochs = pd.to_numeric(df.epochs, errors="coerce")
+        several = epochs.groupby(labels).transform("nunique").gt(1)
+        labels = labels.where(~several, labels + " epochs=" + epochs.astype("Int64").astype(str))
+    return labels
 
 
 def summarize(df: pd.DataFrame, reference: str = "") -> pd.DataFrame:
@@ -380,6 +405,7 @@ def summarize(df: pd.DataFrame, reference: str = "") -> pd.DataFrame:
                 (df.model == first["model"]) if "model" in df else (df.base_filters == first["base_filters"]) & (df.arch == first["arch"])
             )
             same &= (df.augment == first["augment"]) if "augment" in df else True  # --augment strong: its own baseline
+            same &= (df.epochs == first["epochs"]) if "epochs" in df else True  # sweeps of several budgets: the same budget's
             base = df[(df.kind == "student") & (df.lam == 0) & same]
             p = paired(g, base)
             if p:
@@ -471,23 +497,32 @@ def format_unreadable(bad: list[tuple[str, str]]) -> str:
     return "".join(f"unreadable run {run}: {why}\n" for run, why in bad)
 
 
-def write_tables(root, reference: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """results.csv, summary.csv, summary.txt under root; `reference`: a label or fields (reference_config)."""
-    df = load_runs(root)
+def write_tables(root, reference: str = "", out=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """results.csv, summary.csv, summary.txt of the runs under root (a dir, or a list of dirs read together) in `out`
+    (default: root, a single dir); `reference`: a label or fields (reference_config)."""
+    roots = [root] if isinstance(root, (str, Path)) else list(root)
+    df, bad = load_sweeps(*roots)
     if df.empty:
         return df, df
     reference = reference_config(df, reference) if reference else ""
     s = summarize(df, reference)
-    bad = format_unreadable(unreadable_runs(root))
-    io.write_text(Path(root) / "results.csv", df.to_csv(index=False))
-    io.write_text(Path(root) / "summary.csv", s.to_csv(index=False))
-    io.write_text(Path(root) / "summary.txt", format_summary(s) + "\n" + bad)
+    out = Path(out if out is not None else roots[0])
+    out.mkdir(parents=True, exist_ok=True)
+    io.write_text(out / "results.csv", df.to_csv(index=False))
+    io.write_text(out / "summary.csv", s.to_csv(index=False))
+    io.write_text(out / "summary.txt", format_summary(s) + "\n" + format_unreadable(bad))
     return df, s
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a folder of run dirs (a sweep's --out, e.g. runs/cpu)")
+    ap.add_argument(
+        "sweep_dirs",
+        nargs="+",
+        metavar="SWEEP_DIR",
+        help="a folder of run dirs (a sweep's --out, e.g. runs/cpu); several are read as one (students of two presets' teachers)",
+    )
+    ap.add_argument("--out", default="", help="where the tables go (default: the SWEEP_DIR; needed with several)")
     ap.add_argument(
         "--reference",
         default="",
@@ -495,16 +530,20 @@ def main(argv=None) -> int:
         'unlabelled=true) or a config\'s label ("unet4 KD T=2 lam=0.9 s=T +unl")',
     )
     args = ap.parse_args(argv)
-    if not Path(args.sweep_dir).is_dir():
-        raise UserError(f"{args.sweep_dir} is not a folder of run dirs")
-    bad = unreadable_runs(args.sweep_dir)
+    for d in args.sweep_dirs:
+        if not Path(d).is_dir():
+            raise UserError(f"{d} is not a folder of run dirs")
+    if len(args.sweep_dirs) > 1 and not args.out:
+        raise UserError("several SWEEP_DIRs: say where the tables go with --out DIR (e.g. runs/compare)")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a file, not a folder")
+    _, bad = load_sweeps(*args.sweep_dirs)
     if bad:
         print(format_unreadable(bad), end="", file=sys.stderr, flush=True)
-    df, s = write_tables(args.sweep_dir, args.reference)
+    df, s = write_tables(args.sweep_dirs, args.reference, args.out or None)
     if df.empty:
-        raise UserError(
-            f"no finished runs (metrics.json) under {args.sweep_dir}" + (f" that can be read ({len(bad)} cannot)" if bad else "")
-        )
+        where = ", ".join(args.sweep_dirs)
+        raise UserError(f"no finished runs (metrics.json) under {where}" + (f" that can be read ({len(bad)} cannot)" if bad else ""))
     print(format_summary(s))
     return 1 if bad else 0
 

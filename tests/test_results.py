@@ -4,6 +4,7 @@ whose answers are worked out by hand."""
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from experiments.results import _paired_diff, bootstrap_ci
@@ -264,3 +265,32 @@ def test_students_of_two_single_teachers_are_two_configs(tmp_path):
     assert list(config_labels(df)) == ["unet4 baseline", f"{recipe} <- unet8", f"{recipe} <- unet16", f"{recipe} ens2"]
     assert list(config_labels(df[df.teacher != "unet16"])) == ["unet4 baseline", recipe, f"{recipe} ens2"]
     assert len(summarize(df)) == 4 and reference_config(df, "teacher=unet16") == f"{recipe} <- unet16"
+
+
+def test_several_sweeps_read_as_one_pair_across_them(tmp_path, capsys):
+    """experiments.results A B --out C: the runs of both sweeps in one table in C (neither sweep's tables touched), a
+    config of one sweep paired by seed with the reference config of the other; the same recipe at two --epochs is two
+    configs ("... epochs=N"), never pooled; several dirs without --out, or a missing dir, are one-line errors."""
+    from common.cli import UserError
+    from experiments.results import main
+
+    ids = ["a", "b"]
+    kd = {"lam": 0.9, "teacher": ["t.keras"], "temperature": 2.0, "scale": "T"}
+    short, long = tmp_path / "e15", tmp_path / "e45"
+    short.mkdir(), long.mkdir()
+    for seed in (0, 1):
+        _full_run(short, f"unet4_baseline_s{seed}", {"lam": 0.0}, ids, [0.5, 0.5], [[5, 5, 5, 86]] * 2, seed)
+        _full_run(long, f"unet4_baseline_s{seed}", {"lam": 0.0, "epochs": 4}, ids, [0.5, 1.0], [[5, 5, 5, 86]] * 2, seed)
+        _full_run(long, f"unet4_from_t_T2_l0.9_sT_s{seed}", {**kd, "epochs": 4}, ids, [1.0, 1.0], [[8, 2, 2, 89]] * 2, seed)
+    assert main([str(short), str(long), "--out", str(tmp_path / "both"), "--reference", "unet4 baseline epochs=2"]) == 0
+    out = capsys.readouterr().out
+    s = pd.read_csv(tmp_path / "both" / "summary.csv").set_index("config")
+    assert set(s.index) == {"unet4 baseline epochs=2", "unet4 baseline epochs=4", "unet4 KD T=2 lam=0.9 s=T"}
+    assert s.loc["unet4 baseline epochs=4", "d_ref"] == pytest.approx(0.25)  # (0 + 0.5) / 2 per image, both seeds
+    assert s.loc["unet4 KD T=2 lam=0.9 s=T", "d_ref"] == pytest.approx(0.5)
+    assert s.loc["unet4 KD T=2 lam=0.9 s=T", "d_kaggle"] == pytest.approx(0.25)  # vs its own (45-epoch) baseline
+    assert "unet4 baseline epochs=4" in out and not (short / "summary.csv").exists() and not (long / "summary.csv").exists()
+    with pytest.raises(UserError, match="--out"):
+        main([str(short), str(long)])
+    with pytest.raises(UserError, match="not a folder of run dirs"):
+        main([str(short), str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
