@@ -195,7 +195,7 @@ def _distill_cases(env):
         (["--data", g, "--lam", "0", "--max-train", "-1"], "--max-train"),
         (["--data", g, "--lam", "0", "--seed", "-1"], "--seed"),
         (["--data", g, "--lam", "0", "--lr", "inf"], "--lr"),
-        (["--data", g, "--lam", "0", "--arch", "resnet"], "choose one of lraspp, mbv2add, mbv2cat, sepunet, unet"),
+        (["--data", g, "--lam", "0", "--arch", "resnet"], "choose one of lraspp, mbv2add, mbv2cat, resunet, sepunet, unet"),
         (["--data", g, "--lam", "0", "--arch", "sepunet", "--upsample", "nearest"], "--upsample 'nearest'"),
         (
             ["--data", g, "--teacher", str(r / "teacher104.keras"), str(r / "teacher104.keras"), "--teacher-weights", "1", "nan"],
