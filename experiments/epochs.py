@@ -32,13 +32,13 @@ import pandas as pd
 from common import io
 from common.cli import UserError, run
 from common.config import HelpFormatter
-from experiments.results import LAST, config_labels, format_unreadable, load_runs, load_sweeps, paired_vs, seed_pairs, unreadable_runs
+from experiments.results import LAST, config_labels, format_unreadable, load_runs, load_sweeps, paired_vs, seed_pairs
 
 
-def students(dirs) -> pd.DataFrame:
+def students(dirs, df: pd.DataFrame | None = None) -> pd.DataFrame:
     """The finished student runs of all dirs, one row each, with their config label (several teachers: one per recipe
-    and teacher, "... <- unet16") and teacher."""
-    df, _ = load_sweeps(*dirs)
+    and teacher, "... <- unet16") and teacher. `df`: the runs load_sweeps already read from dirs (read here when None)."""
+    df = load_sweeps(*dirs)[0] if df is None else df
     if df.empty or not (df.kind == "student").any():
         raise UserError(f"no finished student runs (metrics.json) under {', '.join(map(str, dirs))}")
     df = df[df.kind == "student"].copy()
@@ -213,9 +213,9 @@ def main(argv=None) -> int:
     out = Path(args.out) if args.out else dirs[0] / "epochs"
     if (out / "epochs.csv").exists() and not args.overwrite:
         raise UserError(f"{out / 'epochs.csv'} exists; pass --overwrite to replace it")
-    bad = [b for d in dirs for b in unreadable_runs(d)]
+    df, bad = load_sweeps(*dirs)
     print(format_unreadable(bad), end="", file=sys.stderr, flush=True)
-    runs = students(dirs)
+    runs = students(dirs, df)
     if args.model:
         keep = runs.config.str.startswith(args.model + " ")
         if not keep.any():

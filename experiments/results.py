@@ -537,7 +537,7 @@ def main(argv=None) -> int:
         raise UserError("several SWEEP_DIRs: say where the tables go with --out DIR (e.g. runs/compare)")
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"--out {args.out} is a file, not a folder")
-    _, bad = load_sweeps(*args.sweep_dirs)
+    bad = [b for d in dict.fromkeys(args.sweep_dirs) for b in unreadable_runs(d)]
     if bad:
         print(format_unreadable(bad), end="", file=sys.stderr, flush=True)
     df, s = write_tables(args.sweep_dirs, args.reference, args.out or None)

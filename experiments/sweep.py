@@ -205,27 +205,23 @@ class Layout:
     sweep: Path
     data: str
     teacher: str  # the main teacher's .keras (trained by the sweep, or given)
+    home: Path  # teacher_home: where the main teacher's split and caches are
     given_teacher: bool = False  # not trained here: it may come without a split.json
     ensemble: tuple[str, ...] = ()  # every member's .keras, the main teacher first
     extra: tuple[str, ...] = ()  # "unlabelled_extra" folders
-    home: Path | None = None  # teacher_home: where the main teacher's split and caches are (default: its folder)
-
-    @property
-    def teacher_dir(self) -> Path:
-        return self.home or Path(self.teacher).parent
 
     @property
     def split(self) -> Path:
-        return self.teacher_dir / "split.json"
+        return self.home / "split.json"
 
     @property
     def cache(self) -> Path:
-        return self.teacher_dir / "cache"
+        return self.home / "cache"
 
     @property
     def cache_all(self) -> Path:
         """The cache of "unlabelled": "all" runs (21,200 images on the cpu data): the other runs' cache stays the size they need."""
-        return self.teacher_dir / "cache_all"
+        return self.home / "cache_all"
 
     @property
     def ensemble_cache(self) -> Path:
@@ -385,8 +381,9 @@ def student_runs(cfg: dict, teacher: str, n_all: int = 0, layout: Layout | None 
     `teacher` is the teacher's model name (e.g. unet8); `n_all` how many images "unlabelled": "all" gives (in those runs'
     names); `layout` where the files are (default: a sweep dir runs/<name> with its own teacher)."""
     if layout is None:
-        ensemble = ensemble_paths(cfg, ROOT / "runs" / cfg.get("name", "sweep"))
-        layout = Layout(Path(ensemble[0]).parents[1], "DATA", ensemble[0], ensemble=ensemble)
+        home = teacher_home(ROOT / "runs" / cfg.get("name", "sweep"))
+        ensemble = ensemble_paths(cfg, str(home / "teacher.keras"), home)
+        layout = Layout(home.parent, "DATA", ensemble[0], home, ensemble=ensemble)
     runs, seen = [], {}
     for p in grid_points(cfg):
         run = student_config(cfg, p, layout, teacher, n_all, where)
@@ -485,26 +482,24 @@ def teacher_home(sweep: Path, teacher: str = "") -> Path:
     return sweep / "given_teacher"
 
 
-def ensemble_paths(cfg: dict, sweep: Path, teacher: str = "") -> tuple[str, ...]:
-    """The teachers' .keras files: the main one (`teacher` when given, else trained in sweep/teacher), then one per
-    "ensemble_seeds" (same flags and split, another seed), each in a run dir teacher_s<seed> beside the main teacher's
-    home (teacher_home), as its cache is in its own: presets that share a teacher (runs/cpu/teacher) share its ensemble too."""
-    main = teacher or str(sweep / "teacher" / "teacher.keras")
-    home = teacher_home(sweep, teacher).parent
-    return (main, *(str(home / f"teacher_s{s}" / "teacher.keras") for s in cfg.get("ensemble_seeds", [])))
+def ensemble_paths(cfg: dict, main: str, home: Path) -> tuple[str, ...]:
+    """The teachers' .keras files: the main one, then one per "ensemble_seeds" (same flags and split, another seed),
+    each in a run dir teacher_s<seed> beside the main teacher's `home` (teacher_home), as its cache is in its own:
+    presets that share a teacher (runs/cpu/teacher) share its ensemble too."""
+    return (main, *(str(home.parent / f"teacher_s{s}" / "teacher.keras") for s in cfg.get("ensemble_seeds", [])))
 
 
 def make_layout(cfg: dict, args) -> Layout:
     sweep, teacher = sweep_dir(cfg, args), args.teacher or cfg.get("teacher_path", "")
-    ensemble = ensemble_paths(cfg, sweep, teacher)
-    extra = tuple(str(u) for u in cfg.get("unlabelled_extra", []))
     home = teacher_home(sweep, teacher)
+    ensemble = ensemble_paths(cfg, teacher or str(home / "teacher.keras"), home)
+    extra = tuple(str(u) for u in cfg.get("unlabelled_extra", []))
     if teacher and cfg.get("ensemble_seeds") and Path(teacher).exists() and not (home / "split.json").exists():
         raise UserError(
             f"\"ensemble_seeds\" trains the ensemble's other members on the given teacher's split, but {teacher} has no "
             "split.json beside it (give a teacher.train run dir's teacher.keras, or leave out the ensemble)"
         )
-    return Layout(sweep, data_dir(cfg, args), ensemble[0], bool(teacher), ensemble, extra, home)
+    return Layout(sweep, data_dir(cfg, args), ensemble[0], home, bool(teacher), ensemble, extra)
 
 
 def teacher_jobs(cfg: dict, layout: Layout, where: str) -> list[Job]:

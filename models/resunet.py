@@ -19,7 +19,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from models.blocks import BN_MOMENTUM, check_shape, unet_shape
+from models.blocks import act, check_shape, conv_bn_act, unet_shape
 
 SE_RATIO = 4  # the channel gate's bottleneck: C -> C / 4 -> C (at least 2 channels)
 
@@ -38,17 +38,10 @@ def scse(x, prefix: str):
 
 def res_block(x, filters: int, prefix: str):
     """Two 3x3 conv + BN with the identity (or a 1x1 conv + BN projection) added before the last ReLU, then scSE."""
-    shortcut = x
-    if x.shape[-1] != filters:
-        shortcut = layers.Conv2D(filters, 1, use_bias=False, name=f"{prefix}_proj")(x)
-        shortcut = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}_proj_bn")(shortcut)
-    y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{prefix}_conv1")(x)
-    y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}_bn1")(y)
-    y = layers.ReLU(name=f"{prefix}_relu1")(y)
-    y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{prefix}_conv2")(y)
-    y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}_bn2")(y)
-    y = layers.ReLU(name=f"{prefix}_relu2")(layers.Add(name=f"{prefix}_add")([shortcut, y]))
-    return scse(y, prefix)
+    shortcut = x if x.shape[-1] == filters else conv_bn_act(x, filters, 1, f"{prefix}_proj", activation=None)
+    y = conv_bn_act(x, filters, 3, f"{prefix}_c1")
+    y = conv_bn_act(y, filters, 3, f"{prefix}_c2", activation=None)
+    return scse(act(layers.Add(name=f"{prefix}_add")([shortcut, y]), "relu", f"{prefix}_relu"), prefix)
 
 
 def build_resunet(
