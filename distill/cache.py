@@ -47,9 +47,11 @@ def fingerprint(image) -> str:
 # ---- writing ------------------------------------------------------------------------------------------
 
 
-def teacher_files(paths) -> list[dict]:
-    """meta.json's "teachers": each teacher file's path and SHA-256 (what `TeacherCache.check` compares)."""
-    return [{"path": str(t), "sha256": file_sha256(t)} for t in paths]
+def teacher_files(paths, names=()) -> list[dict]:
+    """meta.json's "teachers": each teacher file's path and SHA-256 (what `TeacherCache.check` compares), and its model
+    name where `names` gives them (what run names call an ensemble of several kinds: unet16_resunet8)."""
+    names = list(names) or [""] * len(paths)
+    return [{"path": str(t), "sha256": file_sha256(t), **({"model_name": n} if n else {})} for t, n in zip(paths, names)]
 
 
 def cache_meta(teachers: list[dict], spec: dict, ids: list, fingerprints: list, build_s: float, views=VIEWS, **source) -> dict:
@@ -158,7 +160,8 @@ class TeacherCache:
         """What the soft target is, for run names: "unet8", "unet8x2" (ensemble), "unet8x2w0.75-0.25", "blackbox"."""
         if not self.meta["teachers"]:
             return "blackbox"
-        return ensemble_label([self.meta["spec"].get("model_name", "cached")] * len(self.meta["teachers"]), self.weights)
+        kind = self.meta["spec"].get("model_name", "cached")  # caches that name no teacher's model: the spec's
+        return ensemble_label([t.get("model_name") or kind for t in self.meta["teachers"]], self.weights)
 
     def check(self, teachers, spec: dict, weights=None) -> None:
         """Refuse a cache made from other teacher files, other ensemble weights or other preprocessing."""

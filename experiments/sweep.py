@@ -16,6 +16,7 @@
 A preset (experiments/configs/NAME.py: `PRESET = {...}`, commented, most built on base.py; or a JSON file, and
 NAME.json still finds NAME.py) holds {"name", "data": path or "synthetic", "synthetic": {n_train, n_test, seed},
 "teacher": {teacher.train flags} or "teacher_path", "ensemble_seeds": [seeds of extra teachers],
+"ensemble_presets": [presets whose teachers join the ensemble],
 "student": {distill_train flags}, "unlabelled_extra": [folders], "grid": GRID or [GRID, ...], "seeds": [...]}, where GRID is
 {"lam": [...], "temperature": [...], "scale": [...], "base_filters": [...], "unlabelled": [false, true, "all"],
 "ensemble": [false, true], "blackbox": [false, "mirrored", "noflip"], "model": [{"arch": "sepunet",
@@ -29,8 +30,10 @@ even with "teacher_cache", and baselines keep "augment" but drop "mixup"; {"feat
 images, "all" those and the "unlabelled_extra" folders (its runs are named by the count, e.g. _unl_u18k); a list of grids runs the union
 of their products (so a costly axis such as the ensemble need not multiply every other one). lam = 0
 is the baseline (T, s(T), unlabelled and ensemble do not apply to it). "ensemble": true distils from
-the mean logits of the main teacher and the teachers trained with "ensemble_seeds" (same flags and
-split, other seeds). Every run is its own run dir under runs/<name>/ (or --out), named by
+the mean logits of the main teacher, the teachers trained with "ensemble_seeds" (same flags and
+split, other seeds) and the teachers of the "ensemble_presets" (another kind of teacher: each preset's own
+runs/<preset>/teacher, trained there on this preset's split if it is not yet, and refused if its split.json
+differs; the runs are named by every member, e.g. unet16_resunet8). Every run is its own run dir under runs/<name>/ (or --out), named by
 training.naming.RunSpec; a run whose metrics.json holds scores is finished and skipped, an interrupted one
 (checkpoint.json) continues from its last finished epoch (--resume; started again if that fails).
 Concurrent sweeps on one dir are safe: a run that another sweep is training (locked) is skipped and
@@ -57,6 +60,7 @@ from tqdm import tqdm
 from common.cli import UserError, run
 from common.config import HelpFormatter, from_values, read_config_file, to_argv
 from common.io import CKPT_STATE, acquire_lock, is_locked, release_lock
+from data.split import load_split
 from data.synthetic import generate
 from data.tgs import count_unlabelled
 from distill.cache import ensemble_label
@@ -117,6 +121,7 @@ PRESET_KEYS = (
     "teacher_path",
     "teacher_cache",
     "ensemble_seeds",
+    "ensemble_presets",
     "student",
     "unlabelled_extra",
     "unlabelled_all_count",
@@ -249,7 +254,7 @@ class StudentRun:
 def grid_points(cfg: dict) -> list[dict]:
     """Every point of the grid (or of the union of several grids), each axis given or at its default, checked for the
     sweep's own axes and values; seed by seed."""
-    student, n_ens = cfg.get("student", {}), 1 + len(cfg.get("ensemble_seeds", []))
+    student, n_ens = cfg.get("student", {}), 1 + len(cfg.get("ensemble_seeds", [])) + len(cfg.get("ensemble_presets", []))
     points = []
     for g in cfg["grid"] if isinstance(cfg["grid"], list) else [cfg["grid"]]:
         unknown = set(g) - set(GRID_KEYS)
@@ -278,7 +283,7 @@ def check_grid(cfg: dict, grid: dict, n_ens: int) -> None:
     """The sweep's own rules on one grid (its axes' values and what they need of the preset); the flags each run ends
     up with are checked by distill_train.py's validate, at plan time (student_config)."""
     if any(grid["ensemble"]) and n_ens < 2:
-        raise UserError('sweep grid asks for "ensemble": true but the config has no "ensemble_seeds"')
+        raise UserError('sweep grid asks for "ensemble": true but the config has no "ensemble_seeds" or "ensemble_presets"')
     bad = [v for v in grid["blackbox"] if v not in BLACKBOX] + [t for t in grid["temperature"] if isinstance(t, str) and t != "auto"]
     bad += [u for u in grid["unlabelled"] if u not in UNLABELLED]
     if bad:
@@ -348,13 +353,14 @@ def teacher_flags(cfg: dict, p: dict, flags: dict, layout: Layout) -> dict:
     return out
 
 
-def student_config(cfg: dict, p: dict, layout: Layout, teacher: str, n_all: int, where: str) -> StudentRun:
+def student_config(cfg: dict, p: dict, layout: Layout, names: tuple[str, ...], n_all: int, where: str) -> StudentRun:
     """One grid point as the DistillConfig distill_train.py will parse from the job's command, checked by its own
-    validate(): a preset that a run would refuse is refused here, before anything trains."""
+    validate(): a preset that a run would refuse is refused here, before anything trains. `names`: the ensemble's
+    members' model names, the main teacher first (ensemble_names)."""
     p = dict(p)
     flags = point_flags(cfg, p)
     flags = {**flags, **teacher_flags(cfg, p, flags, layout), "data": layout.data}
-    source = "blackbox" if p["blackbox"] else ensemble_label([teacher] * (len(layout.ensemble) if p["ensemble"] else 1))
+    source = "blackbox" if p["blackbox"] else ensemble_label(names if p["ensemble"] else names[:1])
     try:
         config = from_values(DistillConfig, flags, where)
     except ValueError as e:
@@ -384,9 +390,9 @@ def student_runs(cfg: dict, teacher: str, n_all: int = 0, layout: Layout | None 
         home = teacher_home(ROOT / "runs" / cfg.get("name", "sweep"))
         ensemble = ensemble_paths(cfg, str(home / "teacher.keras"), home)
         layout = Layout(home.parent, "DATA", ensemble[0], home, ensemble=ensemble)
-    runs, seen = [], {}
+    runs, seen, names = [], {}, ensemble_names(cfg, teacher)
     for p in grid_points(cfg):
-        run = student_config(cfg, p, layout, teacher, n_all, where)
+        run = student_config(cfg, p, layout, names, n_all, where)
         if run.name in seen:  # e.g. the baseline, which every T and s(T) of the grid gives once more
             if seen[run.name] != run.config:
                 raise UserError(f"{where}: two grid points are both named {run.name} but differ: {_differ(seen[run.name], run.config)}")
@@ -485,8 +491,45 @@ def teacher_home(sweep: Path, teacher: str = "") -> Path:
 def ensemble_paths(cfg: dict, main: str, home: Path) -> tuple[str, ...]:
     """The teachers' .keras files: the main one, then one per "ensemble_seeds" (same flags and split, another seed),
     each in a run dir teacher_s<seed> beside the main teacher's `home` (teacher_home), as its cache is in its own:
-    presets that share a teacher (runs/cpu/teacher) share its ensemble too."""
-    return (main, *(str(home.parent / f"teacher_s{s}" / "teacher.keras") for s in cfg.get("ensemble_seeds", [])))
+    presets that share a teacher (runs/cpu/teacher) share its ensemble too; then the teacher of each "ensemble_presets"."""
+    seeds = (str(home.parent / f"teacher_s{s}" / "teacher.keras") for s in cfg.get("ensemble_seeds", []))
+    return (main, *seeds, *(member_teacher(m) for m in member_presets(cfg)))
+
+
+def member_presets(cfg: dict) -> list[dict]:
+    """The presets named by "ensemble_presets", each read as --config NAME would read it."""
+    names = cfg.get("ensemble_presets", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise UserError(f'"ensemble_presets" must be a list of preset names, not {json.dumps(names)}')
+    return [load_config(n) for n in names]
+
+
+def member_teacher(member: dict) -> str:
+    """A member preset's teacher file: its "teacher_path", else the teacher its own sweep trains (runs/<name>/teacher)."""
+    return member.get("teacher_path") or str(ROOT / "runs" / member["name"] / "teacher" / "teacher.keras")
+
+
+def ensemble_names(cfg: dict, main: str) -> tuple[str, ...]:
+    """The ensemble's members' model names in ensemble_paths' order (the run names' soft-target part): the main
+    teacher's `main` once per teacher of its kind, then each member preset's (its sidecar's, else its "teacher" flags')."""
+    kind = (main,) * (1 + len(cfg.get("ensemble_seeds", [])))
+    return (*kind, *(teacher_model(m, m.get("teacher_path", "")) for m in member_presets(cfg)))
+
+
+def check_member_splits(layout: Layout, n_seeds: int) -> None:
+    """Every member preset's teacher that exists learnt from this preset's training images: a split.json beside it, with
+    the same train and val ids as the main teacher's (else the students' validation images were some member's training
+    images). A member not trained yet is trained on this split."""
+    for path in layout.ensemble[1 + n_seeds :]:
+        if not Path(path).exists():
+            continue
+        split = Path(path).parent / "split.json"
+        if not split.exists():
+            raise UserError(f'"ensemble_presets" teacher {path} has no split.json beside it: its training images are not known')
+        if layout.split.exists():
+            ours, theirs = load_split(layout.split), load_split(split)
+            if any(sorted(ours[k]) != sorted(theirs[k]) for k in ("train", "val")):
+                raise UserError(f'"ensemble_presets" teacher {path} was trained on another split than {layout.split}')
 
 
 def make_layout(cfg: dict, args) -> Layout:
@@ -499,17 +542,22 @@ def make_layout(cfg: dict, args) -> Layout:
             f"\"ensemble_seeds\" trains the ensemble's other members on the given teacher's split, but {teacher} has no "
             "split.json beside it (give a teacher.train run dir's teacher.keras, or leave out the ensemble)"
         )
-    return Layout(sweep, data_dir(cfg, args), ensemble[0], home, bool(teacher), ensemble, extra)
+    layout = Layout(sweep, data_dir(cfg, args), ensemble[0], home, bool(teacher), ensemble, extra)
+    check_member_splits(layout, len(cfg.get("ensemble_seeds", [])))
+    return layout
 
 
 def teacher_jobs(cfg: dict, layout: Layout, where: str) -> list[Job]:
     """The teacher (unless given) and the ensemble's other members, each a TeacherConfig checked by teacher.train's validate."""
-    jobs = []
+    jobs, seeds, members = [], cfg.get("ensemble_seeds", []), member_presets(cfg)
     for i, path in enumerate(layout.ensemble):
-        if i == 0 and layout.given_teacher:
+        member = members[i - 1 - len(seeds)] if i > len(seeds) else None
+        if (i == 0 and layout.given_teacher) or (member and member.get("teacher_path")):
             continue
-        seed = {"seed": cfg["ensemble_seeds"][i - 1], "split_file": str(layout.split)} if i else {}
-        values = {**cfg.get("teacher", {}), **seed, "data": layout.data, "out": str(Path(path).parent)}
+        flags = member.get("teacher", {}) if member else cfg.get("teacher", {})
+        seed = {"seed": seeds[i - 1]} if 0 < i <= len(seeds) else {}
+        seed |= {"split_file": str(layout.split)} if i else {}
+        values = {**flags, **seed, "data": layout.data, "out": str(Path(path).parent)}
         try:
             config = from_values(TeacherConfig, values, f'{where} "teacher"')
             validate_teacher(config)
@@ -517,7 +565,8 @@ def teacher_jobs(cfg: dict, layout: Layout, where: str) -> list[Job]:
             raise UserError(str(e) if str(e).startswith(where) else f'{where} "teacher": {e}') from None
         run_dir = Path(path).parent
         cmd = (sys.executable, "-m", "teacher.train", *to_argv(config))
-        jobs.append(Job(run_dir.name if i else "teacher", run_dir, run_dir / "metrics.json", cmd, (layout.split,) if i else (), "teacher"))
+        name = f"teacher_{member['name']}" if member else run_dir.name if i else "teacher"
+        jobs.append(Job(name, run_dir, run_dir / "metrics.json", cmd, (layout.split,) if i else (), "teacher"))
     return jobs
 
 
@@ -606,6 +655,9 @@ def prepare_inputs(cfg: dict, args, say=print) -> None:
     teacher = args.teacher or cfg.get("teacher_path", "")
     if teacher and not Path(teacher).exists():
         raise UserError(f"teacher {teacher} does not exist")
+    for m in member_presets(cfg):
+        if m.get("teacher_path") and not Path(m["teacher_path"]).exists():
+            raise UserError(f'teacher {m["teacher_path"]} of "ensemble_presets" {m["name"]} does not exist')
     data = Path(data_dir(cfg, args))
     if (args.data or cfg.get("data", "synthetic")) != "synthetic":
         require_data(cfg, args)
@@ -628,7 +680,7 @@ def prepare_inputs(cfg: dict, args, say=print) -> None:
 
 def describe(cfg: dict, args, jobs: list[Job]) -> str:
     students = [j.name for j in jobs if j.kind == "student"]
-    ens = cfg.get("ensemble_seeds", [])
+    ens = [*cfg.get("ensemble_seeds", []), *cfg.get("ensemble_presets", [])]
     shard = f" (shard {args.shard})" if args.shard else ""
     return (
         f"sweep {cfg['name']}{shard}: {len(students)} student runs + {'given' if args.teacher or cfg.get('teacher_path') else 'one'} teacher"

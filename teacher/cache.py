@@ -69,6 +69,7 @@ from distill.cache import (
     LOGITS,
     META,
     MIRRORED_VIEWS,
+    TeacherCache,
     cache_meta,
     fingerprint,
     logits_writer,
@@ -269,7 +270,63 @@ def build_cache(
     with claim(out, overwrite), new_cache(out) as tmp:
         stream_logits(tmp / LOGITS, heads, images, spec, w, chunk, batch)
         build_s = round(time.perf_counter() - t0, 1)
-        meta = cache_meta(teacher_files(teacher_paths), spec, ids, fps, build_s, weights=w, batch_size=batch)
+        names = [model_spec(p, t).get("model_name", "") for p, t in zip(teacher_paths, teachers)]
+        meta = cache_meta(teacher_files(teacher_paths, names), spec, ids, fps, build_s, weights=w, batch_size=batch)
+        write_meta(tmp, meta)
+    return meta
+
+
+def merge_caches(cache_dirs, out: Path, overwrite: bool, weights=None, chunk: int = CHUNK) -> dict:
+    """An ensemble's cache from the caches of its members, with no teacher run again: per image (matched by id, its
+    pixels' fingerprints equal) and view, the weighted mean of the members' logits. Weights are per cache (default: its
+    number of teachers, so every teacher counts once, as with --teacher A B). The meta is the one `--teacher A B`
+    writes (every member's teacher files and their weights, the first cache's spec), so a student's `--teacher A B
+    --teacher-cache OUT` accepts it; its logits equal a rebuilt cache's to float16's last bit (each member's were
+    rounded to float16 once before the mean)."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    check_out(out, overwrite)
+    if len(cache_dirs) < 2:
+        raise UserError("--from-caches needs two caches or more (one cache is its own ensemble)")
+    if weights and len(weights) != len(cache_dirs):
+        raise UserError(f"--teacher-weights has {len(weights)} values for {len(cache_dirs)} cache(s)")
+    caches = [TeacherCache(c) for c in cache_dirs]
+    first = caches[0]
+    ids, fps = first.meta["ids"], first.meta.get("fingerprints")
+    for c in caches:
+        if not c.has_flip_view:
+            raise UserError(
+                f"teacher cache {c.path} holds black-box probabilities: merge caches of teacher files (teacher.cache --teacher)"
+            )
+        for k in ("input_size", "resize_mode", "scale"):
+            if c.meta["spec"].get(k) != first.meta["spec"].get(k):
+                raise UserError(f"teacher cache {c.path} has {k}={c.meta['spec'].get(k)}, {first.path} has {first.meta['spec'].get(k)}")
+        if sorted(c.meta["ids"]) != sorted(ids):
+            raise UserError(f"teacher caches {first.path} and {c.path} hold different images ({len(ids)} and {len(c.meta['ids'])} ids)")
+        theirs = c.meta.get("fingerprints")
+        if fps is None or theirs is None or any(theirs[c.index[i]] != f for i, f in zip(ids, fps)):
+            raise UserError(f"teacher caches {first.path} and {c.path} hold other pixels under the same ids (or no fingerprints)")
+    w = normalise_weights(weights or [len(c.meta["teachers"]) for c in caches])
+    teachers, tw = [], []
+    for c, wc in zip(caches, w):
+        kind = c.meta["spec"].get("model_name", "")
+        for t, wt in zip(c.meta["teachers"], c.weights):
+            teachers.append({**t, **({"model_name": t.get("model_name") or kind} if t.get("model_name") or kind else {})})
+            tw.append(wc * wt)
+    shas = [t["sha256"] for t in teachers]
+    if len(set(shas)) < len(shas):
+        raise UserError("the caches share a teacher file: it would count twice in the ensemble")
+    rows = [np.array([c.index[i] for i in ids]) for c in caches]
+    size = int(first.meta["spec"]["input_size"])
+    with claim(out, overwrite), new_cache(out) as tmp:
+        with logits_writer(tmp / LOGITS, len(ids), size) as write:
+            for s in tqdm(range(0, len(ids), chunk), desc="merge caches", unit="chunk", leave=False):
+                z = sum(wc * c.logits[r[s : s + chunk]].astype(np.float32) for c, r, wc in zip(caches, rows, w))
+                write(z)
+        build_s = round(time.perf_counter() - t0, 1)
+        batch = {c.meta.get("batch_size") for c in caches}
+        source = {"weights": tw, "merged_from": [str(c.path) for c in caches], **({"batch_size": batch.pop()} if len(batch) == 1 else {})}
+        meta = cache_meta(teachers, first.meta["spec"], ids, fps, build_s, **source)
         write_meta(tmp, meta)
     return meta
 
@@ -335,9 +392,15 @@ def main(argv=None) -> int:
         "--teacher", action="extend", nargs="+", help="teacher .keras; several for an ensemble (--teacher A B or --teacher A --teacher B)"
     )
     ap.add_argument("--teacher-weights", type=float, nargs="+", default=None, help="ensemble weights, one per --teacher (default equal)")
+    src.add_argument(
+        "--from-caches",
+        action="extend",
+        nargs="+",
+        help="an ensemble's cache from its members' caches (mean logits, no teacher run again; --teacher-weights: one per cache)",
+    )
     src.add_argument("--from-probabilities", help="folder of <id>.png (8/16-bit) or <id>.npy probability maps from a black-box teacher")
     ap.add_argument("--input-size", type=int, default=128, help="with --from-probabilities: the students' input size")
-    ap.add_argument("--data", action="extend", nargs="+", required=True, help="labelled data folder(s) or .npz (--data A B or repeated)")
+    ap.add_argument("--data", action="extend", nargs="+", default=[], help="labelled data folder(s) or .npz (--data A B or repeated)")
     ap.add_argument(
         "--unlabelled", action="extend", nargs="+", default=[], help="unlabelled image folder(s) or .npz (--unlabelled A B or repeated)"
     )
@@ -354,7 +417,14 @@ def main(argv=None) -> int:
         raise UserError(f"--batch-size {args.batch_size} must be between 1 and {CHUNK}")
     out = Path(args.out)
     check_out(out, args.overwrite)
-    if args.from_probabilities:
+    if args.from_caches:
+        if args.data or args.unlabelled:
+            raise UserError("--from-caches takes its images from the caches: leave out --data and --unlabelled")
+        meta = merge_caches(args.from_caches, out, args.overwrite, args.teacher_weights)
+        what = f"mean logits of {len(args.from_caches)} caches ({len(meta['teachers'])} teachers)"
+    elif not args.data:
+        raise UserError("--data is required (the labelled images)")
+    elif args.from_probabilities:
         meta = build_cache_from_probabilities(
             Path(args.from_probabilities), args.data, args.unlabelled, args.input_size, out, args.overwrite
         )

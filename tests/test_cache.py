@@ -388,3 +388,62 @@ def test_report_line_has_time_and_peak_rss(env, tmp_path, capsys):
     assert len(lines) == 1 and "32 images x 2 views" in lines[0] and "built in" in lines[0] and "peak RSS" in lines[0]
     meta = json.loads((out / "meta.json").read_text())
     assert isinstance(meta["build_s"], float) and meta["build_s"] >= 0
+
+
+def test_merged_caches_are_the_ensemble_cache_a_student_accepts(env, tmp_path):
+    """--from-caches A B: per image and view the mean of the members' logits, within float16's last bit of the cache
+    `--teacher a b` builds; the same teachers, weights and ids in its meta, so a student's --teacher a b accepts it; run
+    names say both kinds of teacher (unet2d3_wide); bad merges are refused before anything is written."""
+    from distill.cache import TeacherCache
+    from pi.sidecar import make_spec
+
+    root = tmp_path / "kinds"
+    root.mkdir()
+    for t in ("a", "b"):  # two kinds, as a sidecar names them
+        shutil.copy(env[t], root / f"{t}.keras")
+        (root / f"{t}.keras.json").write_text(json.dumps({**make_spec(104, "pad"), "model_name": "unet2d3" if t == "a" else "wide"}))
+    kinds = {**env, "a": root / "a.keras", "b": root / "b.keras"}
+    one_a, one_b = (
+        build(kinds, tmp_path / "a", "--unlabelled", env["test"]),
+        build(kinds, tmp_path / "b", "--unlabelled", env["test"], teacher="b"),
+    )
+    assert one_a["teachers"][0]["model_name"] == "unet2d3"
+    both = tmp_path / "both"
+    assert cache_main(["--teacher", kinds["a"], kinds["b"], "--data", env["data"], "--unlabelled", env["test"], "--out", both]) == 0
+    merged = tmp_path / "merged"
+    assert cache_main(["--from-caches", tmp_path / "b", tmp_path / "a", "--out", merged]) == 0  # another order: same ensemble
+    ref, got = TeacherCache(both), TeacherCache(merged)
+    rows = [got.index[i] for i in ref.meta["ids"]]
+    z_ref, z_got = np.asarray(ref.logits, np.float32), np.asarray(got.logits, np.float32)[rows]
+    members = [TeacherCache(tmp_path / t) for t in ("a", "b")]
+    z_a, z_b = (np.asarray(m.logits, np.float32)[[m.index[i] for i in ref.meta["ids"]]] for m in members)
+    spacing = lambda z: np.abs(np.spacing(z.astype(np.float16))).astype(np.float32)  # noqa: E731
+    # each member was rounded to float16 once (within a float16 step of it), then the mean once more
+    assert np.all(np.abs(z_got - z_ref) <= np.maximum(spacing(z_a), spacing(z_b)) + spacing(z_ref) + 1e-7)
+    assert np.allclose(z_got, (z_a + z_b) / 2, atol=1e-2) and not np.array_equal(z_got, z_a)  # the mean, not a member
+    got.check([kinds["a"], kinds["b"]], ref.meta["spec"])  # a student's --teacher a b --teacher-cache MERGED
+    assert got.label == "wide_unet2d3" and ref.label == "unet2d3_wide" and got.weights == [0.5, 0.5]
+    assert sorted(got.meta["ids"]) == sorted(one_a["ids"]) and got.meta["merged_from"] == [str(tmp_path / "b"), str(tmp_path / "a")]
+    # weights per cache: 3:1 between the members
+    weighted = tmp_path / "weighted"
+    assert cache_main(["--from-caches", tmp_path / "a", tmp_path / "b", "--teacher-weights", "3", "1", "--out", weighted]) == 0
+    assert TeacherCache(weighted).weights == [0.75, 0.25]
+    # refused, nothing written: one cache, a teacher twice, other images, other pixels, data flags
+    labelled_only = build(kinds, tmp_path / "a_labelled", teacher="a")
+    assert labelled_only["n"] < one_b["n"]
+    for argv, msg in [
+        (["--from-caches", tmp_path / "a"], "two caches or more"),
+        (["--from-caches", tmp_path / "a", both], "share a teacher file"),
+        (["--from-caches", tmp_path / "a_labelled", tmp_path / "b"], "different images"),
+        (["--from-caches", tmp_path / "a", tmp_path / "b", "--data", env["data"]], "leave out --data"),
+        (["--from-caches", tmp_path / "a", tmp_path / "b", "--teacher-weights", "1"], "1 values for 2 cache"),
+    ]:
+        with pytest.raises(UserError, match=msg):
+            cache_main([*argv, "--out", tmp_path / "refused"])
+        assert not (tmp_path / "refused").exists()
+    meta_b = json.loads((tmp_path / "b" / "meta.json").read_text())
+    other = tmp_path / "b_other"
+    shutil.copytree(tmp_path / "b", other)
+    (other / "meta.json").write_text(json.dumps({**meta_b, "fingerprints": ["0" * 16] * meta_b["n"]}))
+    with pytest.raises(UserError, match="other pixels"):
+        cache_main(["--from-caches", tmp_path / "a", other, "--out", tmp_path / "refused"])

@@ -225,6 +225,7 @@ PRESETS = {
     "cpu_e45_ensemble": (3, ["teacher_s1", "ensemble_cache"], ["unet4_from_unet8x2_T2_l0.9_sT_unl_tta_lov9_s0"]),
     "cpu_t16": (3, ["teacher", "teacher_cache"], ["unet4_from_unet16_T2_l0.9_sT_unl_lov9_s0"]),
     "cpu_tres8": (3, ["teacher", "teacher_cache"], ["unet4_from_resunet8_T2_l0.9_sT_unl_lov9_s0"]),
+    "cpu_t16res8": (3, ["teacher_cpu_tres8", "ensemble_cache"], ["unet4_from_unet16_resunet8_T2_l0.9_sT_unl_tta_lov9_s0"]),
     "cpu_e90": (
         12,
         ["teacher_s1", "teacher_cache", "ensemble_cache"],
@@ -316,6 +317,7 @@ ELSEWHERE = {
     "cpu_e45_ensemble": ["unet4_from_unet8x2_T2_l0.9_sT_unl_tta_lov9_s2"],
     "cpu_t16": ["unet4_from_unet16_T2_l0.9_sT_unl_lov9_s2"],
     "cpu_tres8": ["unet4_from_resunet8_T2_l0.9_sT_unl_lov9_s2"],
+    "cpu_t16res8": ["unet4_from_unet16_resunet8_T2_l0.9_sT_unl_tta_lov9_s2"],
     "cpu_e90": ["unet4_from_unet8_T2_l0.9_sT_unl_s2", "unet4_from_unet8x2_T2_l0.9_sT_unl_tta_lov18_s2"],
     "cpu_unlabelled": ["unet4_from_unet8_T2_l0.9_sT_unl_u18k_s2"],
     "cpu_frontier": ["unet6d3_from_unet8_T2_l0.9_sT_unl_s2", "unet4_bilinear_baseline_s1"],
@@ -704,6 +706,57 @@ def test_an_ensemble_grows_beside_a_given_teacher(tmp_path):
     assert jobs["ensemble_cache"].run_dir == tmp_path / "e45" / "teacher_ensemble2" / "cache"
     cache = " ".join(jobs["ensemble_cache"].cmd)
     assert f"--teacher {given} --teacher {tmp_path / 'cpu' / 'teacher_s1' / 'teacher.keras'}" in cache and "--unlabelled" in cache
+
+
+def test_an_ensemble_of_another_presets_teacher(tmp_path):
+    """ "ensemble_presets": another preset's teacher joins the ensemble: the runs are named by both kinds, the ensemble's
+    cache reads both files; a member not trained yet is trained on this preset's split (in its own preset's dir), a
+    trained one is taken as it is, and one trained on another split, or with no split.json, is refused at plan time."""
+    from common.cli import UserError
+    from experiments.sweep import ROOT, parse_args, plan
+
+    main, member = tmp_path / "t16" / "teacher", tmp_path / "res" / "teacher"
+    main.mkdir(parents=True)
+    (main / "teacher.keras.json").write_text(json.dumps({"model_name": "unet16"}))
+    (main / "split.json").write_text(json.dumps({"seed": 0, "train": ["a", "b"], "val": ["c"]}))
+    (main / "teacher.keras").write_bytes(b"model")
+    trained = {"name": "res", "data": "synthetic", "teacher_path": str(member / "teacher.keras"), "grid": {}, "seeds": [0]}
+    untrained = {"name": "res_new", "data": "synthetic", "teacher": {"arch": "resunet", "base_filters": 8}, "grid": {}, "seeds": [0]}
+    cfg = {
+        "name": "mix",
+        "data": "synthetic",
+        "teacher_path": str(main / "teacher.keras"),
+        "teacher_cache": True,
+        "grid": {"lam": [0.9], "unlabelled": [True], "ensemble": [True]},
+        "seeds": [0],
+    }
+
+    def jobs(members: dict):
+        for name, m in members.items():
+            (tmp_path / f"{name}.json").write_text(json.dumps(m))
+        c = {**cfg, "ensemble_presets": [str(tmp_path / f"{n}.json") for n in members]}
+        (tmp_path / "mix.json").write_text(json.dumps(c))
+        return {j.name: j for j in plan(c, parse_args(["--config", str(tmp_path / "mix.json"), "--out", str(tmp_path / "mix")]))}
+
+    member.mkdir(parents=True)
+    (member / "teacher.keras.json").write_text(json.dumps({"model_name": "resunet8"}))
+    (member / "teacher.keras").write_bytes(b"other model")
+    with pytest.raises(UserError, match="no split.json beside it"):
+        jobs({"res": trained})
+    (member / "split.json").write_text(json.dumps({"seed": 1, "train": ["a", "c"], "val": ["b"]}))
+    with pytest.raises(UserError, match="another split"):
+        jobs({"res": trained})
+    (member / "split.json").write_text(json.dumps({"seed": 0, "train": ["b", "a"], "val": ["c"]}))
+    planned = jobs({"res": trained})
+    assert list(planned) == ["ensemble_cache", "unet4_from_unet16_resunet8_T2_l0.9_sT_unl_s0"]
+    cache = " ".join(planned["ensemble_cache"].cmd)
+    assert f"--teacher {main / 'teacher.keras'} --teacher {member / 'teacher.keras'}" in cache
+    assert planned["ensemble_cache"].run_dir == tmp_path / "mix" / "teacher_ensemble2" / "cache"
+    planned = jobs({"res": trained, "res_new": untrained})  # three kinds, the last one to train first
+    assert list(planned)[:2] == ["teacher_res_new", "ensemble_cache"]
+    new = planned["teacher_res_new"]
+    assert new.run_dir == ROOT / "runs" / "res_new" / "teacher" and f"--split-file {main / 'split.json'}" in " ".join(new.cmd)
+    assert "--arch resunet" in " ".join(new.cmd) and list(planned)[2] == "unet4_from_unet16_resunet8_resunet8_T2_l0.9_sT_unl_s0"
 
 
 def test_a_bare_given_teacher_gets_its_cache_in_the_sweep_dir(tmp_path):
