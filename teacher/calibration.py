@@ -1,10 +1,18 @@
-"""How good a teacher is its probability map? Calibration on the validation split.
+"""How good a soft target is on the validation split: its scores and its calibration.
 
     python -m teacher.calibration --teacher runs/cpu/teacher/teacher.keras --data cache/tgs.npz
-    # prints one JSON object: {"n_images": 321, "nll": 0.1.., "brier": 0.0.., "ece": 0.0.., "best_temperature": 1.3, "nll_at_best": ...}
+    # prints one JSON object: {"n_images": 321, "kaggle_map": 0.73.., "mean_iou": 0.87.., "salt_iou": 0.80..,
+    #   "nll": 0.1.., "brier": 0.0.., "ece": 0.0.., "best_temperature": 0.9.., "nll_at_best": ...}
+    python -m teacher.calibration --teacher runs/cpu_t16/teacher/teacher.keras runs/cpu_tres8/teacher/teacher.keras --tta --data cache/tgs.npz
+    python -m teacher.calibration --cache runs/cpu_t16res8/teacher_ensemble2/cache --tta --data cache/tgs.npz \
+        --split runs/cpu_t16/teacher/split.json     # the same soft target, read from the ensemble's cache
 
-The figures are metrics.calibration.calibration: pixel NLL, Brier score and ECE of sigmoid(logits)
-at T = 1 on the original 101x101 pixels, and the NLL-optimal temperature.
+Several --teacher files are scored as their ensemble (mean logits, as teacher.cache averages them); --cache scores a
+cache's logits (the soft target a student with --teacher-cache reads); --tta averages each image's logits with
+those of its flip (--teacher-tta). The scores are training.scoring's (threshold 0.5, the original 101x101 pixels);
+the calibration figures are metrics.calibration.calibration: pixel NLL, Brier score and ECE of sigmoid(logits) at
+T = 1, and the NLL-optimal temperature. --split: the split.json whose validation images are scored (default: the one
+next to the first --teacher; a cache needs it named).
 """
 
 from __future__ import annotations
@@ -17,31 +25,53 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from common.cli import UserError, run
 from common.config import HelpFormatter
 from data.pipeline import prep_images
 from data.split import load_split
 from data.tgs import load_data
+from distill.cache import TeacherCache
 from distill.teachers import ensemble_logits, load_teacher
 from metrics.calibration import calibration
+from metrics.segmentation import score_masks
 from models.files import model_spec
 from pi.tgs_common import postprocess
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    ap.add_argument("--teacher", required=True, help="trained teacher .keras (its logits are scored)")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--teacher", action="extend", nargs="+", help="trained teacher .keras (several: their mean logits)")
+    src.add_argument("--cache", help="a teacher cache (python -m teacher.cache): the soft target it holds")
+    ap.add_argument("--tta", action="store_true", help="average each image's logits with its flip's (--teacher-tta)")
     ap.add_argument("--data", required=True, help="Kaggle TGS folder or .npz cache with the labels")
-    ap.add_argument("--split", default="", help="split.json (default: next to the teacher)")
+    ap.add_argument("--split", default="", help="split.json (default: next to the first --teacher)")
     args = ap.parse_args(argv)
-    model = load_teacher(args.teacher)
-    split_path = Path(args.split) if args.split else Path(args.teacher).parent / "split.json"
+    if args.split:
+        split_path = Path(args.split)
+    elif args.teacher:
+        split_path = Path(args.teacher[0]).parent / "split.json"
+    else:
+        raise UserError("--cache needs --split (the split.json of the run whose validation images to score)")
     if not split_path.exists():
         raise UserError(f"no split file {split_path}; pass --split")
     val = load_data(args.data).subset(load_split(split_path)["val"])
-    spec = model_spec(args.teacher, model)
-    logits = postprocess(ensemble_logits([model], prep_images(val.images, spec)), spec)
-    print(json.dumps({"n_images": len(val), **calibration(logits, val.masks)}))
+    if args.cache:
+        cache = TeacherCache(args.cache, tta=args.tta)
+        spec = cache.meta["spec"]
+        logits = cache.take(val.ids, val.images)[:, 0, ..., 0].astype(np.float32)
+    else:
+        models = [load_teacher(t) for t in args.teacher]
+        spec = model_spec(args.teacher[0], models[0])
+        x = prep_images(val.images, spec)
+        logits = ensemble_logits(models, x)
+        if args.tta:
+            logits = (logits + ensemble_logits(models, x[:, :, ::-1])[:, :, ::-1]) / 2
+    logits = postprocess(logits, spec)
+    scores = score_masks(1 / (1 + np.exp(-logits)) > float(spec["threshold"]), val.masks)
+    print(json.dumps({**scores, **calibration(logits, val.masks)}))
     return 0
 
 

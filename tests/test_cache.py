@@ -447,3 +447,39 @@ def test_merged_caches_are_the_ensemble_cache_a_student_accepts(env, tmp_path):
     (other / "meta.json").write_text(json.dumps({**meta_b, "fingerprints": ["0" * 16] * meta_b["n"]}))
     with pytest.raises(UserError, match="other pixels"):
         cache_main(["--from-caches", tmp_path / "a", other, "--out", tmp_path / "refused"])
+
+
+def test_calibration_scores_an_ensemble_from_its_files_or_its_cache(env, tmp_path, capsys):
+    """teacher.calibration: two teacher files (--tta: with their flips) and the cache of the same ensemble are one soft
+    target with the same scores and calibration (float16 storage aside); without --tta the flips are not in it; a
+    cache is scored only on a named split."""
+    import keras
+
+    from data.tgs import load_data
+    from teacher.calibration import main
+
+    ids = load_data(env["data"]).ids
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"seed": 0, "train": ids[8:], "val": ids[:8]}))
+    sharp = {}
+    for t in ("a", "b"):  # untrained teachers' logits are near 0 everywhere: scale them up so the figures tell maps apart
+        model = keras.saving.load_model(env[t])
+        layer = model.get_layer("logits")
+        layer.set_weights([w * 200 for w in layer.get_weights()])
+        model.save(tmp_path / f"{t}.keras")
+        sharp[t] = tmp_path / f"{t}.keras"
+    both = tmp_path / "both"
+    assert cache_main(["--teacher", sharp["a"], sharp["b"], "--data", env["data"], "--out", both]) == 0
+
+    def scored(*argv):
+        capsys.readouterr()
+        assert main([*map(str, argv), "--data", str(env["data"]), "--split", str(split)]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    files, cached = scored("--teacher", sharp["a"], sharp["b"], "--tta"), scored("--cache", both, "--tta")
+    plain = scored("--cache", both)
+    assert files["n_images"] == cached["n_images"] == 8 and {"kaggle_map", "mean_iou", "nll", "ece"} <= set(files)
+    assert abs(files["nll"] - cached["nll"]) < 1e-3 and abs(files["mean_iou"] - cached["mean_iou"]) < 0.01
+    assert plain["nll"] != cached["nll"] and scored("--teacher", sharp["a"])["nll"] != scored("--teacher", sharp["a"], sharp["b"])["nll"]
+    with pytest.raises(UserError, match="--cache needs --split"):
+        main(["--cache", str(both), "--data", str(env["data"])])
