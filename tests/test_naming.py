@@ -30,6 +30,10 @@ def test_names_and_labels():
     assert RunSpec("unet4", seed=0).name == "unet4_baseline_s0" and RunSpec("unet4").label == "unet4 baseline"
     assert RunSpec(**{**kd, "teacher": "unet8x2", "unlabelled": True}).label == "unet4 KD T=2 lam=0.9 s=T +unl ens2"
     assert RunSpec(**{**kd, "teacher": "blackbox"}).label == "unet4 KD T=2 lam=0.9 s=T blackbox"
+    # an ensemble of two kinds is an ensemble too; a single teacher whose name has an underscore is not
+    assert RunSpec(**{**kd, "teacher": "unet16_resunet8"}).label == "unet4 KD T=2 lam=0.9 s=T ens2"
+    assert RunSpec(**{**kd, "teacher": "unet8_unet16_resunet8w0.5-0.25-0.25"}).label == "unet4 KD T=2 lam=0.9 s=T ens3 weighted"
+    assert RunSpec(**{**kd, "teacher": "unet4_bilinear"}).label == "unet4 KD T=2 lam=0.9 s=T"
     assert RunSpec(**{**kd, "temperature": "auto"}, resolved_temperature=0.973).label.startswith("unet4 KD T=auto(0.97)")
 
 

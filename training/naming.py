@@ -16,6 +16,8 @@ from common.choices import DEFAULT_DEPTH, default_decoder
 
 # --feature-layers when not given: the students' and teachers' 1/2-resolution decoder stage (unet, sepunet, mbv2cat, mbv2add)
 DEFAULT_FEATURE_LAYERS = ("dec1_out:dec1_out",)
+_MODEL = r"[a-z][a-z0-9]*\d+(?:d\d+)?"  # a model name of models.registry: unet8, resunet8, unet6d3 (not unet4_bilinear)
+KINDS = re.compile(rf"((?:{_MODEL}_)+{_MODEL})(w[\d.\-]+)?")  # an ensemble of several kinds (distill.cache.ensemble_label)
 
 
 def feature_pairs(items) -> list[tuple[str, str]]:
@@ -130,8 +132,10 @@ class RunSpec:
             T = f"auto({self.resolved_temperature:.2f})" if self.resolved_temperature is not None else "auto"
         else:
             T = f"{float(self.temperature):g}"
-        m = re.search(r"x(\d+)(w[\d.\-]+)?$", self.teacher)
-        ens = (f" ens{m.group(1)}" + (" weighted" if m.group(2) else "")) if m else ""
+        m = re.search(r"x(\d+)(w[\d.\-]+)?$", self.teacher)  # unet8x2: two of one kind
+        kinds = KINDS.fullmatch(self.teacher)  # unet16_resunet8: one of each kind
+        n, w = (m.group(1), m.group(2)) if m else (kinds.group(1).count("_") + 1, kinds.group(2)) if kinds else (0, "")
+        ens = (f" ens{n}" + (" weighted" if w else "")) if n else ""
         return (
             f"{self.model} KD T={T} lam={self.lam:g} s={self.scale}"
             + ((" +unl" + ("" if self.n_unlabelled == 16 else str(self.n_unlabelled)) + self.count_tag(" ")) if self.unlabelled else "")
