@@ -309,9 +309,9 @@ def merge_caches(cache_dirs, out: Path, overwrite: bool, weights=None, chunk: in
     w = normalise_weights(weights or [len(c.meta["teachers"]) for c in caches])
     teachers, tw = [], []
     for c, wc in zip(caches, w):
-        kind = c.meta["spec"].get("model_name", "")
         for t, wt in zip(c.meta["teachers"], c.weights):
-            teachers.append({**t, **({"model_name": t.get("model_name") or kind} if t.get("model_name") or kind else {})})
+            name = t.get("model_name") or c.meta["spec"].get("model_name", "")  # single-kind caches name it in the spec
+            teachers.append({**t, "model_name": name} if name else dict(t))
             tw.append(wc * wt)
     shas = [t["sha256"] for t in teachers]
     if len(set(shas)) < len(shas):

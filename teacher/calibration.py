@@ -32,12 +32,14 @@ from common.config import HelpFormatter
 from data.pipeline import prep_images
 from data.split import load_split
 from data.tgs import load_data
-from distill.cache import TeacherCache
+from distill.cache import TeacherCache, flip_average
 from distill.teachers import ensemble_logits, load_teacher
 from metrics.calibration import calibration
 from metrics.segmentation import score_masks
 from models.files import model_spec
+from models.registry import logits_model
 from pi.tgs_common import postprocess
+from teacher.cache import teacher_views
 
 
 def main(argv=None) -> int:
@@ -66,9 +68,8 @@ def main(argv=None) -> int:
         models = [load_teacher(t) for t in args.teacher]
         spec = model_spec(args.teacher[0], models[0])
         x = prep_images(val.images, spec)
-        logits = ensemble_logits(models, x)
-        if args.tta:
-            logits = (logits + ensemble_logits(models, x[:, :, ::-1])[:, :, ::-1]) / 2
+        # with --tta both views, flip-averaged as a cache's are (teacher.cache.teacher_views, distill.cache.flip_average)
+        logits = flip_average(teacher_views([logits_model(m) for m in models], x, None))[:, 0] if args.tta else ensemble_logits(models, x)
     logits = postprocess(logits, spec)
     scores = score_masks(1 / (1 + np.exp(-logits)) > float(spec["threshold"]), val.masks)
     print(json.dumps({**scores, **calibration(logits, val.masks)}))
