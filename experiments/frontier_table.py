@@ -26,7 +26,15 @@ PAIRED = {
     "d_ref_last_hi": "d_last_hi",
 }
 # RunSpec's options (RunSpec.extras) at their defaults
-PLAIN = {"teacher_tta": False, "feature_loss": "", "lovasz_epochs": 0, "tune_threshold": False, "augment": "flip", "mixup": 0.0}
+PLAIN = {
+    "teacher_tta": False,
+    "feature_loss": "",
+    "lovasz_epochs": 0,
+    "tune_threshold": False,
+    "augment": "flip",
+    "mixup": 0.0,
+    "precision": "float32",
+}
 
 
 def setting(lam: float, unlabelled: bool) -> str:

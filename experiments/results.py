@@ -189,6 +189,7 @@ def _spec_columns(run: Path, cfg: dict, met: dict) -> dict:
         feature_loss=spec.feature_loss,
         feature_weight=spec.feature_weight if spec.feature_loss else np.nan,
         mixup=spec.mixup,
+        precision=spec.precision,  # --precision: a bf16 run is paired with the bf16 baseline
         has_counts="val_counts_per_image" in met,
         recipe=spec.recipe,  # the label without the teacher's part: one recipe, several teachers
     )
@@ -405,6 +406,7 @@ def summarize(df: pd.DataFrame, reference: str = "") -> pd.DataFrame:
                 (df.model == first["model"]) if "model" in df else (df.base_filters == first["base_filters"]) & (df.arch == first["arch"])
             )
             same &= (df.augment == first["augment"]) if "augment" in df else True  # --augment strong: its own baseline
+            same &= (df.precision == first["precision"]) if "precision" in df else True
             same &= (df.epochs == first["epochs"]) if "epochs" in df else True  # sweeps of several budgets: the same budget's
             base = df[(df.kind == "student") & (df.lam == 0) & same]
             p = paired(g, base)

@@ -21,10 +21,10 @@ NAME.json still finds NAME.py) holds {"name", "data": path or "synthetic", "synt
 {"lam": [...], "temperature": [...], "scale": [...], "base_filters": [...], "unlabelled": [false, true, "all"],
 "ensemble": [false, true], "blackbox": [false, "mirrored", "noflip"], "model": [{"arch": "sepunet",
 "base_filters": 8}, {"arch": "unet", "base_filters": 6, "depth": 3}, ...], "options": [{}, {"n_unlabelled":
-32}, {"teacher_tta": true}, {"lovasz_epochs": 3}, {"tune_threshold": true}, {"augment": "strong", "mixup": 0.2}]}; a "model" entry sets the
+32}, {"teacher_tta": true}, {"lovasz_epochs": 3}, {"tune_threshold": true}, {"augment": "strong", "mixup": 0.2}, {"precision": "mixed_bfloat16"}]}; a "model" entry sets the
 student's architecture (arch, base_filters, depth, upsample; the rest from "student"), an "options" entry
 flags that are off by default (each adds to the run's name; "augment": "strong" and "mixup" put the teacher in the graph
-even with "teacher_cache", and baselines keep "augment" but drop "mixup"; {"feature_loss": "fitnets" | "at" | "cwd",
+even with "teacher_cache", and baselines keep "augment" and "precision" but drop "mixup"; {"feature_loss": "fitnets" | "at" | "cwd",
 "feature_weight": w} adds feature distillation, with the teacher in the graph, not for baselines, blackbox or ensembles);
 "unlabelled": true adds the data's own test
 images, "all" those and the "unlabelled_extra" folders (its runs are named by the count, e.g. _unl_u18k); a list of grids runs the union
@@ -75,7 +75,17 @@ POLL_S = 3.0  # how often a shard looks again at a teacher or cache that another
 UNLABELLED = (False, True, "all")  # none; the data's own test images; those and the config's "unlabelled_extra" folders
 GRID_KEYS = ("lam", "temperature", "scale", "base_filters", "model", "options", "unlabelled", "ensemble", "blackbox")
 # what an "options" grid entry may set (distill_train.py flags that are off by default; each names its runs)
-OPTION_KEYS = ("n_unlabelled", "teacher_tta", "lovasz_epochs", "tune_threshold", "augment", "mixup", "feature_loss", "feature_weight")
+OPTION_KEYS = (
+    "n_unlabelled",
+    "teacher_tta",
+    "lovasz_epochs",
+    "tune_threshold",
+    "augment",
+    "mixup",
+    "feature_loss",
+    "feature_weight",
+    "precision",
+)
 MODEL_KEYS = ("arch", "base_filters", "depth", "upsample")  # what a "model" grid entry may set
 BLACKBOX = (False, "mirrored", "noflip")
 KINDS = ("teacher", "cache", "probabilities", "student")
@@ -316,7 +326,7 @@ def point_flags(cfg: dict, p: dict) -> dict:
     opts = dict(p["options"])
     if p["lam"] == 0:
         p.update(temperature=2.0, scale="T", unlabelled=False, ensemble=False, blackbox=False)
-        opts = {k: v for k, v in opts.items() if k in ("lovasz_epochs", "tune_threshold", "augment")}
+        opts = {k: v for k, v in opts.items() if k in ("lovasz_epochs", "tune_threshold", "augment", "precision")}
     flags = {**cfg.get("student", {}), "base_filters": p["base_filters"], **p["model"], **opts, "seed": p["seed"], "lam": p["lam"]}
     if not p["unlabelled"]:
         flags = {k: v for k, v in flags.items() if k not in ("mixup", "n_unlabelled")}

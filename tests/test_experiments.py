@@ -227,6 +227,7 @@ PRESETS = {
     "cpu_tres8": (3, ["teacher", "teacher_cache"], ["unet4_from_resunet8_T2_l0.9_sT_unl_lov9_s0"]),
     "cpu_t16res8": (3, ["teacher_cpu_tres8", "ensemble_cache"], ["unet4_from_unet16_resunet8_T2_l0.9_sT_unl_tta_lov9_s0"]),
     "cpu_t16res8_e90": (3, ["teacher_cpu_tres8", "ensemble_cache"], ["unet4_from_unet16_resunet8_T2_l0.9_sT_unl_tta_lov18_s0"]),
+    "cpu_bf16": (6, ["teacher", "teacher_cache"], ["unet4_from_unet8_T2_l0.9_sT_unl_s0", "unet4_from_unet8_T2_l0.9_sT_unl_bf16_s0"]),
     "cpu_e90": (
         12,
         ["teacher_s1", "teacher_cache", "ensemble_cache"],
@@ -320,6 +321,7 @@ ELSEWHERE = {
     "cpu_tres8": ["unet4_from_resunet8_T2_l0.9_sT_unl_lov9_s2"],
     "cpu_t16res8": ["unet4_from_unet16_resunet8_T2_l0.9_sT_unl_tta_lov9_s2"],
     "cpu_t16res8_e90": ["unet4_from_unet16_resunet8_T2_l0.9_sT_unl_tta_lov18_s2"],
+    "cpu_bf16": ["unet4_from_unet8_T2_l0.9_sT_unl_bf16_s2"],
     "cpu_e90": ["unet4_from_unet8_T2_l0.9_sT_unl_s2", "unet4_from_unet8x2_T2_l0.9_sT_unl_tta_lov18_s2"],
     "cpu_unlabelled": ["unet4_from_unet8_T2_l0.9_sT_unl_u18k_s2"],
     "cpu_frontier": ["unet6d3_from_unet8_T2_l0.9_sT_unl_s2", "unet4_bilinear_baseline_s1"],

@@ -52,3 +52,33 @@ def test_mixed_run_trains_and_saves_a_float32_student(synth_dir, tmp_path):
     assert cfg["precision"] == "mixed_bfloat16" and cfg["environment"]["devices"]["kind"] == "cpu"
     model = keras.saving.load_model(out / "student.keras")
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+
+
+def test_run_names_and_sweep_say_bfloat16(tmp_path):
+    """A bfloat16 run is told apart by name (_bf16) and label (+bf16); the sweep's "options" set it, baselines keep it,
+    and a float32 run keeps the name of earlier versions (so the cpu preset's runs are shared, not trained again)."""
+    from experiments.sweep import student_runs
+    from training.naming import RunSpec
+
+    kd = {"base_filters": 4, "lam": 0.9, "temperature": 2.0, "scale": "T", "seed": 0, "unlabelled": True}
+    assert RunSpec.from_config({**kd, "precision": "float32"}, "unet8").name == "unet4_from_unet8_T2_l0.9_sT_unl_s0"
+    mixed = RunSpec.from_config({**kd, "precision": "mixed_bfloat16", "lovasz_epochs": 3}, "unet8")
+    assert mixed.name == "unet4_from_unet8_T2_l0.9_sT_unl_lov3_bf16_s0" and mixed.label.endswith("+unl +lovasz3 +bf16")
+    base = RunSpec.from_config({**kd, "lam": 0, "precision": "mixed_bfloat16"})
+    assert base.name == "unet4_baseline_bf16_s0" and base.label == "unet4 baseline +bf16"
+    cfg = {
+        "name": "a",
+        "data": "synthetic",
+        "teacher": {"base_filters": 4},
+        "teacher_cache": True,
+        "seeds": [0],
+        "grid": {"lam": [0, 0.9], "unlabelled": [True], "options": [{}, {"precision": "mixed_bfloat16"}]},
+    }
+    runs = student_runs(cfg, "unet4")
+    assert [r.name for r in runs] == [
+        "unet4_baseline_s0",
+        "unet4_baseline_bf16_s0",
+        "unet4_from_unet4_T2_l0.9_sT_unl_s0",
+        "unet4_from_unet4_T2_l0.9_sT_unl_bf16_s0",
+    ]
+    assert [r.config.precision for r in runs] == ["float32", "mixed_bfloat16"] * 2

@@ -77,6 +77,7 @@ class RunSpec:
     feature_layers: tuple = DEFAULT_FEATURE_LAYERS  # matched stage pairs (--feature-layers), named only when not the default
     augment: str = "flip"  # --augment: "strong" (shifts, zoom, brightness/contrast) is named _aug; "flip" is not named
     mixup: float = 0.0  # --mixup alpha of the unlabelled images, named _mix0.2 when > 0 (only with unlabelled images)
+    precision: str = "float32"  # --precision: mixed_bfloat16 is named _bf16; float32 is not named
 
     @property
     def extras(self) -> tuple[str, str]:
@@ -87,6 +88,7 @@ class RunSpec:
         parts += [("thr", "+thr")] if self.tune_threshold else []
         parts += [("aug", "+aug")] if self.augment == "strong" else []
         parts += [(f"mix{self.mixup:g}", f"+mixup{self.mixup:g}")] if self.mixup and self.unlabelled else []
+        parts += [("bf16", "+bf16")] if self.precision == "mixed_bfloat16" else []
         return "".join("_" + n for n, _ in parts), "".join(" " + lab for _, lab in parts)
 
     @property
@@ -185,6 +187,7 @@ class RunSpec:
             feature_layers=tuple(cfg.get("feature_layers") or DEFAULT_FEATURE_LAYERS),
             augment=str(cfg.get("augment", "flip") or "flip"),
             mixup=float(cfg.get("mixup", 0.0) or 0.0),
+            precision=str(cfg.get("precision", "float32") or "float32"),
         )
 
     @classmethod
