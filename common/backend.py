@@ -17,14 +17,14 @@ from __future__ import annotations
 import importlib.util
 import os
 
-from common.choices import PRECISIONS
+from common.choices import BACKENDS, PRECISIONS
 from common.cli import UserError
 
 
 def choose_backend() -> str:
     """Set KERAS_BACKEND (if unset) to the first installed of torch, tensorflow, jax (the module doc says why) and return it."""
     if "KERAS_BACKEND" not in os.environ:
-        for name in ("torch", "tensorflow", "jax"):
+        for name in BACKENDS:
             if importlib.util.find_spec(name) is not None:
                 os.environ["KERAS_BACKEND"] = name
                 break

@@ -35,6 +35,7 @@ DEFAULT_DEPTH = 4
 
 RESIZE_MODES = ("pad", "resize")  # --resize-mode
 MONITORS = ("mean_iou", "kaggle_map", "salt_iou")  # --monitor
+BACKENDS = ("torch", "tensorflow", "jax")  # Keras backends, in the order common/backend.py prefers them
 PRECISIONS = ("float32", "mixed_bfloat16")  # --precision
 ACCELERATORS = ("auto", "gpu", "cpu")  # --accelerator
 TEACHER_LOSSES = ("bce", "bce_dice")  # teacher.train --loss

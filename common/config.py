@@ -9,6 +9,8 @@ import json
 import platform
 import sys
 
+from common.choices import BACKENDS
+
 
 def environment() -> dict:
     """Library versions and backend, recorded with every run."""
@@ -22,7 +24,7 @@ def environment() -> dict:
         "backend": keras.backend.backend(),
         "numpy": numpy.__version__,
     }
-    for name in ("torch", "tensorflow", "jax"):
+    for name in BACKENDS:
         mod = sys.modules.get(name)
         if mod is not None:
             env[name] = getattr(mod, "__version__", "?")

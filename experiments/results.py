@@ -190,6 +190,7 @@ def _spec_columns(run: Path, cfg: dict, met: dict) -> dict:
         feature_weight=spec.feature_weight if spec.feature_loss else np.nan,
         mixup=spec.mixup,
         precision=spec.precision,  # --precision: a bf16 run is paired with the bf16 baseline
+        backend=cfg.get("environment", {}).get("backend", ""),  # the Keras backend it trained on (config.json)
         has_counts="val_counts_per_image" in met,
         recipe=spec.recipe,  # the label without the teacher's part: one recipe, several teachers
     )
@@ -364,7 +365,8 @@ def config_labels(df: pd.DataFrame, budgets: bool = True) -> pd.Series:
     an ensemble, a black box and flip-averaged targets, not which single teacher): those runs are their recipe and soft
     target, "unet4 KD T=2 lam=0.9 s=T +unl <- unet16", so unet8's and unet16's students are not pooled as one. With
     `budgets`, where one configuration holds runs of several --epochs (sweeps of 15 and 45 epochs read together), each
-    budget is its own: "unet4 baseline epochs=45" (experiments.epochs, which compares the budgets, leaves them out)."""
+    budget is its own: "unet4 baseline epochs=45" (experiments.epochs, which compares the budgets, leaves them out).
+    Likewise where one holds runs trained on several Keras backends: "unet4 baseline backend=tensorflow"."""
     labels = df["label"] if "label" in df else df.apply(label, axis=1)
     if "teacher" in df and "recipe" in df:
         teacher = df.teacher.fillna("").astype(str)
@@ -373,6 +375,10 @@ def config_labels(df: pd.DataFrame, budgets: bool = True) -> pd.Series:
         if ambiguous.any():
             tta = df.teacher_tta.fillna(False).astype(bool) if "teacher_tta" in df else pd.Series(False, index=df.index)
             labels = labels.where(~ambiguous, df.recipe + " <- " + teacher + np.where(tta, " +tta", ""))
+    if "backend" in df:
+        backend = df.backend.fillna("").astype(str)
+        several = backend.groupby(labels).transform("nunique").gt(1)
+        labels = labels.where(~several, labels + " backend=" + backend)
     if budgets and "epochs" in df:
         epochs = pd.to_numeric(df.epochs, errors="coerce")
         several = epochs.groupby(labels).transform("nunique").gt(1)
@@ -409,6 +415,8 @@ def summarize(df: pd.DataFrame, reference: str = "") -> pd.DataFrame:
             same &= (df.precision == first["precision"]) if "precision" in df else True
             same &= (df.epochs == first["epochs"]) if "epochs" in df else True  # sweeps of several budgets: the same budget's
             base = df[(df.kind == "student") & (df.lam == 0) & same]
+            if "backend" in base and (base.backend == first["backend"]).any():  # the baseline of its backend, where trained
+                base = base[base.backend == first["backend"]]
             p = paired(g, base)
             if p:
                 base_map = np.mean([b["kaggle_map"] for _, b, _ in p["pairs"]])

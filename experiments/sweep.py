@@ -16,7 +16,8 @@
 A preset (experiments/configs/NAME.py: `PRESET = {...}`, commented, most built on base.py; or a JSON file, and
 NAME.json still finds NAME.py) holds {"name", "data": path or "synthetic", "synthetic": {n_train, n_test, seed},
 "teacher": {teacher.train flags} or "teacher_path", "ensemble_seeds": [seeds of extra teachers],
-"ensemble_presets": [presets whose teachers join the ensemble],
+"ensemble_presets": [presets whose teachers join the ensemble], "backend": the Keras backend every job runs on
+(KERAS_BACKEND for its commands; default: the one common/backend.py picks, or KERAS_BACKEND as set),
 "student": {distill_train flags}, "unlabelled_extra": [folders], "grid": GRID or [GRID, ...], "seeds": [...]}, where GRID is
 {"lam": [...], "temperature": [...], "scale": [...], "base_filters": [...], "unlabelled": [false, true, "all"],
 "ensemble": [false, true], "blackbox": [false, "mirrored", "noflip"], "model": [{"arch": "sepunet",
@@ -57,6 +58,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from common.choices import BACKENDS
 from common.cli import UserError, run
 from common.config import HelpFormatter, from_values, read_config_file, to_argv
 from common.io import CKPT_STATE, acquire_lock, is_locked, release_lock
@@ -101,6 +103,7 @@ class Job:
     cmd: tuple[str, ...]
     needs: tuple[Path, ...] = ()
     kind: str = "student"  # "teacher" | "cache" | "probabilities" | "student"
+    env: tuple[tuple[str, str], ...] = ()  # environment variables its command runs with (a preset's "backend")
 
     def finished(self) -> bool:
         """Its done file is there and, for a run (metrics.json), can be read: a truncated or empty metrics.json (a full
@@ -120,6 +123,10 @@ class Job:
         resume = (self.run_dir / CKPT_STATE).exists() if resume is None else resume
         return [*self.cmd, "--resume" if resume else "--overwrite"]
 
+    def shell(self) -> str:
+        """The command as one shell line, its environment first (KERAS_BACKEND=tensorflow python ...): what --list prints."""
+        return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in self.env), shlex.join(self.argv())])
+
 
 # what a preset may hold (the module docstring says what each is); anything else is a misspelling, refused at once
 PRESET_KEYS = (
@@ -130,6 +137,7 @@ PRESET_KEYS = (
     "teacher",
     "teacher_path",
     "teacher_cache",
+    "backend",
     "ensemble_seeds",
     "ensemble_presets",
     "student",
@@ -636,7 +644,24 @@ def plan(cfg: dict, args) -> list[Job]:
     runs = student_runs(cfg, teacher_model(cfg, layout.teacher if layout.given_teacher else ""), n_all, layout, where)
     jobs = teacher_jobs(cfg, layout, where) + cache_jobs(runs, layout) + blackbox_jobs(runs, layout)
     jobs += [student_job(r) for r in runs]
+    env = backend_env(cfg)
+    jobs = [dataclasses.replace(j, env=env) for j in jobs] if env else jobs
     return shard_jobs(jobs, *shard) if shard else jobs
+
+
+def backend_env(cfg: dict) -> tuple[tuple[str, str], ...]:
+    """A preset's "backend" as its jobs' environment (KERAS_BACKEND); () without one. UserError for an unknown backend,
+    or one that KERAS_BACKEND, set otherwise, contradicts (the runs would be trained on another backend than the preset says)."""
+    backend = cfg.get("backend")
+    if backend is None:
+        return ()
+    if backend not in BACKENDS:
+        raise UserError(f'sweep config {cfg.get("name", "")}: "backend" must be one of {", ".join(BACKENDS)}, not {json.dumps(backend)}')
+    if os.environ.get("KERAS_BACKEND", backend) != backend:
+        raise UserError(
+            f'sweep config {cfg["name"]} trains on {backend} ("backend"), but KERAS_BACKEND={os.environ["KERAS_BACKEND"]}: unset it'
+        )
+    return (("KERAS_BACKEND", backend),)
 
 
 def _needed(prereqs: list[Job], jobs: list[Job]) -> set[str]:
@@ -747,12 +772,12 @@ def _fraction_left(job: Job) -> float:
     return min(1.0, max(0.0, 1 - done / epochs)) if epochs > 0 else 1.0
 
 
-def run_logged(cmd: list[str], log: Path) -> int:
+def run_logged(cmd: list[str], log: Path, env: tuple[tuple[str, str], ...] = ()) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f:
-        f.write("$ " + shlex.join(cmd) + "\n")
+        f.write("$ " + " ".join([*(f"{k}={v}" for k, v in env), shlex.join(cmd)]) + "\n")
         f.flush()
-        return subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        return subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **dict(env)})
 
 
 def _take(job: Job, claims: Path) -> bool:
@@ -802,12 +827,12 @@ def _claim(job: Job, claims: Path, wait: bool, say) -> str:
 def _run_one(job: Job, log: Path, say) -> int:
     t0 = time.perf_counter()
     resumed = (job.run_dir / CKPT_STATE).exists()  # interrupted mid-run: go on from the last finished epoch
-    code = run_logged(job.argv(resumed), log)
+    code = run_logged(job.argv(resumed), log, job.env)
     if code and resumed:  # e.g. the config changed since, or the checkpoint is damaged: start this run again
         failed_log = log.with_suffix(".resume-failed.txt")
         os.replace(log, failed_log)
         say(f"{job.name}: could not resume (see {failed_log}); starting it again")
-        code = run_logged(job.argv(False), log)
+        code = run_logged(job.argv(False), log, job.env)
     status = ("ok" + (" (resumed)" if resumed else "")) if code == 0 else f"FAILED (exit {code}, see {log})"
     say(f"{job.name}: {status} in {time.perf_counter() - t0:.0f} s")
     return code
@@ -862,7 +887,7 @@ def main(argv=None) -> int:
         pending = [j for j in jobs if not j.finished()]
         mine = [j for j in pending if not (is_locked(j.run_dir) or is_locked(sweep / ".claims" / j.name))]
         for job in mine:
-            print(shlex.join(job.argv()))
+            print(job.shell())
         if len(mine) < len(pending):
             print(f"left out {len(pending) - len(mine)} job(s) another process is running", file=sys.stderr)
         return 0

@@ -228,6 +228,7 @@ PRESETS = {
     "cpu_t16res8": (3, ["teacher_cpu_tres8", "ensemble_cache"], ["unet4_from_unet16_resunet8_T2_l0.9_sT_unl_tta_lov9_s0"]),
     "cpu_t16res8_e90": (3, ["teacher_cpu_tres8", "ensemble_cache"], ["unet4_from_unet16_resunet8_T2_l0.9_sT_unl_tta_lov18_s0"]),
     "cpu_bf16": (6, ["teacher", "teacher_cache"], ["unet4_from_unet8_T2_l0.9_sT_unl_s0", "unet4_from_unet8_T2_l0.9_sT_unl_bf16_s0"]),
+    "cpu_tf": (6, ["teacher_cache"], ["unet4_from_unet8_T2_l0.9_sT_unl_s0", "unet4_from_unet8_T2_l0.9_sT_unl_bf16_s0"]),
     "cpu_e90": (
         12,
         ["teacher_s1", "teacher_cache", "ensemble_cache"],
@@ -322,6 +323,7 @@ ELSEWHERE = {
     "cpu_t16res8": ["unet4_from_unet16_resunet8_T2_l0.9_sT_unl_tta_lov9_s2"],
     "cpu_t16res8_e90": ["unet4_from_unet16_resunet8_T2_l0.9_sT_unl_tta_lov18_s2"],
     "cpu_bf16": ["unet4_from_unet8_T2_l0.9_sT_unl_bf16_s2"],
+    "cpu_tf": ["unet4_from_unet8_T2_l0.9_sT_unl_bf16_s2"],
     "cpu_e90": ["unet4_from_unet8_T2_l0.9_sT_unl_s2", "unet4_from_unet8x2_T2_l0.9_sT_unl_tta_lov18_s2"],
     "cpu_unlabelled": ["unet4_from_unet8_T2_l0.9_sT_unl_u18k_s2"],
     "cpu_frontier": ["unet6d3_from_unet8_T2_l0.9_sT_unl_s2", "unet4_bilinear_baseline_s1"],
@@ -345,6 +347,7 @@ def test_shipped_configs_plan_todays_run_names(path, tmp_path, monkeypatch):
     from experiments.sweep import load_config, parse_args, plan
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)  # a preset's "backend" refuses another one set here
 
     cfg = load_config(path)
     jobs = plan(cfg, parse_args(["--config", str(path)]))
@@ -909,3 +912,28 @@ def test_kl_per_pixel_golden():
     t, s = np.array([0.5, 0.9]), np.array([0.25, 0.9])
     want = np.mean([0.5 * np.log(0.5 / 0.25) + 0.5 * np.log(0.5 / 0.75), 0.0])
     assert kl_per_pixel(t, s) == pytest.approx(want, rel=1e-9) and kl_per_pixel(t, t) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_preset_backend_sets_every_jobs_keras_backend(tmp_path, monkeypatch):
+    """ "backend": every job's command runs with KERAS_BACKEND set (and --list prints it first); an unknown backend, or a
+    KERAS_BACKEND set to another one, is refused before anything is planned."""
+    from common.cli import UserError
+    from experiments.sweep import parse_args, plan, run_logged
+
+    cfg = {"name": "b", "data": "synthetic", "teacher": {"base_filters": 4}, "seeds": [0], "grid": {"lam": [0, 0.9]}}
+    (tmp_path / "b.json").write_text(json.dumps(cfg))
+    args = parse_args(["--config", str(tmp_path / "b.json"), "--out", str(tmp_path / "out")])
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    assert all(j.env == () for j in plan(cfg, args))
+    jobs = plan({**cfg, "backend": "tensorflow"}, args)
+    assert [j.env for j in jobs] == [(("KERAS_BACKEND", "tensorflow"),)] * 3
+    assert jobs[0].shell().startswith(f"KERAS_BACKEND=tensorflow {sys.executable} -m teacher.train ")
+    code = run_logged([sys.executable, "-c", "import os; print('backend', os.environ['KERAS_BACKEND'])"], tmp_path / "log.txt", jobs[0].env)
+    assert code == 0 and "backend tensorflow" in (tmp_path / "log.txt").read_text()
+    with pytest.raises(UserError, match='"backend" must be one of torch, tensorflow, jax'):
+        plan({**cfg, "backend": "tf"}, args)
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    with pytest.raises(UserError, match="KERAS_BACKEND=jax"):
+        plan({**cfg, "backend": "tensorflow"}, args)
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    assert plan({**cfg, "backend": "tensorflow"}, args)[0].env == (("KERAS_BACKEND", "tensorflow"),)

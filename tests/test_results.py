@@ -294,3 +294,29 @@ def test_several_sweeps_read_as_one_pair_across_them(tmp_path, capsys):
         main([str(short), str(long)])
     with pytest.raises(UserError, match="not a folder of run dirs"):
         main([str(short), str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
+
+
+def test_one_recipe_on_two_backends_and_precisions_is_four_configs(tmp_path):
+    """The torch runs in one sweep, the TensorFlow ones in another (same run names): read together, each backend is its
+    own config ("... backend=tensorflow"), bfloat16 runs are their own ("+bf16"), each pairs by seed with the torch
+    float32 reference, and picking the reference by its backend works."""
+    from experiments.results import main
+
+    ids = ["a", "b"]
+    kd = {"lam": 0.9, "teacher": ["t.keras"], "temperature": 2.0, "scale": "T"}
+    dirs = {"torch": tmp_path / "pt", "tensorflow": tmp_path / "tf"}
+    for i, (backend, d) in enumerate(dirs.items()):
+        d.mkdir()
+        for seed in (0, 1):
+            env = {"environment": {"backend": backend}}
+            _full_run(d, f"unet4_from_t_T2_l0.9_sT_s{seed}", {**kd, **env}, ids, [0.5, 0.5 + i / 2], [[5, 5, 5, 86]] * 2, seed)
+            bf16 = {**kd, **env, "precision": "mixed_bfloat16"}
+            _full_run(d, f"unet4_from_t_T2_l0.9_sT_bf16_s{seed}", bf16, ids, [0.5 + i / 4, 0.5], [[5, 5, 5, 86]] * 2, seed)
+    ref = "backend=torch,precision=float32"
+    assert main([str(dirs["torch"]), str(dirs["tensorflow"]), "--out", str(tmp_path / "both"), "--reference", ref]) == 0
+    s = pd.read_csv(tmp_path / "both" / "summary.csv").set_index("config")
+    label = "unet4 KD T=2 lam=0.9 s=T"
+    assert set(s.index) == {f"{label} backend={b}" for b in dirs} | {f"{label} +bf16 backend={b}" for b in dirs}
+    assert s.loc[f"{label} backend=tensorflow", "d_ref"] == pytest.approx(0.25)  # image b: +0.5, both seeds
+    assert s.loc[f"{label} +bf16 backend=tensorflow", "d_ref"] == pytest.approx(0.125)
+    assert s.loc[f"{label} +bf16 backend=torch", "d_ref"] == pytest.approx(0.0)
