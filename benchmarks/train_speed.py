@@ -5,6 +5,9 @@
     OMP_NUM_THREADS=1 python -m benchmarks.train_speed --base-filters 4 8 --batch-size 32 --precision float32 mixed_bfloat16 \
         --jit-compile auto on          # the CPU table of docs/PERFORMANCE.md: backend x precision x XLA / torch.compile
     # prints one row per backend, precision, jit, model and batch size: first step (s), img/s, peak RSS; --json FILE keeps them
+    OMP_NUM_THREADS=1 python -m benchmarks.train_speed --base-filters 4 8 --batch-size 32 --save-default
+    # ... and saves the fastest float32 backend as this CPU's default (common/backend.py:choose_backend); prints
+    # "saved tensorflow as this CPU's default backend (1.47x torch, float32) to ~/.config/seg-distill/backend.json"
 
 Each row runs in a fresh process with KERAS_BACKEND set, training the hard-loss graph of
 distill.graph (the baseline's graph: the student's own cost) on random images at the real input size
@@ -18,6 +21,7 @@ import argparse
 import importlib.util
 import itertools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -116,6 +120,36 @@ def measure_in_child(backend: str, args, one: list) -> dict | None:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def fastest_backend(rows: list[dict]) -> tuple[str, dict]:
+    """The backend whose float32 training steps (jit auto: what a plain run does) are fastest, and every backend's speed
+    relative to the first one measured: the geometric mean of img/s over the (model, batch) pairs measured on every
+    backend. UserError unless two backends or more were measured on a common pair."""
+    plain = [r for r in rows if r["precision"] == "float32" and r["jit_compile"] == "auto"]
+    backends = list(dict.fromkeys(r["backend"] for r in plain))
+    speed = {(r["backend"], r["model"], r["batch_size"]): r["img_per_s"] for r in plain}
+    pairs = [(m, b) for (_, m, b) in speed if all((k, m, b) in speed for k in backends)]
+    if len(backends) < 2 or not pairs:
+        raise UserError("--save-default compares backends: time two or more at --precision float32 --jit-compile auto")
+    pairs = list(dict.fromkeys(pairs))
+    geo = {k: math.exp(sum(math.log(speed[(k, m, b)]) for m, b in pairs) / len(pairs)) for k in backends}
+    best = max(geo, key=geo.get)
+    return best, {k: round(v / geo[backends[0]], 3) for k, v in geo.items()}
+
+
+def save_default(rows: list[dict]) -> str:
+    """Write the fastest backend (fastest_backend) for this CPU (common.backend.cpu_id) where choose_backend reads it."""
+    from common.backend import cpu_id, saved_path
+
+    best, ratios = fastest_backend(rows)
+    path = saved_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    models = sorted({r["model"] for r in rows})
+    record = {"backend": best, "cpu": cpu_id(), "relative_speed": ratios, "models": models, "saved": time.strftime("%Y-%m-%d")}
+    io.write_json(path, {**record, "rows": rows})
+    first = next(iter(ratios))
+    return f"saved {best} as this CPU's default backend ({ratios[best]:.2f}x {first}, float32) to {path}"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument(
@@ -142,6 +176,11 @@ def main(argv=None) -> int:
         "tensorflow, torch.compile on torch), off",
     )
     ap.add_argument("--json", default="", help="also write the rows to this file")
+    ap.add_argument(
+        "--save-default",
+        action="store_true",
+        help="save the fastest float32 backend as this CPU's default (common/backend.py:choose_backend; KERAS_BACKEND still wins)",
+    )
     ap.add_argument("--one", default="", help=argparse.SUPPRESS)  # internal: one measurement in this process, JSON on stdout
     args = ap.parse_args(argv)
     if args.one:
@@ -150,6 +189,9 @@ def main(argv=None) -> int:
         return 0
     if args.steps < 1 or min(args.batch_size) < 1 or min(args.base_filters) < 1:
         raise UserError("--steps, --batch-size and --base-filters must be >= 1")
+    installed = [b for b in args.backends if importlib.util.find_spec(b) is not None]
+    if args.save_default and ("float32" not in args.precision or "auto" not in args.jit_compile or len(installed) < 2):
+        raise UserError("--save-default compares backends: time two or more at --precision float32 --jit-compile auto")
     rows = []
     print(
         f"{'backend':10s} {'precision':14s} {'jit':4s} {'model':10s} {'batch':>5s} {'first step s':>12s} {'img/s':>7s} {'RSS MB':>7s}",
@@ -170,6 +212,8 @@ def main(argv=None) -> int:
                 )
     if args.json:
         io.write_json(args.json, rows)
+    if args.save_default:
+        print(save_default(rows))
     return 0
 
 

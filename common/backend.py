@@ -1,6 +1,8 @@
 """Pick the Keras backend before `import keras`: `choose_backend` below is where the default is chosen.
 
-The order: KERAS_BACKEND if the user set it, else torch if it is installed, else tensorflow, else jax.
+The order: KERAS_BACKEND if the user set it, else the backend `python -m benchmarks.train_speed --save-default`
+measured fastest on this CPU (saved_backend: a small JSON file, ignored on another CPU), else torch if it is
+installed, else tensorflow, else jax.
 Which CPU backend trains fastest depends on the machine: torch was faster on the machine of 2026-11-27;
 on the AMD EPYC AVX-512 machine of 2026-11-29 `python -m benchmarks.train_speed` measured TensorFlow
 1.4-1.7x faster per training step for every student shape (unet4: 144.5 vs 100.5 img/s, 1 thread) and real
@@ -14,17 +16,55 @@ tensorflow (`require_tensorflow`).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
+import platform
+from pathlib import Path
 
 from common.choices import BACKENDS, PRECISIONS
 from common.cli import UserError
 
 
+# where --save-default keeps this machine's measured backend (SEG_DISTILL_BACKEND_FILE overrides it: tests, shared homes)
+SAVED_FILE = "~/.config/seg-distill/backend.json"
+
+
+def saved_path() -> Path:
+    return Path(os.environ.get("SEG_DISTILL_BACKEND_FILE") or SAVED_FILE).expanduser()
+
+
+def cpu_id() -> str:
+    """This CPU, as a short hash of its model name and instruction-set flags (/proc/cpuinfo; elsewhere platform's
+    processor and machine): a saved backend applies to the CPU it was measured on, not to the next VM's."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        keys = ("model name", "flags", "Features", "CPU part")  # x86 and ARM spellings
+        text = "\n".join(sorted({ln.strip() for ln in lines if ln.split(":")[0].strip() in keys}))
+    except OSError:
+        text = ""
+    text = text or f"{platform.processor()} {platform.machine()}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def saved_backend() -> str | None:
+    """The backend `benchmarks.train_speed --save-default` measured fastest on this CPU, if it saved one for this CPU and
+    that backend is installed; else None (an unreadable file too: the default order applies)."""
+    try:
+        saved = json.loads(saved_path().read_text())
+        backend = saved["backend"] if saved.get("cpu") == cpu_id() else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return backend if backend in BACKENDS and importlib.util.find_spec(backend) is not None else None
+
+
 def choose_backend() -> str:
-    """Set KERAS_BACKEND (if unset) to the first installed of torch, tensorflow, jax (the module doc says why) and return it."""
+    """Set KERAS_BACKEND (if unset) to this CPU's measured backend (saved_backend) or else the first installed of
+    torch, tensorflow, jax (the module doc says why), and return it."""
     if "KERAS_BACKEND" not in os.environ:
-        for name in BACKENDS:
+        measured = saved_backend()
+        for name in (measured,) if measured else BACKENDS:
             if importlib.util.find_spec(name) is not None:
                 os.environ["KERAS_BACKEND"] = name
                 break

@@ -552,3 +552,18 @@ def test_kill_during_save_never_leaves_a_truncated_file(tmp_path):
         else:
             assert d["i"] == k
     assert mid_rewrite >= 1, "no kill landed during a rewrite"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--backends", "torch"], ["--backends", "torch", "tensorflow", "--precision", "mixed_bfloat16"]],
+    ids=["one backend", "no float32"],
+)
+def test_train_speed_save_default_needs_two_float32_backends(argv, capsys, tmp_path, monkeypatch):
+    """--save-default with nothing to compare is refused before anything is timed, and saves nothing."""
+    from benchmarks.train_speed import main
+
+    monkeypatch.setenv("SEG_DISTILL_BACKEND_FILE", str(tmp_path / "backend.json"))
+    code, err = call(main, [*argv, "--save-default"], capsys)
+    check(code, err, "--save-default compares backends")
+    assert not (tmp_path / "backend.json").exists()

@@ -74,3 +74,45 @@ def test_arch_latency_models_and_table():
     t = table(b, {"unet4": 122757}).iloc[0]
     assert (t.model, t.params, t.mmacs, t.int8_kb, t.fp32_kb) == ("unet4", 122757, 47.6, 150.0, 490.0)
     assert t["int8 1t tflite-runtime 2.14.0"] == 3.0 and t["fp32 1t ai-edge-litert 2.3.0"] == 4.0
+
+
+def test_save_default_picks_the_fastest_float32_backend_for_this_cpu(tmp_path, monkeypatch):
+    """--save-default: the backend with the fastest float32 steps (geometric mean over the shapes every backend ran)
+    is saved for this CPU; choose_backend takes it when KERAS_BACKEND is unset, ignores it on another CPU or when
+    unreadable, and KERAS_BACKEND still wins."""
+    import os
+    import subprocess
+    import sys
+
+    from benchmarks.train_speed import fastest_backend, save_default
+    from common.backend import saved_backend
+    from common.cli import UserError
+    from tests.conftest import ROOT
+
+    def row(backend, model, img_s, precision="float32"):
+        return {"backend": backend, "model": model, "batch_size": 32, "img_per_s": img_s, "precision": precision, "jit_compile": "auto"}
+
+    rows = [row("torch", "unet4", 50.0), row("torch", "unet8", 30.0), row("jax", "unet4", 40.0)]
+    rows += [row("tensorflow", "unet4", 80.0), row("tensorflow", "unet8", 40.0), row("torch", "unet4", 500.0, "mixed_bfloat16")]
+    best, ratios = fastest_backend(rows)  # jax lacks unet8: unet4 alone is compared
+    assert best == "tensorflow" and ratios == {"torch": 1.0, "jax": 0.8, "tensorflow": 1.6}
+    assert fastest_backend(rows[:2] + rows[3:5])[1]["tensorflow"] == pytest.approx(((80 / 50) * (40 / 30)) ** 0.5, abs=1e-3)
+    with pytest.raises(UserError, match="two or more"):
+        fastest_backend([r for r in rows if r["backend"] == "torch"])
+    saved = tmp_path / "backend.json"
+    monkeypatch.setenv("SEG_DISTILL_BACKEND_FILE", str(saved))
+    assert saved_backend() is None  # nothing saved yet
+    assert "saved tensorflow as this CPU's default backend (1.60x torch" in save_default(rows)
+    assert saved_backend() == "tensorflow"
+
+    def chosen(**env):
+        code = "from common.backend import choose_backend; print(choose_backend())"
+        clean = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+        p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=120)
+        return p.stdout.strip()
+
+    assert chosen() == "tensorflow" and chosen(KERAS_BACKEND="jax") == "jax"
+    saved.write_text(json.dumps({**json.loads(saved.read_text()), "cpu": "another-cpu"}))
+    assert saved_backend() is None and chosen() == "torch"
+    saved.write_text("{not json")
+    assert saved_backend() is None and chosen() == "torch"
