@@ -26,7 +26,6 @@ from pathlib import Path
 from common.choices import BACKENDS, PRECISIONS
 from common.cli import UserError
 
-
 # where --save-default keeps this machine's measured backend (SEG_DISTILL_BACKEND_FILE overrides it: tests, shared homes)
 SAVED_FILE = "~/.config/seg-distill/backend.json"
 
