@@ -23,7 +23,7 @@ from pathlib import Path
 
 from common.cli import DiskFull, UserError, at_exit, is_disk_full, quiet_disk_full
 
-RESULT_FILES = ("metrics.json", "history.csv", "teacher.keras", "student.keras")
+RESULT_FILES = ("metrics.json", "history.csv", "teacher.keras", "teacher_last.keras", "student.keras")
 # An interrupted run's checkpoint (training.loop writes it each epoch; --resume reads it; a finished run deletes it).
 CKPT_WEIGHTS, CKPT_STATE = "checkpoint.weights.h5", "checkpoint.json"
 

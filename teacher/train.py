@@ -5,8 +5,9 @@
     # prints the config, Keras' per-epoch progress, "val mean_iou ... kaggle_map ..." per epoch and
     # "done: val mean_iou 0.8.. kaggle_map 0.7.. (1,94x,xxx params, best epoch N, xx img/s) -> RUN_DIR"
 
-Writes RUN_DIR/config.json, split.json, history.csv, teacher.keras (+ teacher.keras.json, the
-preprocessing sidecar) and metrics.json. The loss is BCE from logits (or BCE + soft Dice), computed
+Writes RUN_DIR/config.json, split.json, history.csv, teacher.keras (the best epoch by validation mean IoU, +
+teacher.keras.json, the preprocessing sidecar), teacher_last.keras (the last epoch, + its sidecar: soft targets
+that no selection on the validation images flatters) and metrics.json. The loss is BCE from logits (or BCE + soft Dice), computed
 by the same loss layer and graph builder that train the students (with lambda = 0, no teacher).
 """
 
@@ -30,6 +31,8 @@ from models.registry import build_model
 from pi.sidecar import make_spec, sidecar_path
 from teacher.config import TeacherConfig, validate
 from training.loop import fit
+
+LAST = "teacher_last.keras"  # the last epoch's weights beside the best epoch's teacher.keras
 from training.runs import batches, load_split_data, start_run, write_metrics
 from training.scoring import final_metrics, logits_calibration
 
@@ -51,8 +54,9 @@ def main(argv=None) -> int:
         model = build_model(cfg.arch, (cfg.input_size, cfg.input_size, 1), cfg.base_filters, cfg.depth, cfg.upsample, name=cfg.model_name)
         print(f"teacher: {model.name}, {model.count_params():,} params" + describe(parallel), flush=True)
         graph = build_training_graph(model, None, temperature=1.0, lam=0.0, dice=cfg.loss == "bce_dice", input_scale=spec["scale"])
-        io.write_json(sidecar_path(run_dir / "teacher.keras"), {**spec, "model_name": model.name})
-        info = fit(graph, model, data, cfg, run_dir, "teacher.keras", opts.resume)
+        for name in ("teacher.keras", LAST):
+            io.write_json(sidecar_path(run_dir / name), {**spec, "model_name": model.name})
+        info = fit(graph, model, data, cfg, run_dir, "teacher.keras", opts.resume, last_name=LAST)
     metrics = {
         "model": model.name,
         "params": model.count_params(),

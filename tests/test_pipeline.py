@@ -69,6 +69,19 @@ def test_evaluate_matches_metrics_json(runs, synth_dir, tmp_path):
     assert refused.returncode == 2 and refused.stderr.strip().startswith("error:") and "--overwrite" in refused.stderr
 
 
+def test_teacher_keeps_its_last_epoch_beside_its_best(runs, synth_dir):
+    """teacher_last.keras (with its sidecar) is the last epoch's teacher: evaluate.py scores it as metrics.json's
+    val_last, while teacher.keras scores as val (the best epoch by validation mean IoU)."""
+    met = json.loads((runs["teacher"] / "metrics.json").read_text())
+    last = runs["teacher"] / "teacher_last.keras"
+    assert json.loads((runs["teacher"] / "teacher_last.keras.json").read_text()) == json.loads(
+        (runs["teacher"] / "teacher.keras.json").read_text()
+    )
+    out = json.loads(cli("evaluate.py", "--model", last, "--data", synth_dir).stdout)
+    for k in ("mean_iou", "salt_iou", "kaggle_map"):
+        assert abs(out[k] - met["val_last"][k]) < 1e-4, (k, out[k], met["val_last"][k])
+
+
 def test_evaluate_pred_masks(tmp_path, synth_dir):
     from PIL import Image
 

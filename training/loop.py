@@ -85,9 +85,7 @@ class ValScore(keras.callbacks.Callback):
         improved = scores[self.monitor] > self.best
         if improved:
             self.best, self.best_epoch = scores[self.monitor], epoch + 1
-            # the saved model is float32 whatever the training precision: what export and the Pi expect
-            mixed = self.infer_model.dtype_policy.compute_dtype != "float32"
-            io.save_model(float32_copy(self.infer_model) if mixed else self.infer_model, self.model_path)
+            save_float32(self.infer_model, self.model_path)
         io.write_text(self.history_path, pd.DataFrame(self.rows).to_csv(index=False))
         print(
             f"  val mean_iou {scores['mean_iou']:.4f}  kaggle_map {scores['kaggle_map']:.4f}" + ("  (best, saved)" if improved else ""),
@@ -203,8 +201,19 @@ def resume_state(train_model, score: ValScore, train_batches: Batches, cfg, run_
     return start, score.wall
 
 
-def fit(train_model, infer_model, data: TrainingData, cfg, run_dir: Path, model_name: str, resume: bool = False) -> dict:
+def save_float32(model, path: Path) -> None:
+    """The saved model is float32 whatever the training precision: what export, the cache and the Pi expect."""
+    mixed = model.dtype_policy.compute_dtype != "float32"
+    io.save_model(float32_copy(model) if mixed else model, path)
+
+
+def fit(
+    train_model, infer_model, data: TrainingData, cfg, run_dir: Path, model_name: str, resume: bool = False, last_name: str = ""
+) -> dict:
     """Train `train_model` (outputs [total, hard, soft] per sample, + feat with feature KD) and keep the best `infer_model`.
+
+    With `last_name` the last epoch's `infer_model` is saved too (run_dir/last_name: a teacher's teacher_last.keras, so
+    soft targets no selection flatters can be made from it); the student keeps only its best, its product.
 
     cfg gives epochs, lr, weight_decay, monitor and tensorboard (a training.config.TrainConfig),
     optionally lovasz_epochs (student.config.DistillConfig: the last N epochs train with the Lovasz
@@ -235,6 +244,8 @@ def fit(train_model, infer_model, data: TrainingData, cfg, run_dir: Path, model_
     last = cb.last
     if last is None:  # resumed after the final epoch's checkpoint: infer_model holds that epoch's weights
         last = last_epoch_scores(predict_probs(infer_model, data.val_x, data.spec), data.val_masks, data.spec["threshold"])
+    if last_name:
+        save_float32(infer_model, run_dir / last_name)
     best = keras.saving.load_model(model_path)
     infer_model.set_weights(best.get_weights())
     return {
