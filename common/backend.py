@@ -6,12 +6,11 @@ installed, else tensorflow, else jax.
 Which CPU backend trains fastest depends on the machine: torch was faster on the machine of 2026-11-27;
 on the AMD EPYC AVX-512 machine of 2026-11-29 `python -m benchmarks.train_speed` measured TensorFlow
 1.4-1.7x faster per training step for every student shape (unet4: 144.5 vs 100.5 img/s, 1 thread) and real
-3-epoch runs 1.1-1.3x faster (README, "Training backend per shape"). The default stays torch because
-15-epoch quality on TensorFlow is unmeasured and the existing results were trained on torch;
-`KERAS_BACKEND=tensorflow` selects it. On the AMD EPYC with AVX2 only of 2026-12-07 torch float32 was the fastest
+3-epoch runs 1.1-1.3x faster. On the AMD EPYC with AVX2 only of 2026-12-07 torch float32 was the fastest
 for the unet4 student again, and no backend, bfloat16 or XLA setting was 1.5x faster for any shape; on the Intel Xeon
-with AMX of 2026-12-07 TensorFlow was again the fastest for every shape (1.46-1.74x per step) (docs/PERFORMANCE.md).
-Since the fastest backend differs from CPU to CPU, `--save-default` records the one measured on this CPU.
+with AMX of 2026-12-07 TensorFlow was again the fastest for every shape (1.46-1.74x per step), and its 15-epoch
+students scored as torch's at 3 seeds (docs/PERFORMANCE.md). Since the fastest backend differs from CPU to CPU,
+`--save-default` records the one measured on this CPU; the fallback stays torch, on which the results were trained.
 On a GPU box JAX is the fast path. Export always needs
 tensorflow (`require_tensorflow`).
 """
