@@ -36,6 +36,7 @@ from training.naming import model_name
 
 ROOT = Path(__file__).resolve().parents[1]
 JIT = {"auto": "auto", "on": True, "off": False}  # --jit-compile -> Keras compile(jit_compile=)
+NOTHING_TO_COMPARE = "--save-default compares backends: time two or more at --precision float32 --jit-compile auto"
 
 
 def measure(
@@ -127,10 +128,9 @@ def fastest_backend(rows: list[dict]) -> tuple[str, dict]:
     plain = [r for r in rows if r["precision"] == "float32" and r["jit_compile"] == "auto"]
     backends = list(dict.fromkeys(r["backend"] for r in plain))
     speed = {(r["backend"], r["model"], r["batch_size"]): r["img_per_s"] for r in plain}
-    pairs = [(m, b) for (_, m, b) in speed if all((k, m, b) in speed for k in backends)]
+    pairs = list(dict.fromkeys((m, b) for (_, m, b) in speed if all((k, m, b) in speed for k in backends)))
     if len(backends) < 2 or not pairs:
-        raise UserError("--save-default compares backends: time two or more at --precision float32 --jit-compile auto")
-    pairs = list(dict.fromkeys(pairs))
+        raise UserError(NOTHING_TO_COMPARE)
     geo = {k: math.exp(sum(math.log(speed[(k, m, b)]) for m, b in pairs) / len(pairs)) for k in backends}
     best = max(geo, key=geo.get)
     return best, {k: round(v / geo[backends[0]], 3) for k, v in geo.items()}
@@ -191,7 +191,7 @@ def main(argv=None) -> int:
         raise UserError("--steps, --batch-size and --base-filters must be >= 1")
     installed = [b for b in args.backends if importlib.util.find_spec(b) is not None]
     if args.save_default and ("float32" not in args.precision or "auto" not in args.jit_compile or len(installed) < 2):
-        raise UserError("--save-default compares backends: time two or more at --precision float32 --jit-compile auto")
+        raise UserError(NOTHING_TO_COMPARE)
     rows = []
     print(
         f"{'backend':10s} {'precision':14s} {'jit':4s} {'model':10s} {'batch':>5s} {'first step s':>12s} {'img/s':>7s} {'RSS MB':>7s}",

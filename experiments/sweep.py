@@ -125,7 +125,12 @@ class Job:
 
     def shell(self) -> str:
         """The command as one shell line, its environment first (KERAS_BACKEND=tensorflow python ...): what --list prints."""
-        return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in self.env), shlex.join(self.argv())])
+        return shell_line(self.argv(), self.env)
+
+
+def shell_line(cmd: list[str], env: tuple[tuple[str, str], ...] = ()) -> str:
+    """A command and the environment it runs with as one shell line: `KERAS_BACKEND=tensorflow python ...`."""
+    return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env), shlex.join(cmd)])
 
 
 # what a preset may hold (the module docstring says what each is); anything else is a misspelling, refused at once
@@ -775,7 +780,7 @@ def _fraction_left(job: Job) -> float:
 def run_logged(cmd: list[str], log: Path, env: tuple[tuple[str, str], ...] = ()) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f:
-        f.write("$ " + " ".join([*(f"{k}={v}" for k, v in env), shlex.join(cmd)]) + "\n")
+        f.write("$ " + shell_line(cmd, env) + "\n")
         f.flush()
         return subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **dict(env)})
 
